@@ -1,0 +1,45 @@
+"""The Connect runtime: what generated code and applications import.
+
+Everything public is re-exported here, so ``from protoc_gen_connect_python import
+runtime`` (or importing names from this module) is the one import users need.
+"""
+
+from protoc_gen_connect_python.runtime.client.async_client import (
+    AsyncClient,
+    AsyncStream,
+    UnaryResponse,
+)
+from protoc_gen_connect_python.runtime.client.sync_client import SyncClient, SyncStream
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.context import RequestContext
+from protoc_gen_connect_python.runtime.errors import ConnectError, ErrorDetail
+from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
+from protoc_gen_connect_python.runtime.method import (
+    Idempotency,
+    MethodSpec,
+    ServiceSpec,
+    StreamType,
+    unimplemented,
+)
+from protoc_gen_connect_python.runtime.service import AsyncService, SyncService
+
+__all__ = [
+    "AsyncClient",
+    "AsyncService",
+    "AsyncStream",
+    "Code",
+    "ConnectError",
+    "ErrorDetail",
+    "Headers",
+    "HeadersInput",
+    "Idempotency",
+    "MethodSpec",
+    "RequestContext",
+    "ServiceSpec",
+    "StreamType",
+    "SyncClient",
+    "SyncService",
+    "SyncStream",
+    "UnaryResponse",
+    "unimplemented",
+]

@@ -1,0 +1,1 @@
+"""Async and sync clients."""
