@@ -1,0 +1,120 @@
+"""The 5-byte envelope shared by Connect streaming, gRPC and gRPC-Web.
+
+Each message is framed as one flags byte, a big-endian uint32 length and the
+payload. The decoder is incremental and checks the declared length against the
+limit before buffering the payload.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.compression import Compression
+from protoc_gen_connect_python.runtime.errors import ConnectError
+
+FLAG_COMPRESSED = 0x01
+"""The payload is compressed with the stream's negotiated algorithm."""
+FLAG_END_STREAM = 0x02
+"""Connect: the end-of-stream message (JSON error and trailers)."""
+FLAG_TRAILERS = 0x80
+"""gRPC-Web: the payload is the trailers block."""
+
+_HEADER = struct.Struct(">BI")
+HEADER_SIZE = 5
+
+
+def encode_envelope(flags: int, payload: bytes) -> bytes:
+    """Frame one payload."""
+    return _HEADER.pack(flags, len(payload)) + payload
+
+
+def encode_message(
+    payload: bytes,
+    compression: Compression | None,
+    compress_min_bytes: int,
+    send_max_bytes: int,
+) -> bytes:
+    """Frame one message payload, compressing it when worth it.
+
+    Raises resource_exhausted when the (possibly compressed) payload is larger
+    than ``send_max_bytes`` (0 means no limit).
+    """
+    flags = 0
+    if compression is not None and len(payload) >= compress_min_bytes:
+        payload = compression.compress(payload)
+        flags = FLAG_COMPRESSED
+    if send_max_bytes and len(payload) > send_max_bytes:
+        raise ConnectError(
+            Code.RESOURCE_EXHAUSTED,
+            f"message size {len(payload)} exceeds send limit {send_max_bytes}",
+        )
+    return _HEADER.pack(flags, len(payload)) + payload
+
+
+class EnvelopeDecoder:
+    """Splits a byte stream into (flags, payload) frames.
+
+    ``read_max_bytes`` (0 = unlimited) bounds each payload as sent on the wire;
+    a larger declared length fails at once with resource_exhausted.
+    """
+
+    __slots__ = ("_buf", "_flags", "_need", "read_max_bytes")
+
+    def __init__(self, read_max_bytes: int = 0) -> None:
+        self._buf = bytearray()
+        self._need = -1  # payload length once a header is parsed
+        self._flags = 0
+        self.read_max_bytes = read_max_bytes
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Add bytes; return every frame now complete, in order."""
+        buf = self._buf
+        buf += data
+        out: list[tuple[int, bytes]] = []
+        while True:
+            if self._need < 0:
+                if len(buf) < HEADER_SIZE:
+                    break
+                self._flags, self._need = _HEADER.unpack_from(buf)
+                del buf[:HEADER_SIZE]
+                limit = self.read_max_bytes
+                if limit and self._need > limit:
+                    raise ConnectError(
+                        Code.RESOURCE_EXHAUSTED,
+                        f"message size {self._need} is larger than configured max {limit}",
+                    )
+            if len(buf) < self._need:
+                break
+            out.append((self._flags, bytes(buf[: self._need])))
+            del buf[: self._need]
+            self._need = -1
+        return out
+
+    @property
+    def pending(self) -> bool:
+        """Whether a partial frame is buffered."""
+        return self._need >= 0 or bool(self._buf)
+
+    def close(self, code: Code = Code.INVALID_ARGUMENT) -> None:
+        """Declare the end of input; a partial frame raises ConnectError(code)."""
+        if self.pending:
+            raise ConnectError(code, "protocol error: incomplete envelope")
+
+
+def decode_payload(
+    flags: int,
+    payload: bytes,
+    compression: Compression | None,
+    read_max_bytes: int,
+    error_code: Code = Code.INTERNAL,
+) -> bytes:
+    """Decompress a message payload when its flag says so, within the limit."""
+    if flags & FLAG_COMPRESSED:
+        if compression is None:
+            raise ConnectError(
+                error_code,
+                "protocol error: received compressed message without an encoding",
+            )
+        return compression.decompress(payload, read_max_bytes)
+    return payload
