@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything the project needs, idempotently: the Python venv (.venv)
+# with the package and its tools, the npm packages of the interop tests, and the
+# Debian packages the tests use. Safe to run again; quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- Debian packages (curl for the curl tests, nginx for the proxy tests) ----
+need_apt=()
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "apt-get install ${need_apt[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    log "missing ${need_apt[*]}: install them with your package manager"; exit 1
+  fi
+fi
+
+# --- Python -----------------------------------------------------------------
+stamp="$VENV/.setup-stamp"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python packages"
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/python" -m pip install -q -e ".[plugin,brotli,zstd,dev]" 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/python" -c "import protoc_gen_connect_python.runtime, jinja2, black, grpc_tools, pyqwest" 
+  echo "$want" > "$stamp"
+fi
+
+# --- npm packages of the interop tests --------------------------------------
+for dir in tests/interop/node; do
+  if [ -f "$dir/package-lock.json" ]; then
+    lockhash="$(sha256sum "$dir/package-lock.json" | cut -c1-16)"
+    if [ "$(cat "$dir/node_modules/.setup-stamp" 2>/dev/null)" != "$lockhash" ]; then
+      log "npm ci in $dir"
+      npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+      echo "$lockhash" > "$dir/node_modules/.setup-stamp"
+    fi
+  fi
+done
+log "ready"
