@@ -12,6 +12,11 @@ from protoc_gen_connect_python.runtime.client.async_client import (
 from protoc_gen_connect_python.runtime.client.sync_client import SyncClient, SyncStream
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.context import RequestContext
+from protoc_gen_connect_python.runtime.cors import (
+    CORSMiddleware,
+    CORSPolicy,
+    WSGICORSMiddleware,
+)
 from protoc_gen_connect_python.runtime.errors import ConnectError, ErrorDetail
 from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
 from protoc_gen_connect_python.runtime.method import (
@@ -27,6 +32,8 @@ __all__ = [
     "AsyncClient",
     "AsyncService",
     "AsyncStream",
+    "CORSMiddleware",
+    "CORSPolicy",
     "Code",
     "ConnectError",
     "ErrorDetail",
@@ -41,5 +48,6 @@ __all__ = [
     "SyncService",
     "SyncStream",
     "UnaryResponse",
+    "WSGICORSMiddleware",
     "unimplemented",
 ]
