@@ -1,0 +1,154 @@
+"""Shared by the plain-HTTP tests: generate the example's code, serve it, find tools.
+
+``generate_example`` runs protoc (grpcio-tools) with this repo's plugin into a
+directory; ``serve`` starts ``example_app`` on a free loopback port with
+uvicorn, hypercorn or gunicorn and yields its base URL; ``static_server`` serves
+a directory over HTTP (the browser test's page).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+TESTS = ROOT / "tests"
+BIN = Path(sys.executable).parent
+PLUGIN = BIN / "protoc-gen-connect-python"
+GREET = "/greet.v1.GreetService/Greet"
+GREET_STREAM = "/greet.v1.GreetService/GreetStream"
+
+
+def tool(name: str, *candidates: Path) -> str:
+    """The path of a command-line tool; skips the test when it is not installed."""
+    for c in candidates:
+        if c.exists():
+            return str(c)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (scripts/setup.sh installs it)")
+    return found
+
+
+def generate_example(out: Path) -> Path:
+    """Generate greet.v1's messages and Connect code into ``out``; returns ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{EXAMPLES / 'proto'}",
+        f"--plugin=protoc-gen-connect-python={PLUGIN}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--connect-python_out={out}",
+        "greet/v1/greet.proto",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        pytest.fail(f"generating the example failed:\n{done.stderr}", pytrace=False)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"server exited with {proc.returncode}:\n{log.read_text()}",
+                pytrace=False,
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"server did not listen on {port}:\n{log.read_text()}", pytrace=False)
+
+
+@contextmanager
+def running(
+    cmd: list[str], port: int, log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` in its own process group until the block ends."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    try:
+        wait_for_port(port, proc, log)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@contextmanager
+def serve(
+    gen_dir: Path,
+    tmp: Path,
+    *,
+    server: str = "uvicorn",
+    cors_origins: str = "*",
+) -> Iterator[str]:
+    """Serve ``example_app`` (ASGI ``app`` or, for gunicorn, WSGI ``wsgi_app``).
+
+    Yields ``http://127.0.0.1:PORT``. hypercorn also speaks HTTP/2 without TLS
+    (prior knowledge), which gRPC clients such as ``buf curl`` need.
+    """
+    port = free_port()
+    bind = f"127.0.0.1:{port}"
+    py = [sys.executable, "-m"]
+    if server == "uvicorn":
+        cmd = [*py, "uvicorn", "example_app:app", "--host", "127.0.0.1"]
+        cmd += ["--port", str(port), "--log-level", "warning"]
+    elif server == "hypercorn":
+        cmd = [*py, "hypercorn", "example_app:app", "-b", bind]
+    elif server == "gunicorn":
+        cmd = [*py, "gunicorn", "example_app:wsgi_app", "-b", bind]
+        cmd += ["-k", "gthread", "--threads", "8"]
+    else:
+        raise ValueError(f"unknown server {server!r}")
+    path = [str(gen_dir), str(EXAMPLES), str(TESTS), str(ROOT)]
+    if os.environ.get("PYTHONPATH"):
+        path.append(os.environ["PYTHONPATH"])
+    env = {"PYTHONPATH": os.pathsep.join(path), "CONNECT_CORS_ORIGINS": cors_origins}
+    with running(cmd, port, tmp / f"{server}-{port}.log", env):
+        yield f"http://{bind}"
+
+
+@contextmanager
+def static_server(directory: Path, tmp: Path) -> Iterator[str]:
+    """Serve ``directory`` with Python's http.server; yields its base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "http.server", str(port)]
+    cmd += ["--bind", "127.0.0.1", "--directory", str(directory)]
+    with running(cmd, port, tmp / f"static-{port}.log"):
+        yield f"http://127.0.0.1:{port}"
