@@ -54,9 +54,12 @@ class Calls:
 
 class ProxyFriendlyGreeter(Greeter):  # type: ignore[misc]
     async def greet(self, request: GreetRequest, ctx: RequestContext) -> GreetResponse:
+        calls = Calls.next()
+        reply: GreetResponse = await super().greet(request, ctx)
+        # Only answers are cacheable, never errors: set after the call succeeded.
         ctx.response_headers["cache-control"] = CACHE_CONTROL
-        ctx.response_headers["x-greet-calls"] = Calls.next()
-        return await super().greet(request, ctx)
+        ctx.response_headers["x-greet-calls"] = calls
+        return reply
 
     async def greet_stream(
         self, request: GreetStreamRequest, ctx: RequestContext
@@ -68,10 +71,11 @@ class ProxyFriendlyGreeter(Greeter):  # type: ignore[misc]
 
 class ProxyFriendlyGreeterSync(GreeterSync):  # type: ignore[misc]
     def greet(self, request: GreetRequest, ctx: RequestContext) -> GreetResponse:
+        calls = Calls.next()
+        reply: GreetResponse = super().greet(request, ctx)
         ctx.response_headers["cache-control"] = CACHE_CONTROL
-        ctx.response_headers["x-greet-calls"] = Calls.next()
-        result: GreetResponse = super().greet(request, ctx)
-        return result
+        ctx.response_headers["x-greet-calls"] = calls
+        return reply
 
     def greet_stream(
         self, request: GreetStreamRequest, ctx: RequestContext
