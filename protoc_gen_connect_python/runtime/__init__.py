@@ -19,6 +19,14 @@ from protoc_gen_connect_python.runtime.cors import (
 )
 from protoc_gen_connect_python.runtime.errors import ConnectError, ErrorDetail
 from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
+from protoc_gen_connect_python.runtime.interceptors import (
+    AsyncServerInterceptor,
+    AsyncStreamFunc,
+    AsyncUnaryFunc,
+    SyncServerInterceptor,
+    SyncStreamFunc,
+    SyncUnaryFunc,
+)
 from protoc_gen_connect_python.runtime.method import (
     Idempotency,
     MethodSpec,
@@ -26,12 +34,17 @@ from protoc_gen_connect_python.runtime.method import (
     StreamType,
     unimplemented,
 )
+from protoc_gen_connect_python.runtime.server import ASGIApp, ServerOptions, WSGIApp
 from protoc_gen_connect_python.runtime.service import AsyncService, SyncService
 
 __all__ = [
+    "ASGIApp",
     "AsyncClient",
+    "AsyncServerInterceptor",
     "AsyncService",
     "AsyncStream",
+    "AsyncStreamFunc",
+    "AsyncUnaryFunc",
     "CORSMiddleware",
     "CORSPolicy",
     "Code",
@@ -42,12 +55,17 @@ __all__ = [
     "Idempotency",
     "MethodSpec",
     "RequestContext",
+    "ServerOptions",
     "ServiceSpec",
     "StreamType",
     "SyncClient",
+    "SyncServerInterceptor",
     "SyncService",
     "SyncStream",
+    "SyncStreamFunc",
+    "SyncUnaryFunc",
     "UnaryResponse",
+    "WSGIApp",
     "WSGICORSMiddleware",
     "unimplemented",
 ]

@@ -92,6 +92,17 @@ class EnvelopeDecoder:
         return out
 
     @property
+    def needed(self) -> int:
+        """Bytes still missing for the next header or payload (at least 1).
+
+        Blocking readers read exactly this much, so they never wait for bytes
+        the peer has not sent yet.
+        """
+        if self._need < 0:
+            return HEADER_SIZE - len(self._buf)
+        return max(1, self._need - len(self._buf))
+
+    @property
     def pending(self) -> bool:
         """Whether a partial frame is buffered."""
         return self._need >= 0 or bool(self._buf)

@@ -1,0 +1,100 @@
+"""Interceptors: code that runs around every call, on the server and the client.
+
+Server interceptors
+-------------------
+A server interceptor is an object with up to three hooks; the base classes make
+every hook a no-op, so override only what you need:
+
+``on_request(ctx)``
+    Runs once the protocol, method and request headers are known and *before*
+    the request body is read. Raise ConnectError to reject the call (an auth
+    check, say); nothing else of the request is read then.
+``wrap_unary(next)``
+    Returns a function that replaces ``next`` for unary calls. It receives the
+    request message and the context and returns the response message.
+``wrap_stream(next)``
+    The same for the three streaming kinds, all seen in one shape: a function
+    from an iterator of request messages (exactly one for server streams) to an
+    iterator of response messages (exactly one for client streams).
+    ``ctx.method.stream_type`` tells which kind of call it is.
+
+Order: with ``interceptors=(a, b)``, ``a.on_request`` runs before
+``b.on_request``, and ``a`` wraps ``b`` which wraps the handler, so ``a`` sees
+the call first and the result last. Wrapping happens once, when the app is
+built, not per call.
+
+Async apps (``ASGIApp``) take ``AsyncServerInterceptor`` objects and sync apps
+(``WSGIApp``) ``SyncServerInterceptor`` objects; they differ only in ``await``.
+Client interceptors live in the second section of this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+from google.protobuf.message import Message
+
+from protoc_gen_connect_python.runtime.context import RequestContext
+
+# ---------------------------------------------------------------------------
+# Server interceptors
+# ---------------------------------------------------------------------------
+
+AsyncUnaryFunc = Callable[[Message, RequestContext], Awaitable[Message]]
+"""An async unary handler: request message in, response message out."""
+AsyncStreamFunc = Callable[
+    [AsyncIterator[Message], RequestContext], AsyncIterator[Message]
+]
+"""An async streaming handler, in the common shape of all three streaming kinds."""
+SyncUnaryFunc = Callable[[Message, RequestContext], Message]
+"""A sync unary handler."""
+SyncStreamFunc = Callable[[Iterator[Message], RequestContext], Iterator[Message]]
+"""A sync streaming handler, in the common shape of all three streaming kinds."""
+
+
+class AsyncServerInterceptor:
+    """Base class of interceptors for ``ASGIApp``; every hook defaults to a no-op."""
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        """Inspect the call before its body is read; raise ConnectError to reject."""
+
+    def wrap_unary(self, next: AsyncUnaryFunc) -> AsyncUnaryFunc:
+        """Return the function to call instead of ``next`` for unary calls."""
+        return next
+
+    def wrap_stream(self, next: AsyncStreamFunc) -> AsyncStreamFunc:
+        """Return the function to call instead of ``next`` for streaming calls."""
+        return next
+
+
+class SyncServerInterceptor:
+    """Base class of interceptors for ``WSGIApp``; every hook defaults to a no-op."""
+
+    def on_request(self, ctx: RequestContext) -> None:
+        """Inspect the call before its body is read; raise ConnectError to reject."""
+
+    def wrap_unary(self, next: SyncUnaryFunc) -> SyncUnaryFunc:
+        """Return the function to call instead of ``next`` for unary calls."""
+        return next
+
+    def wrap_stream(self, next: SyncStreamFunc) -> SyncStreamFunc:
+        """Return the function to call instead of ``next`` for streaming calls."""
+        return next
+
+
+def overrides_on_request(
+    interceptor: AsyncServerInterceptor | SyncServerInterceptor,
+) -> bool:
+    """Whether ``on_request`` does anything; apps skip the no-op default per call."""
+    base = (
+        AsyncServerInterceptor
+        if isinstance(interceptor, AsyncServerInterceptor)
+        else SyncServerInterceptor
+    )
+    return type(interceptor).on_request is not base.on_request
+
+
+# ---------------------------------------------------------------------------
+# Client interceptors
+# ---------------------------------------------------------------------------
+# (Defined alongside the clients; kept in this module so one import serves both.)

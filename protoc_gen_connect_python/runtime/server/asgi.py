@@ -1,0 +1,415 @@
+"""The ASGI app: a thin shell that moves bytes between ASGI events and the core."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import Message
+
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.errors import ConnectError
+from protoc_gen_connect_python.runtime.headers import Headers
+from protoc_gen_connect_python.runtime.interceptors import AsyncServerInterceptor
+from protoc_gen_connect_python.runtime.server.core import (
+    NOT_FOUND,
+    Endpoint,
+    HTTPReject,
+    Reply,
+    ServerCall,
+    ServerCore,
+    ServerOptions,
+    aclose_iterator,
+    deadline_exceeded,
+    logger,
+)
+from protoc_gen_connect_python.runtime.service import AsyncService
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from protoc_gen_connect_python.runtime.server.core import ServerOptionsKwargs
+
+Scope = MutableMapping[str, Any]
+Message_ = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message_]]
+Send = Callable[[Message_], Awaitable[None]]
+
+_DEADLINE = "deadline"
+_DISCONNECT = "disconnect"
+
+
+class _Guard:
+    """Cancels the task serving a call when its deadline passes or the client leaves.
+
+    Running the handler in the request's own task and cancelling that task
+    costs a timer and, once the body is read, one watcher task; the reason is
+    recorded so the shell can tell our cancellation from the server's.
+    """
+
+    __slots__ = ("_done", "_task", "_timer", "_watcher", "reason")
+
+    def __init__(self) -> None:
+        self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._done = False
+        self.reason: str | None = None
+
+    def arm(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(
+            max(0.0, deadline - time.monotonic()), self.fire, _DEADLINE
+        )
+
+    def watch(self, receive: Receive) -> None:
+        """Listen for ``http.disconnect``; only once nothing else calls receive."""
+        if self._watcher is None and not self._done:
+            self._watcher = asyncio.ensure_future(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                self.fire(_DISCONNECT)
+                return
+
+    def fire(self, reason: str) -> None:
+        if self.reason is None and not self._done and self._task is not None:
+            self.reason = reason
+            self._task.cancel()
+
+    def disarm(self) -> None:
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def absorb(self) -> None:
+        """Forget our own cancellation once handled (3.11+ keeps a count)."""
+        self.disarm()
+        uncancel = getattr(self._task, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
+
+
+async def _disconnected(guard: _Guard) -> None:
+    # Turn a disconnect noticed by a reader into the same cancellation path.
+    guard.fire(_DISCONNECT)
+    await asyncio.sleep(0)
+    raise ConnectError(Code.CANCELED, "client disconnected")  # pragma: no cover
+
+
+async def _read_body(
+    receive: Receive, limit: int, headers: Headers, guard: _Guard
+) -> bytes:
+    length = headers.get("content-length")
+    if limit and length is not None and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    msg = await receive()
+    if msg["type"] != "http.request":
+        await _disconnected(guard)
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body", False):
+        if limit and len(body) > limit:
+            raise _too_large(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            await _disconnected(guard)
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if limit and size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ConnectError:
+    return ConnectError(
+        Code.RESOURCE_EXHAUSTED,
+        f"request body is larger than configured max {limit} bytes",
+    )
+
+
+class _Requests(AsyncIterator[Message]):
+    """Request messages of a streaming call, read from ``receive`` on demand.
+
+    Reading only when the handler asks keeps memory flat and gives HTTP/1.1
+    clients back-pressure; it never waits for the whole body before the handler
+    may answer, so half-duplex and full-duplex clients both work.
+    """
+
+    __slots__ = ("_call", "_eof", "_guard", "_pending", "_receive")
+
+    def __init__(self, receive: Receive, call: ServerCall, guard: _Guard) -> None:
+        self._receive = receive
+        self._call = call
+        self._guard = guard
+        self._pending: deque[Message] = deque()
+        self._eof = False
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> Message:
+        pending = self._pending
+        while not pending:
+            if self._eof:
+                raise StopAsyncIteration
+            msg = await self._receive()
+            if msg["type"] != "http.request":
+                await _disconnected(self._guard)
+            pending.extend(self._call.feed(msg.get("body", b"")))
+            if not msg.get("more_body", False):
+                self._eof = True
+                self._guard.watch(self._receive)
+                self._call.close_input()
+        return pending.popleft()
+
+
+async def _send_reply(send: Send, reply: Reply) -> None:
+    trailers = reply.trailers
+    if trailers is None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": reply.headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": reply.headers,
+            "trailers": True,
+        }
+    )
+    if reply.body:
+        await send(
+            {"type": "http.response.body", "body": reply.body, "more_body": True}
+        )
+    await send({"type": "http.response.trailers", "headers": trailers})
+
+
+class ASGIApp:
+    """Serves async service instances over ASGI (uvicorn, hypercorn, pyvoy, ...).
+
+    ``ASGIApp(*services, interceptors=(...), **options)`` where ``services`` are
+    instances of generated ``FooService`` subclasses and ``options`` are the
+    fields of ``ServerOptions``. Mount it under a prefix anywhere an ASGI app
+    goes (Starlette/FastAPI ``Mount``): the prefix is taken from ``root_path``.
+    """
+
+    def __init__(
+        self,
+        *services: AsyncService,
+        interceptors: Sequence[AsyncServerInterceptor] = (),
+        **options: Unpack[ServerOptionsKwargs],
+    ) -> None:
+        for s in services:
+            if not isinstance(s, AsyncService):
+                raise TypeError(
+                    f"{type(s).__name__} is not an async service; "
+                    "serve sync services with WSGIApp"
+                )
+        self.options = ServerOptions(**options)
+        self._core = ServerCore(services, self.options, interceptors, is_async=True)
+        self._routes = self._core.routes
+        self._warned_trailers = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI 3 entry point."""
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "websocket":
+            await receive()
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        ep = self._routes.get(path)
+        if ep is None:
+            await _send_reply(send, NOT_FOUND)
+            return
+        headers = Headers.from_raw(scope["headers"])
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else None
+        try:
+            call = self._core.start(
+                ep,
+                scope["method"],
+                headers,
+                lambda: scope.get("query_string", b"").decode("latin-1"),
+                peer,
+            )
+        except HTTPReject as r:
+            await _send_reply(send, r.reply)
+            return
+        if call.needs_trailers and "http.response.trailers" not in scope.get(
+            "extensions", {}
+        ):
+            await _send_reply(send, self._no_trailers(call))
+            return
+        if ep.unary is not None:
+            await self._unary(ep, call, receive, send)
+        else:
+            await self._stream(ep, call, receive, send)
+
+    def _no_trailers(self, call: ServerCall) -> Reply:
+        if not self._warned_trailers:
+            self._warned_trailers = True
+            logger.warning(
+                "this ASGI server does not support HTTP trailers "
+                "(the http.response.trailers extension); %s requests are refused",
+                call.ctx.protocol,
+            )
+        return call.encode_error(
+            ConnectError(
+                Code.UNIMPLEMENTED,
+                f"the server cannot send HTTP trailers, which {call.ctx.protocol} needs",
+            )
+        )
+
+    async def _unary(
+        self, ep: Endpoint, call: ServerCall, receive: Receive, send: Send
+    ) -> None:
+        guard = _Guard()
+        ctx = call.ctx
+        try:
+            call.parse_head()
+            if ctx.deadline is not None:
+                guard.arm(ctx.deadline)
+            for hook in ep.hooks:
+                await hook(ctx)
+            body = call.preread
+            if body is None:
+                body = await _read_body(
+                    receive, call.unary_body_limit, ctx.request_headers, guard
+                )
+            request = call.decode_unary(body)
+            guard.watch(receive)
+            assert ep.unary is not None
+            response = await ep.unary(request, ctx)
+            guard.disarm()
+            reply = call.encode_unary(response)
+        except asyncio.CancelledError:
+            reason = guard.reason
+            if reason is None:
+                guard.disarm()
+                raise
+            guard.absorb()
+            if reason == _DISCONNECT:
+                return
+            reply = call.encode_error(deadline_exceeded())
+        except HTTPReject as r:
+            guard.disarm()
+            reply = r.reply
+        except Exception as e:
+            guard.disarm()
+            reply = call.encode_error(self._core.to_error(e, ep))
+        await _send_reply(send, reply)
+
+    async def _stream(
+        self, ep: Endpoint, call: ServerCall, receive: Receive, send: Send
+    ) -> None:
+        guard = _Guard()
+        ctx = call.ctx
+        started = False
+        err: ConnectError | None = None
+        responses: AsyncIterator[Message] | None = None
+        try:
+            try:
+                call.parse_head()
+                if ctx.deadline is not None:
+                    guard.arm(ctx.deadline)
+                for hook in ep.hooks:
+                    await hook(ctx)
+                assert ep.stream is not None
+                responses = ep.stream(_Requests(receive, call, guard), ctx)
+                async for msg in responses:
+                    data = call.encode_stream_message(msg)
+                    if not started:
+                        status, head = call.stream_head()
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": status,
+                                "headers": head,
+                                "trailers": call.needs_trailers,
+                            }
+                        )
+                        started = True
+                    await send(
+                        {"type": "http.response.body", "body": data, "more_body": True}
+                    )
+            finally:
+                if responses is not None:
+                    await aclose_iterator(responses)
+        except asyncio.CancelledError:
+            reason = guard.reason
+            if reason is None:
+                guard.disarm()
+                raise
+            guard.absorb()
+            if reason == _DISCONNECT:
+                return
+            err = deadline_exceeded()
+        except HTTPReject as r:
+            guard.disarm()
+            await _send_reply(send, r.reply)
+            return
+        except Exception as e:
+            err = self._core.to_error(e, ep)
+        guard.disarm()
+        if not started:
+            if err is not None:
+                await _send_reply(send, call.encode_error(err))
+                return
+            status, head = call.stream_head()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": head,
+                    "trailers": call.needs_trailers,
+                }
+            )
+        body, trailers = call.encode_stream_end(err)
+        await send(
+            {
+                "type": "http.response.body",
+                "body": body,
+                "more_body": trailers is not None,
+            }
+        )
+        if trailers is not None:
+            await send({"type": "http.response.trailers", "headers": trailers})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # Nothing to set up; answering lets servers that require lifespan start.
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

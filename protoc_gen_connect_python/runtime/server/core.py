@@ -1,0 +1,603 @@
+"""The server logic both apps share, free of I/O.
+
+``ServerCore`` turns service instances into a route table, picks the protocol of
+each request from its HTTP method and content type, and hands the app shell a
+``ServerCall``: a protocol-specific object that parses the request head, decodes
+request messages and encodes the response (head, messages, end, errors) as
+plain bytes. The ASGI and WSGI shells only move those bytes and run the handler,
+awaiting it or not; every decision is made here or in the protocol modules.
+
+Adding a protocol means one ``ServerProtocol`` subclass (how to recognize its
+content types, which stream kinds it serves, how to make a call object) and one
+``ServerCall`` subclass; see ``connect.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import http
+import inspect
+import logging
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from dataclasses import dataclass, field
+from typing import Any, TypedDict, cast
+
+from google.protobuf.message import Message
+
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.codec import CODECS, Codec
+from protoc_gen_connect_python.runtime.compression import COMPRESSIONS, Compression
+from protoc_gen_connect_python.runtime.context import RequestContext
+from protoc_gen_connect_python.runtime.errors import ConnectError
+from protoc_gen_connect_python.runtime.headers import Headers
+from protoc_gen_connect_python.runtime.interceptors import (
+    AsyncServerInterceptor,
+    SyncServerInterceptor,
+    overrides_on_request,
+)
+from protoc_gen_connect_python.runtime.method import (
+    Idempotency,
+    MethodSpec,
+    StreamType,
+)
+
+logger = logging.getLogger("protoc_gen_connect_python.server")
+"""Where handler exceptions that are not ConnectError are logged, with traceback."""
+
+RawHeaders = list[tuple[bytes, bytes]]
+"""Header pairs as ASGI sends them: lower-case names, latin-1 bytes."""
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Settings shared by ``ASGIApp`` and ``WSGIApp``; pass them as keywords."""
+
+    read_max_bytes: int = 4 * MiB
+    """Largest request message accepted, compressed and again decompressed
+    (0 = no limit). Checked before the bytes are buffered."""
+    send_max_bytes: int = 0
+    """Largest response message sent, after compression (0 = no limit). A
+    handler's own output is trusted by default, as in gRPC."""
+    compress_min_bytes: int = 1024
+    """Responses smaller than this are sent uncompressed; compressing them costs
+    more than it saves."""
+    compressions: tuple[str | Compression, ...] | None = None
+    """Accepted and offered algorithms, by name or object, in order of
+    preference; None means every one available (gzip, and br and zstd when
+    their packages are installed). An empty tuple means identity only."""
+    codecs: tuple[Codec, ...] = ()
+    """Codecs in addition to the built-in ``proto`` and ``json`` (a codec with
+    one of those names replaces the built-in one)."""
+    require_connect_protocol_header: bool = False
+    """Reject Connect requests without ``Connect-Protocol-Version`` (or, for GET,
+    the ``connect=v1`` query parameter), which proves the caller is a Connect
+    client and not a plain HTTP form post."""
+    expose_internal_errors: bool = False
+    """Send the text of exceptions that are not ConnectError to clients. Off by
+    default: such text may leak internals. They are logged either way."""
+
+
+class ServerOptionsKwargs(TypedDict, total=False):
+    """``ServerOptions`` fields as keyword arguments of the app constructors."""
+
+    read_max_bytes: int
+    send_max_bytes: int
+    compress_min_bytes: int
+    compressions: tuple[str | Compression, ...] | None
+    codecs: tuple[Codec, ...]
+    require_connect_protocol_header: bool
+    expose_internal_errors: bool
+
+
+class Reply:
+    """A complete response whose bytes are known: status, headers, body, trailers.
+
+    ``trailers`` is None unless the protocol sends HTTP trailers (gRPC).
+    """
+
+    __slots__ = ("body", "headers", "status", "trailers")
+
+    def __init__(
+        self,
+        status: int,
+        headers: RawHeaders,
+        body: bytes = b"",
+        trailers: RawHeaders | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.trailers = trailers
+
+
+class HTTPReject(Exception):
+    """A request refused at the HTTP level (404, 405, 415), before any protocol."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
+_STATUS_LINES[499] = "499 Client Closed Request"
+
+
+def status_line(status: int) -> str:
+    """A WSGI status line (``"200 OK"``)."""
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else f"{status} Unknown"
+
+
+def to_raw(headers: Headers) -> RawHeaders:
+    """``Headers`` as raw pairs."""
+    return [
+        (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.multi_items()
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Protocol interface
+# ---------------------------------------------------------------------------
+
+
+class ServerCall(abc.ABC):
+    """One call under one protocol: the sans-IO state the app shells drive.
+
+    The shell calls ``parse_head`` first (it may raise ConnectError, or
+    HTTPReject), then ``decode_unary`` with the buffered body (or ``preread``)
+    for unary methods, or ``feed``/``close_input`` with body chunks for streaming
+    ones. It answers with ``encode_unary`` or ``encode_error`` (nothing sent yet),
+    or ``stream_head``, ``encode_stream_message`` and ``encode_stream_end``.
+    """
+
+    __slots__ = ("codec", "core", "ctx", "endpoint", "preread")
+
+    needs_trailers = False
+    """Whether the protocol needs HTTP trailers (gRPC): WSGI cannot serve it."""
+
+    def __init__(
+        self,
+        core: ServerCore,
+        endpoint: Endpoint,
+        codec: Codec | None,
+        ctx: RequestContext,
+    ) -> None:
+        self.core = core
+        self.endpoint = endpoint
+        self.codec = codec
+        self.ctx = ctx
+        self.preread: bytes | None = None
+        """The request body when it did not come in the HTTP body (Connect GET)."""
+
+    @abc.abstractmethod
+    def parse_head(self) -> None:
+        """Validate the request head; set the deadline and compression."""
+
+    @property
+    def unary_body_limit(self) -> int:
+        """Largest request body accepted for a unary call (0 = no limit)."""
+        return self.core.options.read_max_bytes
+
+    @abc.abstractmethod
+    def decode_unary(self, body: bytes) -> Message:
+        """The request message of a unary call from its whole body."""
+
+    @abc.abstractmethod
+    def encode_unary(self, message: Message) -> Reply:
+        """The whole response of a successful unary call."""
+
+    @abc.abstractmethod
+    def encode_error(self, err: ConnectError) -> Reply:
+        """The whole response for an error when nothing was sent yet."""
+
+    @abc.abstractmethod
+    def feed(self, data: bytes) -> list[Message]:
+        """Request messages completed by ``data`` (streaming methods)."""
+
+    @abc.abstractmethod
+    def close_input(self) -> None:
+        """The request body ended; raise if it ended mid-message."""
+
+    @property
+    @abc.abstractmethod
+    def input_needed(self) -> int:
+        """How many bytes the next message still needs (blocking readers use it)."""
+
+    @abc.abstractmethod
+    def stream_head(self) -> tuple[int, RawHeaders]:
+        """Status and headers of a streaming response."""
+
+    @abc.abstractmethod
+    def encode_stream_message(self, message: Message) -> bytes:
+        """One framed response message."""
+
+    @abc.abstractmethod
+    def encode_stream_end(
+        self, err: ConnectError | None
+    ) -> tuple[bytes, RawHeaders | None]:
+        """The last body bytes and, for protocols with HTTP trailers, the trailers."""
+
+
+class ServerProtocol(abc.ABC):
+    """A wire protocol the server speaks, recognized by content type."""
+
+    name: str
+    """The protocol name handlers see as ``ctx.protocol``."""
+
+    @abc.abstractmethod
+    def codec_name(self, media_type: str) -> str | None:
+        """The codec named by a lower-case media type without parameters, or None."""
+
+    @abc.abstractmethod
+    def handles(self, stream_type: StreamType) -> bool:
+        """Whether this protocol serves methods of this kind."""
+
+    @abc.abstractmethod
+    def content_types(self, codec_names: Iterable[str]) -> list[str]:
+        """The media types it accepts, for ``Accept-Post``."""
+
+    @abc.abstractmethod
+    def new_call(
+        self,
+        core: ServerCore,
+        endpoint: Endpoint,
+        codec: Codec | None,
+        headers: Headers,
+        peer: str | None,
+        query: str | None,
+    ) -> ServerCall:
+        """A call object for one request; must not raise."""
+
+
+# ---------------------------------------------------------------------------
+# Handler adapters: every streaming kind in one shape
+# ---------------------------------------------------------------------------
+
+
+def _missing() -> ConnectError:
+    return ConnectError(Code.UNIMPLEMENTED, "protocol error: missing request message")
+
+
+def _extra() -> ConnectError:
+    return ConnectError(
+        Code.UNIMPLEMENTED, "protocol error: more than one request message"
+    )
+
+
+async def _async_single(requests: AsyncIterator[Message]) -> Message:
+    first: Message | None = None
+    async for m in requests:
+        if first is not None:
+            raise _extra()
+        first = m
+    if first is None:
+        raise _missing()
+    return first
+
+
+def _sync_single(requests: Iterator[Message]) -> Message:
+    first: Message | None = None
+    for m in requests:
+        if first is not None:
+            raise _extra()
+        first = m
+    if first is None:
+        raise _missing()
+    return first
+
+
+async def aclose_iterator(it: object) -> None:
+    """Close an async generator (or anything with ``aclose``); others are left be."""
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def close_iterator(it: object) -> None:
+    """Close a generator (or anything with ``close``)."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
+def _async_server_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def stream(
+        requests: AsyncIterator[Message], ctx: RequestContext
+    ) -> AsyncIterator[Message]:
+        request = await _async_single(requests)
+        responses = fn(request, ctx)
+        if inspect.isawaitable(responses):
+            # Tolerate ``async def`` handlers that return an async iterator.
+            responses = await responses
+        try:
+            async for r in responses:
+                yield r
+        finally:
+            await aclose_iterator(responses)
+
+    return stream
+
+
+def _async_client_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def stream(
+        requests: AsyncIterator[Message], ctx: RequestContext
+    ) -> AsyncIterator[Message]:
+        yield await fn(requests, ctx)
+
+    return stream
+
+
+def _sync_server_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def stream(requests: Iterator[Message], ctx: RequestContext) -> Iterator[Message]:
+        request = _sync_single(requests)
+        responses = fn(request, ctx)
+        try:
+            yield from responses
+        finally:
+            close_iterator(responses)
+
+    return stream
+
+
+def _sync_client_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def stream(requests: Iterator[Message], ctx: RequestContext) -> Iterator[Message]:
+        yield fn(requests, ctx)
+
+    return stream
+
+
+# ---------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """One route: the method spec and its handler, adapted and intercepted."""
+
+    spec: MethodSpec[Any, Any]
+    unary: Callable[..., Any] | None
+    """``(request, ctx) -> response`` (awaitable for async apps), unary methods."""
+    stream: Callable[..., Any] | None
+    """``(requests, ctx) -> responses``, streaming methods."""
+    hooks: tuple[Callable[[RequestContext], Any], ...]
+    """Interceptors' ``on_request`` hooks, in order."""
+    allow_get: bool = field(init=False)
+    allow: str = field(init=False)
+    """The ``Allow`` header of a 405 reply."""
+
+    def __post_init__(self) -> None:
+        self.allow_get = (
+            self.spec.stream_type is StreamType.UNARY
+            and self.spec.idempotency is Idempotency.NO_SIDE_EFFECTS
+        )
+        self.allow = "GET, POST" if self.allow_get else "POST"
+
+
+def _build_endpoints(
+    services: Sequence[object],
+    interceptors: Sequence[AsyncServerInterceptor | SyncServerInterceptor],
+    is_async: bool,
+) -> dict[str, Endpoint]:
+    routes: dict[str, Endpoint] = {}
+    hooks = tuple(i.on_request for i in interceptors if overrides_on_request(i))
+    for svc in services:
+        spec = getattr(type(svc), "service_spec", None)
+        if spec is None:
+            raise TypeError(
+                f"{type(svc).__name__} is not a service: subclass a generated "
+                "service class"
+            )
+        for m in spec.methods:
+            if m.procedure in routes:
+                raise ValueError(f"two services implement {m.procedure}")
+            fn = getattr(svc, m.python_name)
+            if is_async and not (
+                inspect.iscoroutinefunction(fn)
+                or m.stream_type in (StreamType.SERVER_STREAM, StreamType.BIDI_STREAM)
+            ):
+                raise TypeError(
+                    f"{type(svc).__name__}.{m.python_name} is not async: serve sync "
+                    "services with WSGIApp"
+                )
+            unary: Callable[..., Any] | None = None
+            stream: Callable[..., Any] | None = None
+            st = m.stream_type
+            if st is StreamType.UNARY:
+                unary = fn
+                for i in reversed(interceptors):
+                    unary = i.wrap_unary(cast(Any, unary))
+            else:
+                if st is StreamType.SERVER_STREAM:
+                    stream = (
+                        _async_server_stream if is_async else _sync_server_stream
+                    )(fn)
+                elif st is StreamType.CLIENT_STREAM:
+                    stream = (
+                        _async_client_stream if is_async else _sync_client_stream
+                    )(fn)
+                else:
+                    stream = fn
+                for i in reversed(interceptors):
+                    stream = i.wrap_stream(cast(Any, stream))
+            routes[m.procedure] = Endpoint(m, unary, stream, hooks)
+    return routes
+
+
+class ServerCore:
+    """Routes, options and protocol selection for one app (sync or async)."""
+
+    def __init__(
+        self,
+        services: Sequence[object],
+        options: ServerOptions,
+        interceptors: Sequence[AsyncServerInterceptor | SyncServerInterceptor],
+        *,
+        is_async: bool,
+        protocols: Sequence[ServerProtocol] | None = None,
+    ) -> None:
+        from protoc_gen_connect_python.runtime.server import connect
+
+        if not services:
+            raise ValueError("an app needs at least one service")
+        self.options = options
+        self.routes = _build_endpoints(services, interceptors, is_async)
+
+        codecs: dict[str, Codec] = dict(CODECS)
+        for c in options.codecs:
+            codecs[c.name] = c
+        self.codecs = codecs
+
+        if options.compressions is None:
+            comps: dict[str, Compression] = dict(COMPRESSIONS)
+        else:
+            comps = {}
+            for comp in options.compressions:
+                if isinstance(comp, str):
+                    if comp not in COMPRESSIONS:
+                        raise ValueError(
+                            f"unknown compression {comp!r}; available: "
+                            f"{', '.join(COMPRESSIONS)}"
+                        )
+                    comps[comp] = COMPRESSIONS[comp]
+                else:
+                    comps[comp.name] = comp
+        self.compressions = comps
+        self.accept_encoding = ",".join(comps)
+        """Comma-separated supported algorithms, as sent in accept-encoding headers."""
+
+        self.connect_unary = connect.ConnectUnaryProtocol(self)
+        self.protocols: tuple[ServerProtocol, ...] = tuple(
+            protocols
+            if protocols is not None
+            else (connect.ConnectStreamProtocol(self), self.connect_unary)
+        )
+        accept_post = ", ".join(
+            t for p in self.protocols for t in p.content_types(sorted(codecs))
+        )
+        self._reply_415_headers: RawHeaders = [
+            (b"accept-post", accept_post.encode("latin-1")),
+            (b"content-length", b"0"),
+        ]
+        # (content type, is unary) -> (protocol, codec); bounded below.
+        self._by_content_type: dict[
+            tuple[str, bool], tuple[ServerProtocol, Codec] | None
+        ] = {}
+
+    # -- request start -----------------------------------------------------
+
+    def start(
+        self,
+        endpoint: Endpoint,
+        method: str,
+        headers: Headers,
+        query: Callable[[], str],
+        peer: str | None,
+    ) -> ServerCall:
+        """The call object for a routed request; raises HTTPReject (405, 415)."""
+        if method == "POST":
+            ct = headers.get("content-type", "")
+            key = (ct, endpoint.unary is not None)
+            try:
+                hit = self._by_content_type[key]
+            except KeyError:
+                hit = self._classify(ct, endpoint.spec.stream_type)
+                if len(self._by_content_type) < 256:
+                    self._by_content_type[key] = hit
+            if hit is None:
+                raise HTTPReject(Reply(415, list(self._reply_415_headers)))
+            proto, codec = hit
+            return proto.new_call(self, endpoint, codec, headers, peer, None)
+        if method == "GET" and endpoint.allow_get:
+            return self.connect_unary.new_call(
+                self, endpoint, None, headers, peer, query()
+            )
+        raise HTTPReject(
+            Reply(
+                405,
+                [
+                    (b"allow", endpoint.allow.encode("ascii")),
+                    (b"content-length", b"0"),
+                ],
+            )
+        )
+
+    def _classify(
+        self, content_type: str, stream_type: StreamType
+    ) -> tuple[ServerProtocol, Codec] | None:
+        media = content_type.partition(";")[0].strip().lower()
+        for p in self.protocols:
+            name = p.codec_name(media)
+            if name is None or not p.handles(stream_type):
+                continue
+            codec = self.codecs.get(name)
+            if codec is None:
+                continue
+            params = content_type.partition(";")[2].replace(" ", "").lower()
+            if params and params != "charset=utf-8":
+                continue
+            return p, codec
+        return None
+
+    def reject_415(self) -> HTTPReject:
+        """The 415 refusal listing every supported content type."""
+        return HTTPReject(Reply(415, list(self._reply_415_headers)))
+
+    # -- errors ---------------------------------------------------------------
+
+    def to_error(self, exc: BaseException, endpoint: Endpoint) -> ConnectError:
+        """The ConnectError sent for an exception raised while serving a call.
+
+        Anything that is not a ConnectError is logged with its traceback and
+        sent as ``unknown`` with a generic message, unless the app exposes
+        internal errors.
+        """
+        if isinstance(exc, ConnectError):
+            return exc
+        logger.error(
+            "unhandled exception serving %s", endpoint.spec.procedure, exc_info=exc
+        )
+        if self.options.expose_internal_errors:
+            return ConnectError(Code.UNKNOWN, f"{type(exc).__name__}: {exc}")
+        return ConnectError(Code.UNKNOWN, "internal error")
+
+
+def deadline_exceeded() -> ConnectError:
+    """The error sent when a call outlives its timeout."""
+    return ConnectError(Code.DEADLINE_EXCEEDED, "the call exceeded its deadline")
+
+
+def check_deadline(ctx: RequestContext) -> None:
+    """Raise deadline_exceeded when the call is past its deadline (sync apps)."""
+    if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+        raise deadline_exceeded()
+
+
+NOT_FOUND = Reply(404, [(b"content-length", b"0")])
+"""The reply to an unknown procedure: a plain 404, as Connect specifies."""
+
+
+def call_hooks_sync(
+    hooks: Iterable[Callable[[RequestContext], Any]], ctx: RequestContext
+) -> None:
+    """Run ``on_request`` hooks of sync interceptors."""
+    for h in hooks:
+        h(ctx)
+
+
+async def call_hooks_async(
+    hooks: Iterable[Callable[[RequestContext], Awaitable[None]]], ctx: RequestContext
+) -> None:
+    """Run ``on_request`` hooks of async interceptors."""
+    for h in hooks:
+        await h(ctx)

@@ -1,0 +1,245 @@
+"""The WSGI app: the sync twin of the ASGI shell over the same core.
+
+WSGI cannot interrupt a running handler, so deadlines are checked before the
+handler runs, between streamed messages and after the handler returns; a
+handler that blocks past its deadline finishes its work, and the client then
+gets ``deadline_exceeded`` instead of the result. WSGI also has no HTTP
+trailers, so protocols that need them (gRPC) are refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+from google.protobuf.message import Message
+
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.errors import ConnectError
+from protoc_gen_connect_python.runtime.headers import Headers
+from protoc_gen_connect_python.runtime.interceptors import SyncServerInterceptor
+from protoc_gen_connect_python.runtime.server.core import (
+    NOT_FOUND,
+    Endpoint,
+    HTTPReject,
+    RawHeaders,
+    Reply,
+    ServerCall,
+    ServerCore,
+    ServerOptions,
+    check_deadline,
+    close_iterator,
+    status_line,
+)
+from protoc_gen_connect_python.runtime.service import SyncService
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from protoc_gen_connect_python.runtime.server.core import ServerOptionsKwargs
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+
+_READ_CHUNK = 65536
+
+
+def _environ_headers(environ: Environ) -> Headers:
+    h = Headers()
+    d = h._d  # built in one pass; names from CGI variables are already unique
+    for k, v in environ.items():
+        if k.startswith("HTTP_"):
+            d[k[5:].replace("_", "-").lower()] = [v]
+    ct = environ.get("CONTENT_TYPE")
+    if ct:
+        d["content-type"] = [ct]
+    cl = environ.get("CONTENT_LENGTH")
+    if cl:
+        d["content-length"] = [cl]
+    return h
+
+
+def _str_headers(raw: RawHeaders) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+
+
+def _too_large(limit: int) -> ConnectError:
+    return ConnectError(
+        Code.RESOURCE_EXHAUSTED,
+        f"request body is larger than configured max {limit} bytes",
+    )
+
+
+def _read_body(environ: Environ, limit: int) -> bytes:
+    stream: IO[bytes] = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        try:
+            n = int(length)
+        except ValueError:
+            raise ConnectError(
+                Code.INVALID_ARGUMENT, "invalid Content-Length"
+            ) from None
+        if limit and n > limit:
+            raise _too_large(limit)
+        return stream.read(n) if n else b""
+    # Chunked request: read until the server reports the end, within the limit.
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if limit and size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+
+
+def _requests(environ: Environ, call: ServerCall) -> Iterator[Message]:
+    # Read exactly what the next message needs: a blocking read for more could
+    # wait on bytes a client sends only after it sees our answer.
+    stream: IO[bytes] = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    remaining = int(length) if length and length.isdigit() else -1
+    ctx = call.ctx
+    while remaining != 0:
+        n = call.input_needed
+        if remaining > 0:
+            n = min(n, remaining)
+        data = stream.read(n)
+        if not data:
+            break
+        if remaining > 0:
+            remaining -= len(data)
+        for m in call.feed(data):
+            check_deadline(ctx)
+            yield m
+    call.close_input()
+
+
+class WSGIApp:
+    """Serves sync service instances over WSGI (gunicorn, Flask, Django, ...).
+
+    ``WSGIApp(*services, interceptors=(...), **options)``: ``services`` are
+    instances of generated ``FooServiceSync`` subclasses; ``options`` are the
+    fields of ``ServerOptions``. Routes match ``PATH_INFO``, so the app works
+    mounted under a prefix (``SCRIPT_NAME``) by any WSGI dispatcher.
+    """
+
+    def __init__(
+        self,
+        *services: SyncService,
+        interceptors: Sequence[SyncServerInterceptor] = (),
+        **options: Unpack[ServerOptionsKwargs],
+    ) -> None:
+        for s in services:
+            if not isinstance(s, SyncService):
+                raise TypeError(
+                    f"{type(s).__name__} is not a sync service; "
+                    "serve async services with ASGIApp"
+                )
+        self.options = ServerOptions(**options)
+        self._core = ServerCore(services, self.options, interceptors, is_async=False)
+        self._routes = self._core.routes
+
+    def __call__(
+        self, environ: Environ, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """The WSGI entry point."""
+        ep = self._routes.get(environ.get("PATH_INFO", ""))
+        if ep is None:
+            return _reply(start_response, NOT_FOUND)
+        headers = _environ_headers(environ)
+        addr = environ.get("REMOTE_ADDR")
+        port = environ.get("REMOTE_PORT")
+        peer = (f"{addr}:{port}" if port else addr) if addr else None
+        try:
+            call = self._core.start(
+                ep,
+                environ["REQUEST_METHOD"],
+                headers,
+                lambda: environ.get("QUERY_STRING", ""),
+                peer,
+            )
+        except HTTPReject as r:
+            return _reply(start_response, r.reply)
+        if call.needs_trailers:
+            err = ConnectError(
+                Code.UNIMPLEMENTED,
+                f"WSGI cannot send HTTP trailers, which {call.ctx.protocol} needs",
+            )
+            return _reply(start_response, call.encode_error(err))
+        if ep.unary is not None:
+            return _reply(start_response, self._unary(ep, call, environ))
+        return self._stream(ep, call, environ, start_response)
+
+    def _unary(self, ep: Endpoint, call: ServerCall, environ: Environ) -> Reply:
+        ctx = call.ctx
+        try:
+            call.parse_head()
+            for hook in ep.hooks:
+                hook(ctx)
+            body = call.preread
+            if body is None:
+                body = _read_body(environ, call.unary_body_limit)
+            request = call.decode_unary(body)
+            check_deadline(ctx)
+            assert ep.unary is not None
+            response = ep.unary(request, ctx)
+            check_deadline(ctx)
+            return call.encode_unary(response)
+        except HTTPReject as r:
+            return r.reply
+        except Exception as e:
+            return call.encode_error(self._core.to_error(e, ep))
+
+    def _stream(
+        self,
+        ep: Endpoint,
+        call: ServerCall,
+        environ: Environ,
+        start_response: StartResponse,
+    ) -> Iterator[bytes]:
+        ctx = call.ctx
+        started = False
+        err: ConnectError | None = None
+        responses: Iterator[Message] | None = None
+        try:
+            try:
+                call.parse_head()
+                check_deadline(ctx)
+                for hook in ep.hooks:
+                    hook(ctx)
+                assert ep.stream is not None
+                responses = ep.stream(_requests(environ, call), ctx)
+                for msg in responses:
+                    check_deadline(ctx)
+                    data = call.encode_stream_message(msg)
+                    if not started:
+                        status, head = call.stream_head()
+                        start_response(status_line(status), _str_headers(head))
+                        started = True
+                    yield data
+                check_deadline(ctx)
+            finally:
+                if responses is not None:
+                    close_iterator(responses)
+        except HTTPReject as r:
+            yield from _reply(start_response, r.reply)
+            return
+        except Exception as e:
+            err = self._core.to_error(e, ep)
+        if not started:
+            if err is not None:
+                yield from _reply(start_response, call.encode_error(err))
+                return
+            status, head = call.stream_head()
+            start_response(status_line(status), _str_headers(head))
+        body, _ = call.encode_stream_end(err)
+        yield body
+
+
+def _reply(start_response: StartResponse, reply: Reply) -> list[bytes]:
+    start_response(status_line(reply.status), _str_headers(reply.headers))
+    return [reply.body]
