@@ -42,11 +42,10 @@ function fail(message) {
   process.exit(2);
 }
 
-if (args.protocol === "grpc" && !args.http2) {
-  fail("gRPC needs HTTP/2: pass --http2 with --protocol grpc");
-}
-
 function makeTransport(options) {
+  if (args.protocol === "grpc" && !args.http2) {
+    fail("gRPC needs HTTP/2: pass --http2 with --protocol grpc");
+  }
   const common = {
     baseUrl: args["base-url"] ?? fail("--base-url is required"),
     httpVersion: args.http2 ? "2" : "1.1",
@@ -68,8 +67,9 @@ function makeTransport(options) {
   }
 }
 
-const client = createClient(service, makeTransport({}));
-const getClient = createClient(service, makeTransport({ useHttpGet: true }));
+// Built once the arguments are checked (see the end of this file).
+let client;
+let getClient;
 
 // Request headers every scenario sends; servers echo the "x-test-" ones.
 const REQUEST_HEADERS = [
@@ -303,7 +303,7 @@ const SCENARIOS = {
         queue.end();
       }
     }
-    return { messages: replies };
+    return { mode: "full-duplex", messages: replies };
   },
 
   async bidi_error(seen) {
@@ -332,6 +332,9 @@ if (args["list-scenarios"]) {
   process.stdout.write(`${JSON.stringify(Object.keys(SCENARIOS))}\n`);
   process.exit(0);
 }
+
+client = createClient(service, makeTransport({}));
+getClient = createClient(service, makeTransport({ useHttpGet: true }));
 
 const names = args.scenario ?? Object.keys(SCENARIOS);
 for (const name of names) {
