@@ -8,7 +8,9 @@ a directory over HTTP (the browser test's page).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -152,3 +154,58 @@ def static_server(directory: Path, tmp: Path) -> Iterator[str]:
     cmd += ["--bind", "127.0.0.1", "--directory", str(directory)]
     with running(cmd, port, tmp / f"static-{port}.log"):
         yield f"http://127.0.0.1:{port}"
+
+
+DOC = ROOT / "docs" / "http.md"
+DOC_ADDRESS = "http://localhost:8080"
+_CHECK = re.compile(r"<!-- check: ([\w-]+) -->\n```(?:bash|sh)\n(.*?)\n```", re.DOTALL)
+
+
+def doc_commands() -> dict[str, str]:
+    """The shell commands of docs/http.md, by the id of their ``check`` marker."""
+    return {m[1]: m[2] for m in _CHECK.finditer(DOC.read_text())}
+
+
+def run_doc_command(
+    name: str, base_url: str, timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a documented command as written, against ``base_url`` instead of the
+    documented address, from the repository root with the venv's tools on PATH."""
+    command = doc_commands()[name]
+    assert DOC_ADDRESS in command, command
+    command = command.replace(DOC_ADDRESS, base_url)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    bash = shutil.which("bash") or "/bin/bash"
+    return subprocess.run(
+        [bash, "-c", "set -o pipefail; " + command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def json_documents(text: str) -> list[object]:
+    """Every JSON value in ``text``, one after another (buf curl's stream output)."""
+    decoder = json.JSONDecoder()
+    out: list[object] = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            return out
+        value, pos = decoder.raw_decode(text, pos)
+        out.append(value)
+
+
+def envelopes(data: bytes) -> list[tuple[int, bytes]]:
+    """(flags, payload) of each 5-byte-prefixed frame in ``data``."""
+    out: list[tuple[int, bytes]] = []
+    while data:
+        assert len(data) >= 5, data
+        size = int.from_bytes(data[1:5], "big")
+        out.append((data[0], data[5 : 5 + size]))
+        assert len(data) >= 5 + size, data
+        data = data[5 + size :]
+    return out
