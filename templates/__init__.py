@@ -1,0 +1,1 @@
+"""Jinja templates of the generated ``*_connect.py`` modules (``*.j2`` files)."""
