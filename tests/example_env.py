@@ -1,9 +1,10 @@
 """Shared by the plain-HTTP tests: generate the example's code, serve it, find tools.
 
 ``generate_example`` runs protoc (grpcio-tools) with this repo's plugin into a
-directory; ``serve`` starts ``example_app`` on a free loopback port with
-uvicorn, hypercorn or gunicorn and yields its base URL; ``static_server`` serves
-a directory over HTTP (the browser test's page).
+directory; ``serve`` starts ``example_app`` on a free loopback port with any of
+the servers of ``servers.py`` and yields its base URL; ``static_server`` serves
+a directory over HTTP (the browser test's page); ``doc_commands`` reads the
+checked commands of docs/http.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from servers import WSGI_SERVERS, run_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -120,30 +122,20 @@ def serve(
     server: str = "uvicorn",
     cors_origins: str = "*",
 ) -> Iterator[str]:
-    """Serve ``example_app`` (ASGI ``app`` or, for gunicorn, WSGI ``wsgi_app``).
+    """Serve ``example_app`` with ``servers.run_server``; yields its base URL.
 
-    Yields ``http://127.0.0.1:PORT``. hypercorn also speaks HTTP/2 without TLS
-    (prior knowledge), which gRPC clients such as ``buf curl`` need.
+    ASGI servers get ``example_app:app``, WSGI servers ``example_app:wsgi_app``.
+    hypercorn also speaks HTTP/2 without TLS (prior knowledge), which gRPC
+    clients such as ``buf curl`` need.
     """
-    port = free_port()
-    bind = f"127.0.0.1:{port}"
-    py = [sys.executable, "-m"]
-    if server == "uvicorn":
-        cmd = [*py, "uvicorn", "example_app:app", "--host", "127.0.0.1"]
-        cmd += ["--port", str(port), "--log-level", "warning"]
-    elif server == "hypercorn":
-        cmd = [*py, "hypercorn", "example_app:app", "-b", bind]
-    elif server == "gunicorn":
-        cmd = [*py, "gunicorn", "example_app:wsgi_app", "-b", bind]
-        cmd += ["-k", "gthread", "--threads", "8"]
-    else:
-        raise ValueError(f"unknown server {server!r}")
-    path = [str(gen_dir), str(EXAMPLES), str(TESTS), str(ROOT)]
-    if os.environ.get("PYTHONPATH"):
-        path.append(os.environ["PYTHONPATH"])
-    env = {"PYTHONPATH": os.pathsep.join(path), "CONNECT_CORS_ORIGINS": cors_origins}
-    with running(cmd, port, tmp / f"{server}-{port}.log", env):
-        yield f"http://{bind}"
+    app = "example_app:wsgi_app" if server in WSGI_SERVERS else "example_app:app"
+    with run_server(
+        server,
+        app,
+        pythonpath=[gen_dir, EXAMPLES],
+        env={"CONNECT_CORS_ORIGINS": cors_origins},
+    ) as srv:
+        yield srv.url
 
 
 @contextmanager

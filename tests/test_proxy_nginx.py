@@ -160,3 +160,14 @@ def test_errors_keep_status_and_body(proxy: tuple[int, int]) -> None:
         assert status == 400
         assert json.loads(body)["code"] == "invalid_argument"
         assert headers.get("x-cache-status") != "HIT"
+
+
+def test_server_marks_streams_unbuffered(proxy: tuple[int, int]) -> None:
+    """What nginx acts on: the server's own header, which nginx does not forward."""
+    payload = b'{"name":"x","count":1}'
+    frame = b"\0" + struct.pack(">I", len(payload)) + payload
+    ctype = "application/connect+json"
+    _, direct, _ = request(proxy[1], "POST", GREET_STREAM, frame, ctype)
+    assert direct["x-accel-buffering"] == "no"
+    _, proxied, _ = request(proxy[0], "POST", GREET_STREAM, frame, ctype)
+    assert "x-accel-buffering" not in proxied
