@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import http.client
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+from example_env import GREET, GREET_STREAM, generate_example, serve
 
 from protoc_gen_connect_python.runtime.cors import (
     DEFAULT_ALLOW_HEADERS,
@@ -315,3 +317,90 @@ def test_wsgi_preflight_and_calls() -> None:
     status, h, _ = run_wsgi(anyone, "POST", {})
     assert status == "200 OK"
     assert "access-control-allow-origin" not in h
+
+
+# --- in front of the real apps, on real servers ----------------------------------
+
+
+@pytest.fixture(scope="module", params=["uvicorn", "gunicorn"])
+def example_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The example (``example_app``: ASGIApp or WSGIApp in the CORS middleware)."""
+    gen = generate_example(tmp_path_factory.mktemp("gen"))
+    with serve(
+        gen, tmp_path_factory.mktemp("cors"), server=request.param, cors_origins=PAGE
+    ) as url:
+        yield url
+
+
+def fetch(
+    base_url: str, method: str, path: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, body=body or None, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_real_preflight(example_url: str) -> None:
+    status, h, _ = fetch(
+        example_url,
+        "OPTIONS",
+        GREET,
+        {
+            "Origin": PAGE,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,connect-protocol-version",
+        },
+    )
+    assert status == 204
+    assert h["access-control-allow-origin"] == PAGE
+    assert "Connect-Protocol-Version" in h["access-control-allow-headers"]
+    status, _, _ = fetch(
+        example_url,
+        "OPTIONS",
+        GREET,
+        {"Origin": OTHER, "Access-Control-Request-Method": "POST"},
+    )
+    assert status == 403
+
+
+def test_real_unary_and_stream_carry_grants(example_url: str) -> None:
+    base = {"Origin": PAGE, "Connect-Protocol-Version": "1"}
+    status, h, body = fetch(
+        example_url,
+        "POST",
+        GREET,
+        {**base, "Content-Type": "application/json"},
+        b'{"name":"cors"}',
+    )
+    assert status == 200, body
+    assert h["access-control-allow-origin"] == PAGE
+    assert "Greet-Version" in h["access-control-expose-headers"]
+    assert "Origin" in h["vary"]
+    frame = b'{"name":"cors","count":2}'
+    status, h, body = fetch(
+        example_url,
+        "POST",
+        GREET_STREAM,
+        {**base, "Content-Type": "application/connect+json"},
+        b"\0" + len(frame).to_bytes(4, "big") + frame,
+    )
+    assert status == 200
+    assert h["access-control-allow-origin"] == PAGE
+    assert body.count(b"Hello, cors #") == 2
+    # Errors, too: a page must be able to read why its call failed.
+    status, h, body = fetch(
+        example_url,
+        "POST",
+        GREET,
+        {**base, "Content-Type": "application/json"},
+        b'{"name":""}',
+    )
+    assert status == 400
+    assert h["access-control-allow-origin"] == PAGE
