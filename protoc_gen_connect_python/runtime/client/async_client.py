@@ -1,44 +1,273 @@
-"""The async client base class (contract; the transport is filled in separately)."""
+"""The async client: a thin shell that drives the protocol core over a transport."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+import asyncio
+import sys
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from functools import partial
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, TypeVar
 
+import pyqwest
 from google.protobuf.message import Message
 
+from protoc_gen_connect_python.runtime.client.config import (
+    DEFAULT_COMPRESS_MIN_BYTES,
+    DEFAULT_GET_URL_MAX_BYTES,
+    DEFAULT_READ_MAX_BYTES,
+    ClientConfig,
+    HTTPVersionName,
+    PEMInput,
+    Protocol,
+    build_config,
+)
+from protoc_gen_connect_python.runtime.client.core import (
+    ClientProtocol,
+    ResponseStream,
+    UnaryResponse,
+    make_protocol,
+    read_limit_error,
+)
+from protoc_gen_connect_python.runtime.client.interceptors import (
+    ClientCall,
+    ClientInterceptor,
+    has_hooks,
+    wraps_unary,
+)
+from protoc_gen_connect_python.runtime.client.transport import (
+    AsyncResponse,
+    AsyncTransport,
+    PyqwestAsyncTransport,
+)
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.codec import Codec
+from protoc_gen_connect_python.runtime.compression import Compression
+from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
 from protoc_gen_connect_python.runtime.method import MethodSpec
+
+__all__ = ["AsyncClient", "AsyncStream", "UnaryResponse"]
 
 I = TypeVar("I", bound=Message)  # noqa: E741
 O = TypeVar("O", bound=Message)  # noqa: E741
 
 
-class UnaryResponse(Generic[O]):
-    """A unary result with the response headers and trailers."""
+def _deadline_error() -> ConnectError:
+    return ConnectError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
 
-    def __init__(self, message: O, headers: Headers, trailers: Headers) -> None:
-        self.message = message
-        self.headers = headers
-        self.trailers = trailers
+
+def _as_error(e: BaseException) -> ConnectError:
+    """What interceptors' ``on_end`` sees for an exception ending a call."""
+    if isinstance(e, ConnectError):
+        return e
+    if isinstance(e, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt)):
+        return ConnectError(Code.CANCELED, "call canceled")
+    return ConnectError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
+
+
+class _Deadline:
+    """Bounds a block by an instant on the loop's clock.
+
+    When the instant passes, the task is cancelled (which cancels the HTTP
+    request it awaits) and the block raises ``deadline_exceeded`` instead.
+    """
+
+    __slots__ = ("_fired", "_handle", "_task", "when")
+
+    def __init__(self, when: float | None) -> None:
+        self.when = when
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._fired = False
+
+    def __enter__(self) -> _Deadline:
+        if self.when is None:
+            return self
+        loop = asyncio.get_running_loop()
+        if self.when <= loop.time():
+            raise _deadline_error()
+        self._task = asyncio.current_task()
+        self._fired = False
+        self._handle = loop.call_at(self.when, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        if self._task is not None:
+            self._fired = True
+            self._task.cancel()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if not self._fired:
+            return
+        self._fired = False
+        task = self._task
+        # On 3.11+ a cancellation requested by someone else still wins.
+        if (
+            sys.version_info >= (3, 11)
+            and task is not None
+            and task.uncancel() > 0
+            and exc_type is not None
+        ):
+            return
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            raise _deadline_error() from None
 
 
 class AsyncStream(AsyncIterator[O]):
-    """Messages of a server or bidi stream; ``headers``/``trailers`` once known."""
+    """Messages of a server or bidi stream, read as they arrive.
+
+    The call starts on the first ``__anext__`` (or on ``async with``).
+    ``headers`` holds the response headers once the response has started and
+    ``trailers`` the trailers once the stream has ended. Leaving the ``async
+    with`` block or calling :meth:`aclose` early cancels the call.
+    """
 
     headers: Headers
     trailers: Headers
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        method: MethodSpec[Any, O],
+        requests: Message | AsyncIterable[Any] | Iterable[Any],
+        single: bool,
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> None:
+        self.headers = Headers()
+        self.trailers = Headers()
+        self._client = client
+        self._method = method
+        self._requests = requests
+        self._single = single
+        self._call_headers = headers
+        self._timeout = timeout
+        self._deadline: float | None = None
+        self._resp: AsyncResponse | None = None
+        self._decoder: ResponseStream | None = None
+        self._pending: deque[O] = deque()
+        self._finished = False
+        self._send_error: BaseException | None = None
+        self._call: ClientCall | None = None
 
     def __aiter__(self) -> AsyncStream[O]:
         return self
 
     async def __anext__(self) -> O:
-        raise NotImplementedError
+        if self._pending:
+            return self._pending.popleft()
+        if self._finished:
+            raise StopAsyncIteration
+        try:
+            with _Deadline(self._deadline):
+                return await self._next()
+        except StopAsyncIteration:
+            raise
+        except BaseException as e:
+            # A failing request iterator explains the broken request best.
+            err = self._send_error if isinstance(e, ConnectError) else None
+            await self._end(err or e)
+            if err is None:
+                raise
+            raise err from None
+
+    async def _start(self) -> None:
+        client = self._client
+        proto = client._protocol
+        timeout = self._timeout
+        headers = self._call_headers
+        if client._hooks:
+            call = ClientCall(self._method, Headers(headers or ()), timeout)
+            for i in client._hooks:
+                i.on_start(call)
+            self._call = call
+            headers, timeout = call.request_headers, call.timeout
+        if timeout is not None:
+            self._deadline = asyncio.get_running_loop().time() + timeout
+        pm = proto.prepare(self._method)
+        req = proto.stream_request(pm, headers, timeout)
+        body: AsyncIterator[bytes] | None = None
+        if self._single:
+            req.body = proto.encode_stream_message(self._requests)  # type: ignore[arg-type]
+        else:
+            body = self._body(proto)
+        with _Deadline(self._deadline):
+            resp = await client._transport.send(req, body)
+        self._resp = resp
+        self.headers = resp.headers
+        if self._call is not None:
+            self._call.response_headers = resp.headers
+        self._decoder = proto.response_stream(pm, resp.status, resp.headers)
+
+    async def _body(self, proto: ClientProtocol) -> AsyncIterator[bytes]:
+        encode = proto.encode_stream_message
+        reqs = self._requests
+        try:
+            if isinstance(reqs, AsyncIterable):
+                it = reqs.__aiter__()
+                try:
+                    async for m in it:
+                        yield encode(m)
+                finally:
+                    # The caller's async generator must not be left suspended.
+                    aclose = getattr(it, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            else:
+                for m in reqs:  # type: ignore[union-attr]
+                    yield encode(m)
+        except Exception as e:
+            self._send_error = e
+            raise
+
+    async def _next(self) -> O:
+        if self._resp is None:
+            await self._start()
+        resp = self._resp
+        decoder = self._decoder
+        assert resp is not None and decoder is not None
+        pending = self._pending
+        while not pending:
+            chunk = await resp.read()
+            if not chunk:
+                self.trailers = decoder.finish(resp.trailers)
+                await self._end(None)
+                raise StopAsyncIteration
+            pending.extend(decoder.feed(chunk))
+        return pending.popleft()
+
+    async def _end(self, error: BaseException | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._pending.clear()
+        if self._resp is not None:
+            await self._resp.aclose()
+        elif not self._single:
+            # Never started: still close the caller's async generator.
+            aclose = getattr(self._requests, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if self._call is not None:
+            self._call.response_trailers = self.trailers
+            err = None if error is None else _as_error(error)
+            for i in self._client._hooks:
+                i.on_end(self._call, err)
 
     async def aclose(self) -> None:
         """Stop reading and cancel the call if it is still running."""
-        raise NotImplementedError
+        if not self._finished:
+            await self._end(ConnectError(Code.CANCELED, "stream closed by the client"))
 
     async def __aenter__(self) -> AsyncStream[O]:
         return self
@@ -53,10 +282,75 @@ class AsyncStream(AsyncIterator[O]):
 
 
 class AsyncClient:
-    """Base of generated async clients."""
+    """Base of generated async clients; also usable directly with method specs.
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
+    One client holds one connection pool: create it once, share it, and close
+    it with :meth:`aclose` or ``async with``. See ``docs/client.md`` for every
+    option.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        protocol: Protocol = "connect",
+        codec: str | Codec = "proto",
+        send_compression: str | Compression | None = None,
+        accept_compression: Sequence[str | Compression] | None = None,
+        compress_min_bytes: int = DEFAULT_COMPRESS_MIN_BYTES,
+        read_max_bytes: int = DEFAULT_READ_MAX_BYTES,
+        send_max_bytes: int = 0,
+        timeout: float | None = None,
+        headers: HeadersInput | None = None,
+        use_get: bool = False,
+        get_url_max_bytes: int = DEFAULT_GET_URL_MAX_BYTES,
+        http_version: HTTPVersionName | None = None,
+        tls_ca_cert: PEMInput | None = None,
+        tls_cert: PEMInput | None = None,
+        tls_key: PEMInput | None = None,
+        transport: AsyncTransport | pyqwest.HTTPTransport | None = None,
+        interceptors: Sequence[ClientInterceptor] = (),
+    ) -> None:
+        config = build_config(
+            base_url,
+            protocol=protocol,
+            codec=codec,
+            send_compression=send_compression,
+            accept_compression=accept_compression,
+            compress_min_bytes=compress_min_bytes,
+            read_max_bytes=read_max_bytes,
+            send_max_bytes=send_max_bytes,
+            timeout=timeout,
+            headers=headers,
+            use_get=use_get,
+            get_url_max_bytes=get_url_max_bytes,
+            http_version=http_version,
+            tls_ca_cert=tls_ca_cert,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            interceptors=interceptors,
+        )
+        self._config = config
+        self._protocol: ClientProtocol = make_protocol(config)
+        if transport is None or isinstance(transport, pyqwest.HTTPTransport):
+            self._transport: AsyncTransport = PyqwestAsyncTransport(config, transport)
+        else:
+            self._transport = transport
+        self._hooks = tuple(i for i in config.interceptors if has_hooks(i))
+        self._wrappers = tuple(
+            i for i in config.interceptors if wraps_unary(i, sync=False)
+        )
+        self._plain = not (self._hooks or self._wrappers)
+
+    @property
+    def base_url(self) -> str:
+        """The URL that procedure paths are appended to."""
+        return self._config.base_url
+
+    @property
+    def config(self) -> ClientConfig:
+        """The resolved options of this client."""
+        return self._config
 
     async def call_unary(
         self,
@@ -67,7 +361,10 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> O:
         """Call a unary method and return its response message."""
-        raise NotImplementedError
+        res = await self.call_unary_detailed(
+            method, request, headers=headers, timeout=timeout
+        )
+        return res.message
 
     async def call_unary_detailed(
         self,
@@ -78,7 +375,86 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> UnaryResponse[O]:
         """Call a unary method; the result also holds response headers and trailers."""
-        raise NotImplementedError
+        if timeout is None:
+            timeout = self._config.timeout
+        if self._plain:
+            return await self._unary(method, request, headers, timeout)
+        return await self._intercepted_unary(method, request, headers, timeout)
+
+    async def _unary(
+        self,
+        method: MethodSpec[Any, Any],
+        request: Message,
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> UnaryResponse[Any]:
+        proto = self._protocol
+        pm = proto.prepare(method)
+        req = proto.unary_request(pm, request, headers, timeout)
+        if timeout is None:
+            resp = await self._transport.send(req, None)
+            status, head, body, trailers = await self._read_all(resp)
+        else:
+            when = asyncio.get_running_loop().time() + timeout
+            with _Deadline(when):
+                resp = await self._transport.send(req, None)
+                status, head, body, trailers = await self._read_all(resp)
+        return proto.unary_response(pm, status, head, body, trailers)
+
+    async def _read_all(
+        self, resp: AsyncResponse
+    ) -> tuple[int, Headers, bytes, Headers]:
+        limit = self._protocol.unary_read_limit
+        try:
+            body = await resp.read()
+            if body:
+                chunk = await resp.read()
+                if chunk:
+                    parts = [body, chunk]
+                    size = len(body) + len(chunk)
+                    while chunk:
+                        if limit and size > limit:
+                            raise read_limit_error(limit)
+                        chunk = await resp.read()
+                        parts.append(chunk)
+                        size += len(chunk)
+                    body = b"".join(parts)
+            if limit and len(body) > limit:
+                raise read_limit_error(limit)
+            return resp.status, resp.headers, body, resp.trailers
+        finally:
+            await resp.aclose()
+
+    async def _intercepted_unary(
+        self,
+        method: MethodSpec[Any, Any],
+        request: Message,
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> UnaryResponse[Any]:
+        call = ClientCall(method, Headers(headers or ()), timeout)
+        for i in self._hooks:
+            i.on_start(call)
+
+        async def send(msg: Message, c: ClientCall) -> UnaryResponse[Any]:
+            res = await self._unary(method, msg, c.request_headers, c.timeout)
+            c.response_headers = res.headers
+            c.response_trailers = res.trailers
+            return res
+
+        chain: Any = send
+        for i in reversed(self._wrappers):
+            chain = partial(i.intercept_unary, chain)
+        try:
+            res: UnaryResponse[Any] = await chain(request, call)
+        except BaseException as e:
+            err = _as_error(e)
+            for i in self._hooks:
+                i.on_end(call, err)
+            raise
+        for i in self._hooks:
+            i.on_end(call, None)
+        return res
 
     async def call_client_stream(
         self,
@@ -89,7 +465,25 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> O:
         """Send a stream of requests and return the single response."""
-        raise NotImplementedError
+        if timeout is None:
+            timeout = self._config.timeout
+        stream = AsyncStream(self, method, requests, False, headers, timeout)
+        async with stream:
+            result: O | None = None
+            async for msg in stream:
+                if result is not None:
+                    raise ConnectError(
+                        Code.UNIMPLEMENTED,
+                        "protocol error: the response stream has more than one message",
+                    )
+                result = msg
+        if result is None:
+            raise ConnectError(
+                Code.UNIMPLEMENTED,
+                "protocol error: the response stream has no message",
+                metadata=stream.headers,
+            )
+        return result
 
     def call_server_stream(
         self,
@@ -100,7 +494,9 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> AsyncStream[O]:
         """Send one request and iterate the responses."""
-        raise NotImplementedError
+        if timeout is None:
+            timeout = self._config.timeout
+        return AsyncStream(self, method, request, True, headers, timeout)
 
     def call_bidi_stream(
         self,
@@ -110,11 +506,18 @@ class AsyncClient:
         headers: HeadersInput | None = None,
         timeout: float | None = None,
     ) -> AsyncStream[O]:
-        """Send a stream of requests while iterating the responses."""
-        raise NotImplementedError
+        """Send a stream of requests while iterating the responses.
+
+        Over HTTP/2 both directions flow at once. Over HTTP/1.1 the exchange is
+        half duplex: most servers answer only after the requests have ended.
+        """
+        if timeout is None:
+            timeout = self._config.timeout
+        return AsyncStream(self, method, requests, False, headers, timeout)
 
     async def aclose(self) -> None:
         """Release the connections this client owns."""
+        await self._transport.aclose()
 
     async def __aenter__(self: _C) -> _C:
         return self

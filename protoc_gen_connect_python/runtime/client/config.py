@@ -1,0 +1,169 @@
+"""Client options, validated once and shared by the async and sync clients."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Union
+
+from protoc_gen_connect_python.runtime.codec import CODECS, Codec
+from protoc_gen_connect_python.runtime.compression import COMPRESSIONS, Compression
+from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
+
+if TYPE_CHECKING:
+    from protoc_gen_connect_python.runtime.client.interceptors import (
+        ClientInterceptor,
+    )
+
+PEMInput = Union[bytes, str, "os.PathLike[str]"]
+"""PEM data as bytes, or the path of a PEM file."""
+
+Protocol = Literal["connect", "grpc", "grpc-web"]
+HTTPVersionName = Literal["1.1", "2"]
+
+DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024
+DEFAULT_COMPRESS_MIN_BYTES = 1024
+DEFAULT_GET_URL_MAX_BYTES = 8 * 1024
+SUPPORTED_PROTOCOLS = ("connect",)
+
+
+@dataclass(frozen=True, eq=False)
+class ClientConfig:
+    """Every option of a client, resolved: names turned into objects, limits checked.
+
+    Built by the client constructors from their keyword arguments; protocol code
+    and transports read it, nobody changes it.
+    """
+
+    base_url: str
+    protocol: Protocol = "connect"
+    codec: Codec = CODECS["proto"]
+    send_compression: Compression | None = None
+    accept_compression: tuple[Compression, ...] = ()
+    compress_min_bytes: int = DEFAULT_COMPRESS_MIN_BYTES
+    read_max_bytes: int = DEFAULT_READ_MAX_BYTES
+    send_max_bytes: int = 0
+    timeout: float | None = None
+    headers: Headers = field(default_factory=Headers)
+    use_get: bool = False
+    get_url_max_bytes: int = DEFAULT_GET_URL_MAX_BYTES
+    http_version: HTTPVersionName | None = None
+    tls_ca_cert: bytes | None = None
+    tls_cert: bytes | None = None
+    tls_key: bytes | None = None
+    interceptors: tuple[ClientInterceptor, ...] = ()
+
+    @property
+    def decompressors(self) -> dict[str, Compression]:
+        """Algorithms the client decodes responses with, by name."""
+        out = {c.name: c for c in self.accept_compression}
+        if self.send_compression is not None:
+            out.setdefault(self.send_compression.name, self.send_compression)
+        return out
+
+
+def _read_pem(value: PEMInput | None, what: str) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    try:
+        with open(value, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {what} from {os.fspath(value)!r}: {e}") from e
+
+
+def _compression(value: str | Compression) -> Compression:
+    if not isinstance(value, str):
+        return value
+    found = COMPRESSIONS.get(value)
+    if found is None:
+        raise ValueError(
+            f"compression {value!r} is not available "
+            f"(have: {', '.join(COMPRESSIONS) or 'none'}); "
+            "br needs the brotli package, zstd the zstandard package"
+        )
+    return found
+
+
+def build_config(
+    base_url: str,
+    *,
+    protocol: Protocol = "connect",
+    codec: str | Codec = "proto",
+    send_compression: str | Compression | None = None,
+    accept_compression: Sequence[str | Compression] | None = None,
+    compress_min_bytes: int = DEFAULT_COMPRESS_MIN_BYTES,
+    read_max_bytes: int = DEFAULT_READ_MAX_BYTES,
+    send_max_bytes: int = 0,
+    timeout: float | None = None,
+    headers: HeadersInput | None = None,
+    use_get: bool = False,
+    get_url_max_bytes: int = DEFAULT_GET_URL_MAX_BYTES,
+    http_version: HTTPVersionName | None = None,
+    tls_ca_cert: PEMInput | None = None,
+    tls_cert: PEMInput | None = None,
+    tls_key: PEMInput | None = None,
+    interceptors: Sequence[ClientInterceptor] = (),
+) -> ClientConfig:
+    """Check the client constructor's arguments and resolve them into a config.
+
+    Raises ValueError for anything unusable, so mistakes surface when the client
+    is built rather than on its first call.
+    """
+    if protocol not in SUPPORTED_PROTOCOLS:
+        raise ValueError(
+            f"unsupported protocol {protocol!r}; supported: {', '.join(SUPPORTED_PROTOCOLS)}"
+        )
+    if not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url must start with http:// or https://: {base_url!r}")
+    if isinstance(codec, str):
+        found = CODECS.get(codec)
+        if found is None:
+            raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
+        codec = found
+    accept = tuple(
+        _compression(c)
+        for c in (
+            accept_compression if accept_compression is not None else COMPRESSIONS
+        )
+    )
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be positive")
+    for name, value in (
+        ("compress_min_bytes", compress_min_bytes),
+        ("read_max_bytes", read_max_bytes),
+        ("send_max_bytes", send_max_bytes),
+        ("get_url_max_bytes", get_url_max_bytes),
+    ):
+        if value < 0:
+            raise ValueError(f"{name} must not be negative")
+    if http_version not in (None, "1.1", "2"):
+        raise ValueError(f'http_version must be None, "1.1" or "2": {http_version!r}')
+    cert = _read_pem(tls_cert, "tls_cert")
+    key = _read_pem(tls_key, "tls_key")
+    if (cert is None) != (key is None):
+        raise ValueError("tls_cert and tls_key must be given together")
+    return ClientConfig(
+        base_url=base_url.rstrip("/"),
+        protocol=protocol,
+        codec=codec,
+        send_compression=None
+        if send_compression is None
+        else _compression(send_compression),
+        accept_compression=accept,
+        compress_min_bytes=compress_min_bytes,
+        read_max_bytes=read_max_bytes,
+        send_max_bytes=send_max_bytes,
+        timeout=timeout,
+        headers=Headers(headers) if headers is not None else Headers(),
+        use_get=use_get,
+        get_url_max_bytes=get_url_max_bytes,
+        http_version=http_version,
+        tls_ca_cert=_read_pem(tls_ca_cert, "tls_ca_cert"),
+        tls_cert=cert,
+        tls_key=key,
+        interceptors=tuple(interceptors),
+    )

@@ -1,0 +1,101 @@
+"""Client interceptors: code that runs around every call a client makes.
+
+One class serves both clients and all four kinds of RPC. Override
+:meth:`ClientInterceptor.on_start` and :meth:`ClientInterceptor.on_end` for what
+only needs the call's metadata (authentication headers, logging, metrics);
+override :meth:`ClientInterceptor.intercept_unary` (async client) or
+:meth:`ClientInterceptor.intercept_unary_sync` (sync client) to wrap unary calls
+completely (retries, caching, rewriting messages).
+
+Interceptors run in the order given: the first one's ``on_start`` runs first
+and its ``intercept_unary`` is the outermost wrapper.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from protoc_gen_connect_python.runtime.client.core import UnaryResponse
+from protoc_gen_connect_python.runtime.errors import ConnectError
+from protoc_gen_connect_python.runtime.headers import Headers
+from protoc_gen_connect_python.runtime.method import MethodSpec
+
+
+class ClientCall:
+    """One call as interceptors see it.
+
+    ``request_headers`` may be changed before the request is sent; ``timeout``
+    too. ``response_headers`` and ``response_trailers`` are filled in as they
+    arrive.
+    """
+
+    __slots__ = (
+        "method",
+        "request_headers",
+        "response_headers",
+        "response_trailers",
+        "start",
+        "timeout",
+    )
+
+    def __init__(
+        self, method: MethodSpec[Any, Any], headers: Headers, timeout: float | None
+    ) -> None:
+        self.method = method
+        self.request_headers = headers
+        self.timeout = timeout
+        self.response_headers = Headers()
+        self.response_trailers = Headers()
+        self.start = time.monotonic()
+        """When the call started, as ``time.monotonic()``."""
+
+    def __repr__(self) -> str:
+        return f"ClientCall({self.method.procedure!r})"
+
+
+AsyncUnaryNext = Callable[[Message, ClientCall], Awaitable[UnaryResponse[Any]]]
+SyncUnaryNext = Callable[[Message, ClientCall], UnaryResponse[Any]]
+
+
+class ClientInterceptor:
+    """Base class of client interceptors; every hook passes through by default."""
+
+    def on_start(self, call: ClientCall) -> None:
+        """Before the request is sent; may edit ``call.request_headers``."""
+
+    def on_end(self, call: ClientCall, error: ConnectError | None) -> None:
+        """After the call ends: the response arrived or a stream finished or failed.
+
+        A stream closed early by its caller ends with ``canceled``.
+        """
+
+    async def intercept_unary(
+        self, call_next: AsyncUnaryNext, request: Message, call: ClientCall
+    ) -> UnaryResponse[Any]:
+        """Wrap a unary call of the async client; call ``call_next`` to proceed."""
+        return await call_next(request, call)
+
+    def intercept_unary_sync(
+        self, call_next: SyncUnaryNext, request: Message, call: ClientCall
+    ) -> UnaryResponse[Any]:
+        """Wrap a unary call of the sync client; call ``call_next`` to proceed."""
+        return call_next(request, call)
+
+
+def wraps_unary(interceptor: ClientInterceptor, sync: bool) -> bool:
+    """Whether ``interceptor`` overrides the unary wrapper for that client kind."""
+    name = "intercept_unary_sync" if sync else "intercept_unary"
+    return getattr(type(interceptor), name) is not getattr(ClientInterceptor, name)
+
+
+def has_hooks(interceptor: ClientInterceptor) -> bool:
+    """Whether ``interceptor`` overrides ``on_start`` or ``on_end``."""
+    cls = type(interceptor)
+    return (
+        cls.on_start is not ClientInterceptor.on_start
+        or cls.on_end is not ClientInterceptor.on_end
+    )

@@ -1,0 +1,286 @@
+"""How clients move bytes: a small transport interface and its pyqwest implementation.
+
+A transport sends one :class:`HTTPRequest` (whose body is bytes or an iterator of
+chunks) and returns a response whose body is read chunk by chunk, followed by
+its trailers. It knows nothing of RPC; failures of the network or of HTTP itself
+are raised as :class:`ConnectError` (``unavailable``, ``deadline_exceeded``...).
+
+Implement :class:`AsyncTransport` or :class:`SyncTransport` to run clients over
+another HTTP stack, or to test without a network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol, runtime_checkable
+
+import pyqwest
+
+from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.core import HTTPRequest
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.errors import ConnectError
+from protoc_gen_connect_python.runtime.headers import Headers
+
+
+class AsyncResponse(Protocol):
+    """A response whose head has arrived; its body is read with :meth:`read`."""
+
+    status: int
+    headers: Headers
+
+    async def read(self) -> bytes:
+        """The next chunk of the body; ``b""`` once it has ended."""
+        ...
+
+    @property
+    def trailers(self) -> Headers:
+        """HTTP trailers, complete once :meth:`read` returned ``b""``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the response; cancels the request if it is still running."""
+        ...
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """Sends requests for :class:`AsyncClient`."""
+
+    async def send(
+        self, request: HTTPRequest, body: AsyncIterator[bytes] | None
+    ) -> AsyncResponse:
+        """Send ``request`` (its ``body``, or the ``body`` chunks when given).
+
+        Returns once the response head has arrived. A streamed body keeps being
+        sent while the response is read (full duplex where HTTP allows it).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        ...
+
+
+class SyncResponse(Protocol):
+    """The blocking twin of :class:`AsyncResponse`."""
+
+    status: int
+    headers: Headers
+
+    def read(self) -> bytes:
+        """The next chunk of the body; ``b""`` once it has ended."""
+        ...
+
+    @property
+    def trailers(self) -> Headers:
+        """HTTP trailers, complete once :meth:`read` returned ``b""``."""
+        ...
+
+    def close(self) -> None:
+        """Release the response; cancels the request. Safe from any thread."""
+        ...
+
+
+@runtime_checkable
+class SyncTransport(Protocol):
+    """Sends requests for :class:`SyncClient`."""
+
+    def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> SyncResponse:
+        """Send ``request``; ``request.timeout`` bounds the whole exchange."""
+        ...
+
+    def close(self) -> None:
+        """Close connections."""
+        ...
+
+
+# -- pyqwest -------------------------------------------------------------------
+
+# RST_STREAM codes to RPC codes, as the gRPC HTTP/2 mapping defines them.
+_STREAM_ERROR_CODES = {
+    pyqwest.StreamErrorCode.REFUSED_STREAM: Code.UNAVAILABLE,
+    pyqwest.StreamErrorCode.CANCEL: Code.CANCELED,
+    pyqwest.StreamErrorCode.ENHANCE_YOUR_CALM: Code.RESOURCE_EXHAUSTED,
+    pyqwest.StreamErrorCode.INADEQUATE_SECURITY: Code.PERMISSION_DENIED,
+}
+
+
+def map_transport_error(e: Exception) -> ConnectError:
+    """The RPC error for an exception raised by pyqwest."""
+    if isinstance(e, ConnectError):
+        return e
+    if isinstance(e, pyqwest.StreamError):
+        code = _STREAM_ERROR_CODES.get(e.code, Code.INTERNAL)
+    elif isinstance(e, pyqwest.ConnectTimeout):
+        code = Code.UNAVAILABLE
+    elif isinstance(e, TimeoutError):
+        code = Code.DEADLINE_EXCEEDED
+    elif isinstance(
+        e,
+        (
+            ConnectionError,
+            pyqwest.ReadError,
+            pyqwest.WriteError,
+            pyqwest.RemoteProtocolError,
+        ),
+    ):
+        code = Code.UNAVAILABLE
+    else:
+        code = Code.UNKNOWN
+    return ConnectError(code, f"{type(e).__name__}: {e}")
+
+
+def _headers(h: pyqwest.Headers) -> Headers:
+    return Headers(h.items())
+
+
+def _version(config: ClientConfig) -> pyqwest.HTTPVersion | None:
+    if config.http_version == "2":
+        return pyqwest.HTTPVersion.HTTP2
+    if config.http_version == "1.1":
+        return pyqwest.HTTPVersion.HTTP1
+    return None
+
+
+def _transport_options(config: ClientConfig) -> dict[str, object]:
+    return {
+        "tls_ca_cert": config.tls_ca_cert,
+        # A CA given explicitly replaces the system's trust store.
+        "tls_include_system_certs": config.tls_ca_cert is None,
+        "tls_cert": config.tls_cert,
+        "tls_key": config.tls_key,
+        "http_version": _version(config),
+        # Compression is the protocol's business: bodies must arrive as sent so
+        # that limits apply to what came over the wire.
+        "enable_gzip": False,
+        "enable_brotli": False,
+        "enable_zstd": False,
+        "follow_redirects": False,
+    }
+
+
+class _PyqwestAsyncResponse:
+    __slots__ = ("_it", "_resp", "headers", "status")
+
+    def __init__(self, resp: pyqwest.Response) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers = _headers(resp.headers)
+        self._it = resp.content.__aiter__()
+
+    async def read(self) -> bytes:
+        try:
+            chunk = await self._it.__anext__()
+        except StopAsyncIteration:
+            return b""
+        except Exception as e:
+            raise map_transport_error(e) from e
+        return bytes(chunk)
+
+    @property
+    def trailers(self) -> Headers:
+        return _headers(self._resp.trailers)
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()
+
+
+class PyqwestAsyncTransport:
+    """:class:`AsyncTransport` over one ``pyqwest.HTTPTransport`` (a connection pool).
+
+    Pass ``transport`` to share an existing pyqwest transport; it is then not
+    closed by :meth:`aclose`.
+    """
+
+    def __init__(
+        self, config: ClientConfig, transport: pyqwest.HTTPTransport | None = None
+    ) -> None:
+        self._owned = transport is None
+        self._t = transport or pyqwest.HTTPTransport(**_transport_options(config))  # type: ignore[arg-type]
+
+    async def send(
+        self, request: HTTPRequest, body: AsyncIterator[bytes] | None
+    ) -> AsyncResponse:
+        """Execute ``request``; returns when the response head has arrived."""
+        req = pyqwest.Request(
+            request.method,
+            request.url,
+            pyqwest.Headers(request.headers),
+            body if body is not None else request.body,
+        )
+        try:
+            resp = await self._t.execute(req)
+        except Exception as e:
+            raise map_transport_error(e) from e
+        return _PyqwestAsyncResponse(resp)
+
+    async def aclose(self) -> None:
+        """Close the pool, when this object created it."""
+        if self._owned:
+            await self._t.aclose()
+
+
+class _PyqwestSyncResponse:
+    __slots__ = ("_cm", "_it", "_resp", "headers", "status")
+
+    def __init__(
+        self,
+        cm: AbstractContextManager[pyqwest.SyncResponse],
+        resp: pyqwest.SyncResponse,
+    ) -> None:
+        self._cm = cm
+        self._resp = resp
+        self.status = resp.status
+        self.headers = _headers(resp.headers)
+        self._it = iter(resp.content)
+
+    def read(self) -> bytes:
+        try:
+            chunk = next(self._it)
+        except StopIteration:
+            return b""
+        except Exception as e:
+            raise map_transport_error(e) from e
+        return bytes(chunk)
+
+    @property
+    def trailers(self) -> Headers:
+        return _headers(self._resp.trailers)
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)
+
+
+class PyqwestSyncTransport:
+    """:class:`SyncTransport` over one ``pyqwest.SyncHTTPTransport``."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        transport: pyqwest.SyncHTTPTransport | None = None,
+    ) -> None:
+        self._owned = transport is None
+        self._t = transport or pyqwest.SyncHTTPTransport(**_transport_options(config))  # type: ignore[arg-type]
+        self._client = pyqwest.SyncClient(self._t)
+
+    def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> SyncResponse:
+        """Execute ``request``, bounded by its timeout; returns at the response head."""
+        try:
+            cm = self._client.stream(
+                request.method,
+                request.url,
+                request.headers,
+                body if body is not None else request.body,
+                timeout=request.timeout,
+            )
+            resp = cm.__enter__()
+        except Exception as e:
+            raise map_transport_error(e) from e
+        return _PyqwestSyncResponse(cm, resp)
+
+    def close(self) -> None:
+        """Close the pool, when this object created it."""
+        if self._owned:
+            self._t.close()
