@@ -98,3 +98,24 @@ def overrides_on_request(
 # Client interceptors
 # ---------------------------------------------------------------------------
 # (Defined alongside the clients; kept in this module so one import serves both.)
+
+from protoc_gen_connect_python.runtime.client.interceptors import (  # noqa: E402
+    AsyncUnaryNext,
+    ClientCall,
+    ClientInterceptor,
+    SyncUnaryNext,
+)
+
+__all__ = [
+    "AsyncServerInterceptor",
+    "AsyncStreamFunc",
+    "AsyncUnaryFunc",
+    "AsyncUnaryNext",
+    "ClientCall",
+    "ClientInterceptor",
+    "SyncServerInterceptor",
+    "SyncStreamFunc",
+    "SyncUnaryFunc",
+    "SyncUnaryNext",
+    "overrides_on_request",
+]

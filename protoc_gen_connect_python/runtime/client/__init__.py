@@ -1,1 +1,36 @@
-"""Async and sync clients."""
+"""Async and sync clients, their options and the transport interface they use.
+
+Most code needs only ``AsyncClient`` / ``SyncClient`` (or the generated clients
+built on them), importable from ``protoc_gen_connect_python.runtime``. The names
+here are for custom transports and protocol work.
+"""
+
+from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.core import (
+    ClientProtocol,
+    ConnectProtocol,
+    HTTPRequest,
+    UnaryResponse,
+)
+from protoc_gen_connect_python.runtime.client.transport import (
+    AsyncResponse,
+    AsyncTransport,
+    PyqwestAsyncTransport,
+    PyqwestSyncTransport,
+    SyncResponse,
+    SyncTransport,
+)
+
+__all__ = [
+    "AsyncResponse",
+    "AsyncTransport",
+    "ClientConfig",
+    "ClientProtocol",
+    "ConnectProtocol",
+    "HTTPRequest",
+    "PyqwestAsyncTransport",
+    "PyqwestSyncTransport",
+    "SyncResponse",
+    "SyncTransport",
+    "UnaryResponse",
+]
