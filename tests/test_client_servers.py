@@ -15,10 +15,11 @@ from protoc_gen_connect_python.runtime import (
     ConnectError,
     SyncClient,
 )
+from protoc_gen_connect_python.runtime.client.config import HTTPVersionName
 
 pytestmark = pytest.mark.anyio
 
-CASES = [
+CASES: list[tuple[str, str, HTTPVersionName | None]] = [
     ("uvicorn", "server_apps:asgi_app", None),
     ("hypercorn", "server_apps:asgi_app", "2"),
     ("gunicorn", "server_apps:wsgi_app", None),
@@ -38,7 +39,9 @@ def apps() -> Any:
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[c[0] for c in CASES])
-def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
+def server(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[str, HTTPVersionName | None]]:
     name, app, version = request.param
     try:
         with run_server(name, app) as srv:
@@ -47,7 +50,9 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | None]]:
         pytest.skip(f"{name} is not usable here: {e}")
 
 
-async def test_async_all_kinds(apps: Any, server: tuple[str, str | None]) -> None:
+async def test_async_all_kinds(
+    apps: Any, server: tuple[str, HTTPVersionName | None]
+) -> None:
     url, version = server
     pb = apps.pb
     async with AsyncClient(
@@ -78,7 +83,7 @@ async def test_async_all_kinds(apps: Any, server: tuple[str, str | None]) -> Non
         assert [m.text async for m in echo] == ["a", "b"]
 
 
-def test_sync_all_kinds(apps: Any, server: tuple[str, str | None]) -> None:
+def test_sync_all_kinds(apps: Any, server: tuple[str, HTTPVersionName | None]) -> None:
     url, version = server
     pb = apps.pb
     with SyncClient(url, http_version=version, codec="json", use_get=True) as c:
