@@ -541,6 +541,12 @@ class ConnectResponseStream(ResponseStream):
         """Return the end-of-stream trailers or raise its error."""
         if self._error is not None:
             raise self._error
+        if self._done and self._decoder.pending:
+            raise ConnectError(
+                Code.INTERNAL,
+                "protocol error: data after the end-of-stream message",
+                metadata=self.headers,
+            )
         if not self._done:
             self._decoder.close(Code.INTERNAL)
             raise ConnectError(
