@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import selectors
 import shutil
 import subprocess
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from example_env import free_port, running
+from servers import WSGI_SERVERS, run_server
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -140,14 +139,6 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
                 "interop."
             ):
                 del sys.modules[name]
-
-
-def python_path(gen: Generated) -> str:
-    """PYTHONPATH for server processes: generated code, the service, the repo."""
-    parts = [str(gen.python), str(INTEROP), str(ROOT)]
-    if os.environ.get("PYTHONPATH"):
-        parts.append(os.environ["PYTHONPATH"])
-    return os.pathsep.join(parts)
 
 
 # --- node ------------------------------------------------------------------------
@@ -263,51 +254,29 @@ def run_node_client(
 
 
 @contextmanager
-def python_server(gen: Generated, server: str, tmp: Path) -> Iterator[str]:
+def python_server(gen: Generated, server: str) -> Iterator[str]:
     """Serve py_service's ASGI app (uvicorn, hypercorn) or WSGI app (gunicorn)."""
-    port = free_port()
-    bind = f"127.0.0.1:{port}"
-    py = [sys.executable, "-m"]
-    if server == "uvicorn":
-        cmd = [*py, "uvicorn", "--factory", "py_service:asgi_app"]
-        cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    elif server == "hypercorn":
-        # Cleartext HTTP/2 with prior knowledge, as connect-node sends it.
-        cmd = [*py, "hypercorn", "py_service:asgi_app()", "-b", bind]
-    elif server == "gunicorn":
-        cmd = [*py, "gunicorn", "py_service:wsgi_app()", "-b", bind]
-        cmd += ["-k", "gthread", "--threads", "8"]
-    else:
-        raise ValueError(f"unknown server {server!r}")
-    env = {"PYTHONPATH": python_path(gen)}
-    with running(cmd, port, tmp / f"{server}.log", env):
-        yield f"http://{bind}"
+    app = "py_service:wsgi_app" if server in WSGI_SERVERS else "py_service:asgi_app"
+    with run_server(server, app, pythonpath=[gen.python, INTEROP]) as srv:
+        yield srv.url
 
 
 @pytest.fixture(scope="module")
-def py_uvicorn(
-    generated: Generated, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    with python_server(generated, "uvicorn", tmp_path_factory.mktemp("uvicorn")) as url:
+def py_uvicorn(generated: Generated) -> Iterator[str]:
+    with python_server(generated, "uvicorn") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def py_hypercorn(
-    generated: Generated, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("hypercorn")
-    with python_server(generated, "hypercorn", tmp) as url:
+def py_hypercorn(generated: Generated) -> Iterator[str]:
+    """hypercorn answers cleartext HTTP/2 with prior knowledge, as connect-node sends it."""
+    with python_server(generated, "hypercorn") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def py_gunicorn(
-    generated: Generated, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    with python_server(
-        generated, "gunicorn", tmp_path_factory.mktemp("gunicorn")
-    ) as url:
+def py_gunicorn(generated: Generated) -> Iterator[str]:
+    with python_server(generated, "gunicorn") as url:
         yield url
 
 
@@ -419,7 +388,9 @@ def test_node_client_to_node_server(
             generated, base_url, protocol=protocol, http2=http2, variant=variant
         ),
     )
-    check_all(results, Call(protocol, http2, variant.gzip, client="node"))
+    check_all(
+        results, Call(protocol, http2, variant.gzip, client="node", server="node")
+    )
 
 
 # --- connect-node client -> our servers (Connect) ---------------------------------
@@ -443,7 +414,7 @@ def test_node_client_to_python_server(
             generated, base_url, protocol="connect", http2=server.http2, variant=variant
         ),
     )
-    call = Call("connect", server.http2, variant.gzip, client="node")
+    call = Call("connect", server.http2, variant.gzip, client="node", server="python")
     check(observation(results, scenario), call)
 
 
@@ -470,7 +441,7 @@ def test_python_client_to_node_server(
             flavor, base_url, protocol="connect", http2=http2, variant=variant
         ),
     )
-    call = Call("connect", http2, variant.gzip, client="python")
+    call = Call("connect", http2, variant.gzip, client="python", server="node")
     check(observation(results, scenario), call)
 
 
@@ -515,7 +486,10 @@ def test_grpc_pending_node_client_to_python_server(
             generated, base_url, protocol=protocol, http2=server.http2, variant=variant
         ),
     )
-    check_all(results, Call(protocol, server.http2, variant.gzip, client="node"))
+    check_all(
+        results,
+        Call(protocol, server.http2, variant.gzip, client="node", server="python"),
+    )
 
 
 @GRPC_PENDING
@@ -542,4 +516,6 @@ def test_grpc_pending_python_client_to_node_server(
             flavor, base_url, protocol=protocol, http2=http2, variant=variant
         ),
     )
-    check_all(results, Call(protocol, http2, variant.gzip, client="python"))
+    check_all(
+        results, Call(protocol, http2, variant.gzip, client="python", server="node")
+    )

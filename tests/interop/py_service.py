@@ -10,7 +10,7 @@ directory and puts it on ``sys.path`` (and on ``PYTHONPATH`` for server
 processes). Static type checkers run without them, hence the targeted ignores on
 the imports and base classes below.
 
-``asgi_app()`` and ``wsgi_app()`` are the factories servers load. They wrap the
+``asgi_app`` and ``wsgi_app`` are what servers load. They wrap the
 apps in a small middleware that reports the HTTP method in the response header
 ``x-http-method``, so tests can see that a Connect GET really was a GET.
 """
@@ -295,11 +295,8 @@ class ReportMethodWSGI:
         return self.app(environ, start_with_method)
 
 
-def asgi_app() -> ReportMethodASGI:
-    """The async service as an ASGI app (a factory, for ``uvicorn --factory``)."""
-    return ReportMethodASGI(ASGIApp(InteropAsync()))
+asgi_app = ReportMethodASGI(ASGIApp(InteropAsync()))
+"""The async service as an ASGI app (``servers.run_server(..., "py_service:asgi_app")``)."""
 
-
-def wsgi_app() -> ReportMethodWSGI:
-    """The sync service as a WSGI app (``gunicorn 'py_service:wsgi_app()'``)."""
-    return ReportMethodWSGI(WSGIApp(InteropSync()))
+wsgi_app = ReportMethodWSGI(WSGIApp(InteropSync()))
+"""The sync service as a WSGI app (``py_service:wsgi_app``)."""
