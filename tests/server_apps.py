@@ -302,7 +302,13 @@ def starlette_app() -> Any:
     async def hello(request: Any) -> PlainTextResponse:
         return PlainTextResponse("hello")
 
-    return Starlette(routes=[Route("/hello", hello), Mount("/api", app=asgi_app)])
+    return Starlette(
+        routes=[
+            Route("/hello", hello),
+            Mount("/api", app=asgi_app),
+            Mount("/strict", app=asgi_strict),
+        ]
+    )
 
 
 def flask_app() -> Any:
@@ -316,7 +322,9 @@ def flask_app() -> Any:
     def hello() -> str:
         return "hello"
 
-    flask.wsgi_app = DispatcherMiddleware(flask.wsgi_app, {"/api": wsgi_app})  # type: ignore[method-assign]
+    flask.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+        flask.wsgi_app, {"/api": wsgi_app, "/strict": wsgi_strict}
+    )
     return flask
 
 

@@ -133,6 +133,27 @@ async def _read_body(
             return b"".join(chunks)
 
 
+_DRAIN_MAX = 64 * 1024
+
+
+async def _drain(receive: Receive, content_length: str | None) -> None:
+    """Read and drop a small, fully declared request body before an early reply.
+
+    Some HTTP/2 servers (hypercorn) fail the whole connection when request data
+    arrives for a stream whose response has already finished. Only bodies with
+    a Content-Length are drained: the client has committed to sending them, so
+    waiting cannot stall a full-duplex client that waits for our answer first.
+    """
+    if content_length is None or not content_length.isdigit():
+        return
+    if not 0 < int(content_length) <= _DRAIN_MAX:
+        return
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request" or not msg.get("more_body", False):
+            return
+
+
 def _too_large(limit: int) -> ConnectError:
     return ConnectError(
         Code.RESOURCE_EXHAUSTED,
@@ -247,6 +268,11 @@ class ASGIApp:
             path = path[len(root) :]
         ep = self._routes.get(path)
         if ep is None:
+            length = None
+            for k, v in scope["headers"]:
+                if k == b"content-length":
+                    length = v.decode("latin-1")
+            await _drain(receive, length)
             await _send_reply(send, NOT_FOUND)
             return
         headers = Headers.from_raw(scope["headers"])
@@ -261,6 +287,7 @@ class ASGIApp:
                 peer,
             )
         except HTTPReject as r:
+            await _drain(receive, headers.get("content-length"))
             await _send_reply(send, r.reply)
             return
         if call.needs_trailers and "http.response.trailers" not in scope.get(
@@ -293,6 +320,7 @@ class ASGIApp:
     ) -> None:
         guard = _Guard()
         ctx = call.ctx
+        unread = True
         try:
             call.parse_head()
             if ctx.deadline is not None:
@@ -300,6 +328,7 @@ class ASGIApp:
             for hook in ep.hooks:
                 await hook(ctx)
             body = call.preread
+            unread = False
             if body is None:
                 body = await _read_body(
                     receive, call.unary_body_limit, ctx.request_headers, guard
@@ -325,6 +354,8 @@ class ASGIApp:
         except Exception as e:
             guard.disarm()
             reply = call.encode_error(self._core.to_error(e, ep))
+        if unread:
+            await _drain(receive, ctx.request_headers.get("content-length"))
         await _send_reply(send, reply)
 
     async def _stream(
