@@ -1,0 +1,106 @@
+"""Envelope framing: round trips under any chunking, limits, truncation."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protoc_gen_connect_python.runtime import Code, ConnectError
+from protoc_gen_connect_python.runtime.compression import Gzip
+from protoc_gen_connect_python.runtime.envelope import (
+    FLAG_COMPRESSED,
+    HEADER_SIZE,
+    EnvelopeDecoder,
+    decode_payload,
+    encode_envelope,
+    encode_message,
+)
+
+frames = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=300)), max_size=8)
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    out, last = [], 0
+    for p in [*points, len(data)]:
+        out.append(data[last:p])
+        last = p
+    return out
+
+
+@given(frames, st.lists(st.integers(0, 10_000), max_size=20))
+def test_any_chunking_yields_the_same_frames(
+    items: list[tuple[int, bytes]], cuts: list[int]
+) -> None:
+    wire = b"".join(encode_envelope(f, p) for f, p in items)
+    d = EnvelopeDecoder()
+    got = []
+    for chunk in chunked(wire, cuts):
+        got.extend(d.feed(chunk))
+    d.close()
+    assert got == items
+    assert not d.pending
+
+
+@given(frames, st.integers(1, 7))
+def test_reading_exactly_what_is_needed(
+    items: list[tuple[int, bytes]], extra: int
+) -> None:
+    # What a blocking reader does: ask for `needed` bytes, never more.
+    wire = b"".join(encode_envelope(f, p) for f, p in items)
+    d = EnvelopeDecoder()
+    got: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < len(wire):
+        n = d.needed
+        assert n >= 1
+        got.extend(d.feed(wire[pos : pos + n]))
+        pos += n
+    assert got == items
+
+
+@given(st.integers(1, 1000), st.integers(0, 2000))
+def test_limit_is_checked_on_the_declared_length(limit: int, size: int) -> None:
+    d = EnvelopeDecoder(read_max_bytes=limit)
+    header = encode_envelope(0, b"\0" * size)[:HEADER_SIZE]
+    if size > limit:
+        with pytest.raises(ConnectError) as e:
+            d.feed(header)  # refused before any payload is buffered
+        assert e.value.code is Code.RESOURCE_EXHAUSTED
+    else:
+        assert d.feed(header) == ([] if size else [(0, b"")])
+
+
+def test_truncated_input() -> None:
+    d = EnvelopeDecoder()
+    assert d.feed(encode_envelope(0, b"abc")[:-1]) == []
+    assert d.pending
+    with pytest.raises(ConnectError) as e:
+        d.close()
+    assert e.value.code is Code.INVALID_ARGUMENT
+
+
+def test_encode_message_compression_and_send_limit() -> None:
+    gz = Gzip()
+    small = encode_message(b"x" * 10, gz, 100, 0)
+    assert small[0] == 0 and small[5:] == b"x" * 10
+    big = encode_message(b"x" * 1000, gz, 100, 0)
+    assert big[0] == FLAG_COMPRESSED and gzip.decompress(big[5:]) == b"x" * 1000
+    with pytest.raises(ConnectError) as e:
+        encode_message(b"x" * 1000, None, 0, 999)
+    assert e.value.code is Code.RESOURCE_EXHAUSTED
+
+
+def test_decode_payload() -> None:
+    gz = Gzip()
+    assert decode_payload(0, b"raw", None, 10) == b"raw"
+    assert decode_payload(FLAG_COMPRESSED, gz.compress(b"abc"), gz, 10) == b"abc"
+    with pytest.raises(ConnectError) as e:
+        decode_payload(FLAG_COMPRESSED, gz.compress(b"a" * 100), gz, 10)
+    assert e.value.code is Code.RESOURCE_EXHAUSTED
+    with pytest.raises(ConnectError) as e:
+        decode_payload(FLAG_COMPRESSED, b"zz", None, 10)
+    assert e.value.code is Code.INTERNAL
