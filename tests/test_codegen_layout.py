@@ -27,9 +27,7 @@ ident = st.builds(
     st.text(string.ascii_letters + string.digits + "_", max_size=40),
 )
 comment = st.text(
-    st.sampled_from(
-        list("ab \t\"'\\\n`") + ["\x0c", "\u00e9", "\u4e2d", "\u2028", "\xa0"]
-    ),
+    st.sampled_from([*"ab \t\"'\\\n`", "\x0c", "\u00e9", "\u4e2d", "\u2028", "\xa0"]),
     max_size=60,
 )
 
@@ -72,7 +70,7 @@ def proto_files(draw: st.DrawFn) -> descriptor_pb2.FileDescriptorProto:
 RENDERER = Renderer()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(proto_files())
 def test_fast_layout_equals_black(f: descriptor_pb2.FileDescriptorProto) -> None:
     """Wherever the renderer skips black, black would not change a byte."""
@@ -86,7 +84,7 @@ def test_fast_layout_equals_black(f: descriptor_pb2.FileDescriptorProto) -> None
         assert black.format_str(out, mode=MODE) == out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(comment, min_size=1, max_size=4), st.sampled_from([0, 4, 8]))
 def test_docstrings_are_black_stable(lines: list[str], indent: int) -> None:
     """Docstrings of arbitrary text are valid, black-stable and keep their words."""

@@ -24,7 +24,9 @@ MINIMUM_EDITION = descriptor_pb2.EDITION_PROTO2
 MAXIMUM_EDITION = descriptor_pb2.EDITION_2023
 
 
-def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGeneratorResponse:
+def generate(
+    request: plugin_pb2.CodeGeneratorRequest,
+) -> plugin_pb2.CodeGeneratorResponse:
     """Build the response for a request: one module per requested file with services."""
     response = plugin_pb2.CodeGeneratorResponse(
         supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL

@@ -9,6 +9,7 @@ the same input always yields the same names.
 from __future__ import annotations
 
 import dis
+import inspect
 import keyword
 import re
 from collections.abc import Iterable, Iterator
@@ -75,7 +76,7 @@ def runtime_attributes() -> frozenset[str]:
     ):
         names.update(dir(base))
         for cls in base.__mro__:
-            names.update(cls.__dict__.get("__annotations__", {}))
+            names.update(inspect.get_annotations(cls))
             names.update(getattr(cls, "__slots__", ()))
             for value in cls.__dict__.values():
                 names.update(_stored_attributes(value))
@@ -218,7 +219,9 @@ class File:
     @property
     def deprecations(self) -> bool:
         """Whether any client warns about deprecation."""
-        return any(s.deprecated or any(m.deprecated for m in s.methods) for s in self.services)
+        return any(
+            s.deprecated or any(m.deprecated for m in s.methods) for s in self.services
+        )
 
 
 class TypeIndex:
@@ -267,7 +270,10 @@ def _comments(
     out = {}
     for loc in file.source_code_info.location:
         lines = list(
-            _doc(comment_lines(loc.leading_comments), comment_lines(loc.trailing_comments))
+            _doc(
+                comment_lines(loc.leading_comments),
+                comment_lines(loc.trailing_comments),
+            )
         )
         if lines:
             out[tuple(loc.path)] = lines
@@ -291,8 +297,10 @@ def build_file(
         ]
         upper = snake_case(s.name).upper()
         spec = module_names.take(upper)
-        methods = [module_names.take(f"{upper}_{snake_case(m.name).upper()}") for m in s.method]
-        service_names.append((classes, spec, methods))
+        method_specs = [
+            module_names.take(f"{upper}_{snake_case(m.name).upper()}") for m in s.method
+        ]
+        service_names.append((classes, spec, method_specs))
 
     # Message modules: the short name unless two modules share it.
     used: dict[str, tuple[str, str]] = {}
@@ -310,7 +318,11 @@ def build_file(
     for proto in sorted(used):
         mod = used[proto][1]
         package, _, short = mod.rpartition(".")
-        wanted = short if short_count[short] == 1 else mod.replace("_", "__").replace(".", "_dot_")
+        wanted = (
+            short
+            if short_count[short] == 1
+            else mod.replace("_", "__").replace(".", "_dot_")
+        )
         alias = module_names.take(wanted)
         aliases[proto] = alias
         imports.append(
@@ -324,7 +336,12 @@ def build_file(
 
     # Helpers from the standard library, aliased only if a service took the name.
     helpers = _helpers_needed(file, options)
-    names = {h: module_names.take(h) if h not in module_names.taken else module_names.take(f"_{h}") for h in helpers}
+    names = {
+        h: module_names.take(h)
+        if h not in module_names.taken
+        else module_names.take(f"_{h}")
+        for h in helpers
+    }
 
     class_reserved = (
         _KEYWORDS
@@ -353,7 +370,9 @@ def build_file(
                     stream_type=_STREAM_TYPES[m.client_streaming, m.server_streaming],
                     input=f"{aliases[in_file]}.{in_path}",
                     output=f"{aliases[out_file]}.{out_path}",
-                    idempotency=_IDEMPOTENCY.get(m.options.idempotency_level, "UNKNOWN"),
+                    idempotency=_IDEMPOTENCY.get(
+                        m.options.idempotency_level, "UNKNOWN"
+                    ),
                     doc=_doc(
                         comments.get((_SERVICE_FIELD, si, _METHOD_FIELD, mi), []),
                         ["Deprecated."] if deprecated else [],
@@ -396,12 +415,17 @@ def _helpers_needed(
     file: descriptor_pb2.FileDescriptorProto, options: Options
 ) -> list[str]:
     """The standard-library names the module will use, in a fixed order."""
-    kinds = {(m.client_streaming, m.server_streaming) for s in file.service for m in s.method}
+    kinds = {
+        (m.client_streaming, m.server_streaming) for s in file.service for m in s.method
+    }
     client_streams = any(c for c, _ in kinds)
     server_streams = any(s for _, s in kinds)
     any_streams = client_streams or server_streams
     need = []
-    if any(s.options.deprecated or any(m.options.deprecated for m in s.method) for s in file.service):
+    if any(
+        s.options.deprecated or any(m.options.deprecated for m in s.method)
+        for s in file.service
+    ):
         need.append("warnings")
     if options.async_:
         if client_streams:

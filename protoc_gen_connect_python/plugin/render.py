@@ -103,7 +103,9 @@ def _param_lines(pad: str, param: str) -> str:
     if len(inner) + len(annotation) <= LINE_LENGTH:
         body = f"{inner}{annotation}\n"
     else:
-        body = f"{inner}{operands[0]}\n" + "".join(f"{inner}| {o}\n" for o in operands[1:])
+        body = f"{inner}{operands[0]}\n" + "".join(
+            f"{inner}| {o}\n" for o in operands[1:]
+        )
     return f"{pad}{name}: (\n{body}{pad}),\n"
 
 
@@ -192,7 +194,9 @@ def import_lines(file: File) -> dict[str, list[str]]:
     stdlib: list[str] = []
     if "warnings" in file.names:
         alias = file.names["warnings"]
-        stdlib.append("import warnings" + ("" if alias == "warnings" else f" as {alias}"))
+        stdlib.append(
+            "import warnings" + ("" if alias == "warnings" else f" as {alias}")
+        )
     for module, members in (
         ("collections.abc", ("AsyncIterable", "AsyncIterator", "Iterable", "Iterator")),
         ("typing", ("Any", "ClassVar")),
@@ -211,15 +215,21 @@ def import_lines(file: File) -> dict[str, list[str]]:
         imps = [i for i in file.imports if i.third_party == third_party]
         lines = groups[third_party]
         # isort puts ``import x`` before ``from x import y`` in a section.
-        for i in sorted((i for i in imps if not i.package), key=lambda i: _import_key(i.module)):
-            lines.append(f"import {i.module}" + ("" if i.alias == i.module else f" as {i.alias}"))
+        for i in sorted(
+            (i for i in imps if not i.package), key=lambda i: _import_key(i.module)
+        ):
+            lines.append(
+                f"import {i.module}" + ("" if i.alias == i.module else f" as {i.alias}")
+            )
         froms: list[tuple[tuple[str, str], str]] = []
         if third_party:
             froms.append((_import_key("protoc_gen_connect_python"), runtime))
         packages = sorted({i.package for i in imps if i.package}, key=_import_key)
         for pkg in packages:
             in_pkg = [i for i in imps if i.package == pkg]
-            plain = sorted((i.module for i in in_pkg if i.alias == i.module), key=_import_key)
+            plain = sorted(
+                (i.module for i in in_pkg if i.alias == i.module), key=_import_key
+            )
             stmts = [layout.from_import(pkg, plain)] if plain else []
             stmts += [
                 layout.from_import(pkg, [f"{i.module} as {i.alias}"])
