@@ -19,7 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    MutableMapping,
+)
 from typing import Any
 
 from interop.v1 import interop_connect  # type: ignore[import-not-found]
@@ -244,9 +251,11 @@ class InteropSync(interop_connect.InteropServiceSync):  # type: ignore[misc]
 
 # --- apps, with the HTTP method reported back -----------------------------------
 
-ASGIReceive = Callable[[], Any]
-ASGISend = Callable[[dict[str, Any]], Any]
-ASGICallable = Callable[[dict[str, Any], ASGIReceive, ASGISend], Any]
+ASGIScope = MutableMapping[str, Any]
+ASGIMessage = MutableMapping[str, Any]
+ASGIReceive = Callable[[], Awaitable[ASGIMessage]]
+ASGISend = Callable[[ASGIMessage], Awaitable[None]]
+ASGICallable = Callable[[ASGIScope, ASGIReceive, ASGISend], Awaitable[None]]
 
 
 class ReportMethodASGI:
@@ -256,14 +265,14 @@ class ReportMethodASGI:
         self.app = app
 
     async def __call__(
-        self, scope: dict[str, Any], receive: ASGIReceive, send: ASGISend
+        self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend
     ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method = scope["method"].encode("latin-1")
 
-        async def send_with_method(message: dict[str, Any]) -> None:
+        async def send_with_method(message: ASGIMessage) -> None:
             if message["type"] == "http.response.start":
                 headers = [*message.get("headers", ()), (b"x-http-method", method)]
                 message = {**message, "headers": headers}
