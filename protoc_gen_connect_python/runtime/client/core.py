@@ -347,7 +347,11 @@ class ConnectProtocol(ClientProtocol):
         trailers: Headers,
     ) -> UnaryResponse[Any]:
         """Decode a unary response; raise its error for anything but a good 200."""
-        head, trailer_part = connect.split_unary_trailers(headers)
+        prefix = connect.TRAILER_PREFIX
+        if any(k.startswith(prefix) for k in headers):
+            head, trailer_part = connect.split_unary_trailers(headers)
+        else:
+            head, trailer_part = headers, Headers()
         ctype = headers.get("content-type", "")
         if status != 200:
             raise self._unary_error(status, headers, ctype, body)
