@@ -10,9 +10,11 @@ VENV=.venv
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# --- Debian packages (curl for the curl tests, nginx for the proxy tests) ----
+# --- Debian packages: curl, nginx (proxy tests), chromium (browser test) -----
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "apt-get install ${need_apt[*]}"
@@ -38,8 +40,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# --- npm packages of the interop tests --------------------------------------
-for dir in tests/interop/node; do
+# --- npm packages: interop tests and the browser example --------------------------------------
+for dir in tests/interop/node examples/browser; do
   if [ -f "$dir/package-lock.json" ]; then
     lockhash="$(sha256sum "$dir/package-lock.json" | cut -c1-16)"
     if [ "$(cat "$dir/node_modules/.setup-stamp" 2>/dev/null)" != "$lockhash" ]; then
