@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Union
+from typing import TypeVar, Union, overload
+
+_T = TypeVar("_T")
 
 HeadersInput = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]]]
 """Anything a user may pass as headers: a Headers, a mapping or (name, value) pairs."""
@@ -53,6 +55,16 @@ class Headers(MutableMapping[str, str]):
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.lower() in self._d
+
+    @overload
+    def get(self, key: str, default: None = None) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str | _T) -> str | _T: ...
+
+    def get(self, key: str, default: object = None) -> object:
+        """The first value for ``key``, or ``default`` (one dict lookup: hot path)."""
+        v = self._d.get(key.lower())
+        return v[0] if v else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._d)
