@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
@@ -75,7 +75,7 @@ class ServiceSpec:
     """A service's name and its methods: the route table servers are built from."""
 
     name: str
-    methods: tuple[MethodSpec[Message, Message], ...]
+    methods: tuple[MethodSpec[Any, Any], ...]
 
     def __repr__(self) -> str:
         return f"ServiceSpec({self.name!r}, {len(self.methods)} methods)"
