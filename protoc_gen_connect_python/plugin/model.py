@@ -269,6 +269,10 @@ def _comments(
     """Leading and trailing comments by SourceCodeInfo path, as docstring lines."""
     out = {}
     for loc in file.source_code_info.location:
+        if loc.path[:1] != [_SERVICE_FIELD] or not (
+            loc.leading_comments or loc.trailing_comments
+        ):
+            continue
         lines = list(
             _doc(
                 comment_lines(loc.leading_comments),

@@ -10,6 +10,7 @@ through black after all. Tests assert the result always equals black's output.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -79,6 +80,10 @@ def docstring_lines(lines: Sequence[str], indent: int) -> list[str]:
     return out
 
 
+# Each method's docstring appears in up to four classes at the same indentation.
+_cached_docstring = functools.lru_cache(maxsize=1024)(docstring_lines)
+
+
 def _expand_leading_tabs(line: str) -> str:
     stripped = line.lstrip()
     if not stripped or stripped == line:
@@ -125,7 +130,7 @@ class _Layout:
             if lines:
                 lines.append("")
             lines.extend(p_lines)
-        out = docstring_lines(lines, indent)
+        out = _cached_docstring(tuple(lines), indent)
         self.doc_lines.update(out)
         return "\n".join(out)
 
@@ -266,6 +271,8 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # Templates never change during a run: skip per-include freshness checks.
+            auto_reload=False,
         )
         self.template = self.env.get_template("module.py.j2")
         self._black: Callable[[str], str] | None = None
