@@ -668,3 +668,12 @@ def test_interceptors_sync(env: Env) -> None:
                 )
             )
     assert rec.log[-1] == "end ServerStream internal token"
+
+
+def test_request_iterator_error_is_raised_sync(env: Env) -> None:
+    def requests() -> Iterator[Any]:
+        yield env.pb.Req(text="a")
+        raise ValueError("broken sync iterator")
+
+    with sclient(env, "h2") as c, pytest.raises(ValueError, match="broken sync"):
+        c.call_client_stream(env.specs.client_stream, requests())
