@@ -32,7 +32,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 wait_port() {
   for _ in $(seq 100); do
-    (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    (: > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done
   echo "server did not start on port $1" >&2; return 1
@@ -64,7 +64,7 @@ calls "ASGI on uvicorn"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 step "serve the WSGI app with gunicorn on :$PORT"
-(cd "$EX" && exec "$ROOT/.venv/bin/gunicorn" server:wsgi_app -b "127.0.0.1:$PORT" -w 1 --threads 4 -q) &
+(cd "$EX" && exec "$ROOT/.venv/bin/gunicorn" server:wsgi_app -b "127.0.0.1:$PORT" -w 1 --threads 4 --log-level warning) &
 pids+=($!); wait_port "$PORT"
 calls "WSGI on gunicorn"
 step "done"

@@ -34,8 +34,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python packages"
-  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  "$VENV/bin/python" -m pip install -q -e ".[plugin,brotli,zstd,dev]" 2>&1 | grep -v '^WARNING: Location' || true
+  piplog="$VENV/pip-install.log"
+  if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+         "$VENV/bin/python" -m pip install -q -e ".[plugin,brotli,zstd,dev]"; } >"$piplog" 2>&1; then
+    cat "$piplog" >&2; log "pip install failed"; exit 1
+  fi
   "$VENV/bin/python" -c "import protoc_gen_connect_python.runtime, jinja2, black, grpc_tools, pyqwest" 
   echo "$want" > "$stamp"
 fi
