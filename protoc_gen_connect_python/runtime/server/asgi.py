@@ -217,10 +217,8 @@ async def _send_reply(send: Send, reply: Reply) -> None:
             "trailers": True,
         }
     )
-    if reply.body:
-        await send(
-            {"type": "http.response.body", "body": reply.body, "more_body": True}
-        )
+    # With the trailers extension the body still ends with more_body=False.
+    await send({"type": "http.response.body", "body": reply.body})
     await send({"type": "http.response.trailers", "headers": trailers})
 
 
@@ -308,7 +306,7 @@ class ASGIApp:
                 "(the http.response.trailers extension); %s requests are refused",
                 call.ctx.protocol,
             )
-        return call.encode_error(
+        return call.encode_refusal(
             ConnectError(
                 Code.UNIMPLEMENTED,
                 f"the server cannot send HTTP trailers, which {call.ctx.protocol} needs",
@@ -424,13 +422,7 @@ class ASGIApp:
                 }
             )
         body, trailers = call.encode_stream_end(err)
-        await send(
-            {
-                "type": "http.response.body",
-                "body": body,
-                "more_body": trailers is not None,
-            }
-        )
+        await send({"type": "http.response.body", "body": body})
         if trailers is not None:
             await send({"type": "http.response.trailers", "headers": trailers})
 

@@ -200,6 +200,10 @@ class ServerCall(abc.ABC):
     def encode_error(self, err: ConnectError) -> Reply:
         """The whole response for an error when nothing was sent yet."""
 
+    def encode_refusal(self, err: ConnectError) -> Reply:
+        """A whole error response that needs no HTTP trailers (gRPC: trailers-only)."""
+        return self.encode_error(err)
+
     @abc.abstractmethod
     def feed(self, data: bytes) -> list[Message]:
         """Request messages completed by ``data`` (streaming methods)."""
@@ -446,7 +450,7 @@ class ServerCore:
         is_async: bool,
         protocols: Sequence[ServerProtocol] | None = None,
     ) -> None:
-        from protoc_gen_connect_python.runtime.server import connect
+        from protoc_gen_connect_python.runtime.server import connect, grpc
 
         if not services:
             raise ValueError("an app needs at least one service")
@@ -480,7 +484,12 @@ class ServerCore:
         self.protocols: tuple[ServerProtocol, ...] = tuple(
             protocols
             if protocols is not None
-            else (connect.ConnectStreamProtocol(self), self.connect_unary)
+            else (
+                grpc.GRPCProtocol(self, web=True),
+                grpc.GRPCProtocol(self, web=False),
+                connect.ConnectStreamProtocol(self),
+                self.connect_unary,
+            )
         )
         accept_post = ", ".join(
             t for p in self.protocols for t in p.content_types(sorted(codecs))

@@ -169,7 +169,7 @@ class WSGIApp:
                 Code.UNIMPLEMENTED,
                 f"WSGI cannot send HTTP trailers, which {call.ctx.protocol} needs",
             )
-            return _reply(start_response, call.encode_error(err))
+            return _reply(start_response, call.encode_refusal(err))
         if ep.unary is not None:
             return _reply(start_response, self._unary(ep, call, environ))
         return self._stream(ep, call, environ, start_response)
