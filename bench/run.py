@@ -45,6 +45,8 @@ from common import (
 )
 from setup_env import setup
 
+PINGS_PER_STREAM = 1000  # as in client_bench.py
+
 RESULTS = BENCH / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
@@ -245,7 +247,9 @@ def h2load(
     out = proc.stdout + proc.stderr
     wall = time.monotonic() - t0
     m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    done = re.search(
+        r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out
+    )
     traffic = re.search(r"traffic: \S+ \((\d+)\) total", out)
     if not m or not done:
         raise RuntimeError(f"h2load failed:\n{out}")
@@ -301,7 +305,13 @@ def server_suite(rounds: int, duration: float, quick: bool) -> list[Row]:
                             n = 2 if quick and sc.requests else 0
                             row = measure(server, sc, duration, requests=n, h1=kind.h1)
                             rows.append(
-                                {"server": kind.name if kind.h1 else f"{kind.name} (h2c)", "impl": impl, "scenario": sc.name}
+                                {
+                                    "server": kind.name
+                                    if kind.h1
+                                    else f"{kind.name} (h2c)",
+                                    "impl": impl,
+                                    "scenario": sc.name,
+                                }
                                 | row
                             )
                 except Exception as e:  # a server that fails is reported, not fatal
@@ -313,7 +323,11 @@ def server_suite(rounds: int, duration: float, quick: bool) -> list[Row]:
             with serving("grpcio", argv, impl_env("ours"), port) as server:
                 row = measure(server, GRPC_SCENARIO, duration, h1=False)
                 rows.append(
-                    {"server": "grpcio (gRPC, h2)", "impl": "grpcio", "scenario": "unary 16 B"}
+                    {
+                        "server": "grpcio (gRPC, h2)",
+                        "impl": "grpcio",
+                        "scenario": "unary 16 B",
+                    }
                     | row
                 )
         except Exception as e:
@@ -351,7 +365,9 @@ def client_suite(rounds: int, duration: float) -> list[Row]:
             for scenario, mode, conc in CLIENT_CASES:
                 impls = ("ours", "official") if r % 2 == 0 else ("official", "ours")
                 for impl in impls:
-                    eprint(f"[client] round {r + 1}/{rounds} {impl} {scenario} {mode} x{conc}")
+                    eprint(
+                        f"[client] round {r + 1}/{rounds} {impl} {scenario} {mode} x{conc}"
+                    )
                     argv = [
                         "taskset",
                         "-c",
@@ -372,12 +388,18 @@ def client_suite(rounds: int, duration: float) -> list[Row]:
                         str(duration),
                     ]
                     p = subprocess.run(
-                        argv, capture_output=True, text=True, env=impl_env(impl), timeout=300
+                        argv,
+                        capture_output=True,
+                        text=True,
+                        env=impl_env(impl),
+                        timeout=300,
                     )
                     if p.returncode != 0:
                         eprint(f"  ! {impl} {scenario}: {p.stderr.strip()[-500:]}")
                         continue
                     res = json.loads(p.stdout)
+                    if scenario == "pingpong":  # count round trips, not streams
+                        res["calls"] *= PINGS_PER_STREAM
                     calls = max(res["calls"], 1)
                     rows.append(
                         {
@@ -403,9 +425,8 @@ def _sample_peak(server: Server, proc: subprocess.Popen[bytes]) -> int:
 
 
 def _upload_body(count: int) -> Iterator[bytes]:
-    from setup_env import echo_request
-
     from common import envelope
+    from setup_env import echo_request
 
     one = envelope(echo_request(16 * 1024))
     for _ in range(count):
@@ -414,9 +435,8 @@ def _upload_body(count: int) -> Iterator[bytes]:
 
 def memory_suite(gib: float) -> list[Row]:
     """RSS growth over a 1 GiB server stream and a 1 GiB client stream."""
-    from setup_env import stream_request
-
     from common import envelope
+    from setup_env import stream_request
 
     count = int(gib * (1 << 30)) // (16 * 1024)
     rows: list[Row] = []
@@ -431,22 +451,57 @@ def memory_suite(gib: float) -> list[Row]:
                 down.write_bytes(envelope(stream_request(count, 16 * 1024)))
                 warm = GEN / "bodies" / "download.bin"
                 subprocess.run(
-                    ["curl", "-sS", "-o", "/dev/null", *hdr, "--data-binary", f"@{warm}", f"{url}/Download"],
+                    [
+                        "curl",
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        *hdr,
+                        "--data-binary",
+                        f"@{warm}",
+                        f"{url}/Download",
+                    ],
                     check=True,
                 )
                 base = server.rss()
                 proc = subprocess.Popen(
-                    ["curl", "-sS", "-o", "/dev/null", *hdr, "--data-binary", f"@{down}", f"{url}/Download"]
+                    [
+                        "curl",
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        *hdr,
+                        "--data-binary",
+                        f"@{down}",
+                        f"{url}/Download",
+                    ]
                 )
                 peak = _sample_peak(server, proc)
                 rows.append(
-                    {"side": f"server ({kind.name})", "impl": impl, "stream": "server stream 1 GiB",
-                     "base_mib": base / 2**20, "growth_mib": (peak - base) / 2**20}
+                    {
+                        "side": f"server ({kind.name})",
+                        "impl": impl,
+                        "stream": "server stream 1 GiB",
+                        "base_mib": base / 2**20,
+                        "growth_mib": (peak - base) / 2**20,
+                    }
                 )
                 base = server.rss()
                 proc = subprocess.Popen(
-                    ["curl", "-sS", "-o", "/dev/null", *hdr, "-H", "transfer-encoding: chunked",
-                     "-X", "POST", "-T", "-", f"{url}/Upload"],
+                    [
+                        "curl",
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        *hdr,
+                        "-H",
+                        "transfer-encoding: chunked",
+                        "-X",
+                        "POST",
+                        "-T",
+                        "-",
+                        f"{url}/Upload",
+                    ],
                     stdin=subprocess.PIPE,
                 )
                 assert proc.stdin is not None
@@ -458,25 +513,52 @@ def memory_suite(gib: float) -> list[Row]:
                 proc.stdin.close()
                 peak = max(peak, _sample_peak(server, proc))
                 rows.append(
-                    {"side": f"server ({kind.name})", "impl": impl, "stream": "client stream 1 GiB",
-                     "base_mib": base / 2**20, "growth_mib": (peak - base) / 2**20}
+                    {
+                        "side": f"server ({kind.name})",
+                        "impl": impl,
+                        "stream": "client stream 1 GiB",
+                        "base_mib": base / 2**20,
+                        "growth_mib": (peak - base) / 2**20,
+                    }
                 )
     with fixed_server() as server:
         for impl in ("ours", "official"):
             eprint(f"[memory] client {impl}")
             p = subprocess.run(
-                ["taskset", "-c", CLIENT_CORE, str(impl_python(impl)), str(BENCH / "memory.py"),
-                 "--impl", impl, "--url", server.url, "--count", str(count)],
-                capture_output=True, text=True, env=impl_env(impl), timeout=900,
+                [
+                    "taskset",
+                    "-c",
+                    CLIENT_CORE,
+                    str(impl_python(impl)),
+                    str(BENCH / "memory.py"),
+                    "--impl",
+                    impl,
+                    "--url",
+                    server.url,
+                    "--count",
+                    str(count),
+                ],
+                capture_output=True,
+                text=True,
+                env=impl_env(impl),
+                timeout=900,
             )
             if p.returncode != 0:
                 eprint(f"  ! {impl}: {p.stderr.strip()[-500:]}")
                 continue
             res = json.loads(p.stdout)
-            for d, label in (("download", "server stream 1 GiB"), ("upload", "client stream 1 GiB")):
+            for d, label in (
+                ("download", "server stream 1 GiB"),
+                ("upload", "client stream 1 GiB"),
+            ):
                 rows.append(
-                    {"side": "client (async)", "impl": impl, "stream": label,
-                     "base_mib": res[f"{d}_base_mib"], "growth_mib": res[f"{d}_growth_mib"]}
+                    {
+                        "side": "client (async)",
+                        "impl": impl,
+                        "stream": label,
+                        "base_mib": res[f"{d}_base_mib"],
+                        "growth_mib": res[f"{d}_growth_mib"],
+                    }
                 )
     return rows
 
@@ -491,15 +573,47 @@ def profile_suite(duration: float) -> dict[str, Any]:
     with start(kind, "ours") as server:
         h2load(server.url, SERVER_SCENARIOS[0], 1.0)
         spy = subprocess.Popen(
-            ["taskset", "-c", CLIENT_CORE, str(OURS_VENV / "bin" / "py-spy"), "record",
-             "--pid", str(server.proc.pid), "--subprocesses", "--format", "raw", "--rate", "500",
-             "--nonblocking", "--output", str(raw), "--duration", str(int(duration) + 2)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "taskset",
+                "-c",
+                CLIENT_CORE,
+                str(OURS_VENV / "bin" / "py-spy"),
+                "record",
+                "--pid",
+                str(server.proc.pid),
+                "--subprocesses",
+                "--format",
+                "raw",
+                "--rate",
+                "500",
+                "--nonblocking",
+                "--output",
+                str(raw),
+                "--duration",
+                str(int(duration) + 2),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(1)
         h2load(server.url, SERVER_SCENARIOS[0], duration)
         spy.wait()
-    return summarize_profile(raw)
+    out = summarize_profile(raw)
+    out["inproc"] = {}
+    for impl in IMPLS:
+        venv_impl = "official" if impl == "official" else "ours"
+        argv = ["taskset", "-c", CLIENT_CORE, str(impl_python(venv_impl))]
+        argv += [str(BENCH / "profile_unary.py"), "--impl", impl]
+        if impl == "ours":
+            argv.append("--profile")
+        p = subprocess.run(
+            argv, capture_output=True, text=True, env=impl_env(venv_impl)
+        )
+        if p.returncode == 0:
+            out["inproc"][impl] = json.loads(p.stdout)
+        else:
+            eprint(f"  ! profile_unary {impl}: {p.stderr.strip()[-500:]}")
+    return out
 
 
 def summarize_profile(raw: Path) -> dict[str, Any]:
@@ -537,7 +651,9 @@ def _short(frame: str) -> str:
         return frame.strip()
     func, path = m.groups()
     if "protoc_gen_connect_python" in path:
-        path = "protoc_gen_connect_python" + path.split("protoc_gen_connect_python", 1)[1]
+        path = (
+            "protoc_gen_connect_python" + path.split("protoc_gen_connect_python", 1)[1]
+        )
     else:
         path = path.rsplit("site-packages/", 1)[-1].rsplit("/lib/python3", 1)[-1]
     return f"{func} ({path})"
@@ -562,15 +678,36 @@ def median_rows(rows: list[Row], keys: tuple[str, ...]) -> list[Row]:
 
 
 def versions() -> str:
-    names = ["protobuf", "pyqwest", "uvicorn", "granian", "hypercorn", "pyvoy", "gunicorn", "grpcio", "uvloop"]
+    names = [
+        "protobuf",
+        "pyqwest",
+        "uvicorn",
+        "granian",
+        "hypercorn",
+        "pyvoy",
+        "gunicorn",
+        "grpcio",
+        "uvloop",
+    ]
     ours = ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names)
     off = subprocess.run(
-        [str(venv_python(OFFICIAL_VENV)), "-c",
-         "import importlib.metadata as m; print(m.version('connectrpc'), m.version('protoc-gen-connectrpc'))"],
-        capture_output=True, text=True,
+        [
+            str(venv_python(OFFICIAL_VENV)),
+            "-c",
+            "import importlib.metadata as m; print(m.version('connectrpc'), m.version('protoc-gen-connectrpc'))",
+        ],
+        capture_output=True,
+        text=True,
     ).stdout.split()
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    h2 = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    h2 = subprocess.run(
+        ["h2load", "--version"], capture_output=True, text=True
+    ).stdout.split("\n")[0]
     return (
         f"this runtime at commit {head}; connectrpc {off[0] if off else '?'} "
         f"(plugin protoc-gen-connectrpc {off[1] if len(off) > 1 else '?'}, `protobuf=google`); "
@@ -606,10 +743,14 @@ def server_tables(rows: list[Row]) -> list[str]:
         stream = sc.method != "Echo"
         out.append(f"\n#### {sc.name}\n")
         if stream:
-            out.append("| server | impl | streams/s | MB/s | server CPU ms/stream | p50 ms | ours/official CPU |")
+            out.append(
+                "| server | impl | streams/s | MB/s | server CPU ms/stream | p50 ms | ours/official CPU |"
+            )
             out.append("|---|---|---:|---:|---:|---:|---:|")
         else:
-            out.append("| server | impl | req/s | p50 ms | p99 ms | server CPU µs/req | ours/official CPU |")
+            out.append(
+                "| server | impl | req/s | p50 ms | p99 ms | server CPU µs/req | ours/official CPU |"
+            )
             out.append("|---|---|---:|---:|---:|---:|---:|")
         servers = [k.name if k.h1 else f"{k.name} (h2c)" for k in SERVERS]
         if sc.name == "unary 16 B":
@@ -620,7 +761,9 @@ def server_tables(rows: list[Row]) -> list[str]:
                 if r is None:
                     continue
                 off = by.get((srv, "official", sc.name))
-                rel = ratio(r["cpu_us"], off["cpu_us"]) if impl == "ours" and off else ""
+                rel = (
+                    ratio(r["cpu_us"], off["cpu_us"]) if impl == "ours" and off else ""
+                )
                 if stream:
                     out.append(
                         f"| {srv} | {impl} | {fmt(r['rps'], 1)} | {fmt(r['mbps'])} | "
@@ -658,7 +801,10 @@ def client_table(rows: list[Row]) -> list[str]:
 
 
 def memory_table(rows: list[Row]) -> list[str]:
-    out = ["| side | impl | stream | RSS before MiB | RSS growth MiB |", "|---|---|---|---:|---:|"]
+    out = [
+        "| side | impl | stream | RSS before MiB | RSS growth MiB |",
+        "|---|---|---|---:|---:|",
+    ]
     for r in rows:
         out.append(
             f"| {r['side']} | {r['impl']} | {r['stream']} | {fmt(r['base_mib'], 1)} | "
@@ -668,9 +814,19 @@ def memory_table(rows: list[Row]) -> list[str]:
 
 
 def profile_table(prof: dict[str, Any]) -> list[str]:
-    out = [f"{prof['total']} samples.\n", "Self time (top 15):\n", "| % | function |", "|---:|---|"]
+    out = [
+        f"{prof['total']} samples.\n",
+        "Self time (top 15):\n",
+        "| % | function |",
+        "|---:|---|",
+    ]
     out += [f"| {p:.1f} | `{f}` |" for f, p in prof["self"]]
-    out += ["", "Inclusive time in the runtime and the handler (top 20):\n", "| % | function |", "|---:|---|"]
+    out += [
+        "",
+        "Inclusive time in the runtime and the handler (top 20):\n",
+        "| % | function |",
+        "|---:|---|",
+    ]
     out += [f"| {p:.1f} | `{f}` |" for f, p in prof["inclusive"]]
     return out
 
@@ -691,13 +847,32 @@ def write_doc(results: dict[str, Any], args: argparse.Namespace) -> None:
         "",
     ]
     if "server" in results:
-        lines += ["### Server side (h2load, HTTP/1.1 unless noted)", *server_tables(results["server"]), ""]
+        lines += [
+            "### Server side (h2load, HTTP/1.1 unless noted)",
+            *server_tables(results["server"]),
+            "",
+        ]
     if "client" in results:
-        lines += ["### Client side (against the bare app on granian)", "", *client_table(results["client"]), ""]
+        lines += [
+            "### Client side (against the bare app on granian)",
+            "",
+            *client_table(results["client"]),
+            "",
+        ]
     if "memory" in results:
-        lines += ["### Memory (1 GiB streams)", "", *memory_table(results["memory"]), ""]
+        lines += [
+            "### Memory (1 GiB streams)",
+            "",
+            *memory_table(results["memory"]),
+            "",
+        ]
     if "profile" in results:
-        lines += ["### Profile data (py-spy, our app on uvicorn, unary 16 B)", "", *profile_table(results["profile"]), ""]
+        lines += [
+            "### Profile data (py-spy, our app on uvicorn, unary 16 B)",
+            "",
+            *profile_table(results["profile"]),
+            "",
+        ]
     lines.append(GENERATED_END)
     block = "\n".join(lines)
     text = DOC.read_text() if DOC.exists() else ""
@@ -711,12 +886,16 @@ def write_doc(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="1 round of 2 s, short streams")
     p.add_argument("--rounds", type=int)
     p.add_argument("--duration", type=float)
     p.add_argument("--only", default="server,client,memory,profile")
-    p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    p.add_argument(
+        "--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md"
+    )
     args = p.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 5.0)

@@ -64,7 +64,11 @@ def apt() -> None:
     eprint(f"[setup] apt-get install {' '.join(missing)}")
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     run(["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL)
-    run(["apt-get", "install", "-y", "-qq", *missing], env=env, stdout=subprocess.DEVNULL)
+    run(
+        ["apt-get", "install", "-y", "-qq", *missing],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def ours_venv() -> None:
@@ -103,13 +107,18 @@ def generate() -> None:
     for out in (GEN_OURS, GEN_OFFICIAL):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-    common = ["-I", PROTO_DIR, f"--python_out={GEN_OURS}", f"--pyi_out={GEN_OURS}"]
+    std: list[str | Path] = [
+        "-I",
+        PROTO_DIR,
+        f"--python_out={GEN_OURS}",
+        f"--pyi_out={GEN_OURS}",
+    ]
     run(
         [
             venv_python(OURS_VENV),
             "-m",
             "grpc_tools.protoc",
-            *common,
+            *std,
             f"--plugin=protoc-gen-connect-python={OURS_VENV / 'bin' / 'protoc-gen-connect-python'}",
             f"--connect-python_out={GEN_OURS}",
             PROTO_FILE,
@@ -165,9 +174,7 @@ def bodies() -> dict[str, Path]:
     data = {
         "proto16": echo_request(SMALL),
         "proto16k": echo_request(LARGE),
-        "json16": (
-            b'{"payload":{"data":"' + base64.b64encode(b"x" * SMALL) + b'"}}'
-        ),
+        "json16": (b'{"payload":{"data":"' + base64.b64encode(b"x" * SMALL) + b'"}}'),
         "download": envelope(stream_request(STREAM_COUNT, LARGE)),
         "upload": envelope(echo_request(LARGE)) * UPLOAD_COUNT,
         "grpc16": envelope(echo_request(SMALL)),
