@@ -13,6 +13,9 @@ from greet.v1.greet_pb2 import GreetRequest, GreetResponse, GreetStreamRequest
 from protoc_gen_connect_python.runtime import Code, ConnectError, RequestContext
 
 MAX_COUNT = 100
+# Greet has no side effects, so proxies and browsers may cache its answers (GET
+# requests only); set after a successful call so errors are never cached.
+CACHE_CONTROL = "public, max-age=60"
 
 
 def make_greeting(name: str) -> GreetResponse:
@@ -36,13 +39,17 @@ class Greeter(greet_connect.GreetService):
     """Async implementation, served by the ASGI app."""
 
     async def greet(self, request: GreetRequest, ctx: RequestContext) -> GreetResponse:
+        reply = make_greeting(request.name)
         ctx.response_headers["greet-version"] = "1"
-        return make_greeting(request.name)
+        ctx.response_headers["cache-control"] = CACHE_CONTROL
+        return reply
 
     async def greet_stream(
         self, request: GreetStreamRequest, ctx: RequestContext
     ) -> AsyncIterator[GreetResponse]:
         check_stream(request)
+        # Tells nginx to pass each message on as it arrives.
+        ctx.response_headers["x-accel-buffering"] = "no"
         for i in range(request.count):
             if i:
                 await asyncio.sleep(request.interval_ms / 1000)
@@ -53,13 +60,16 @@ class GreeterSync(greet_connect.GreetServiceSync):
     """Sync implementation, served by the WSGI app."""
 
     def greet(self, request: GreetRequest, ctx: RequestContext) -> GreetResponse:
+        reply = make_greeting(request.name)
         ctx.response_headers["greet-version"] = "1"
-        return make_greeting(request.name)
+        ctx.response_headers["cache-control"] = CACHE_CONTROL
+        return reply
 
     def greet_stream(
         self, request: GreetStreamRequest, ctx: RequestContext
     ) -> Iterator[GreetResponse]:
         check_stream(request)
+        ctx.response_headers["x-accel-buffering"] = "no"
         for i in range(request.count):
             if i:
                 time.sleep(request.interval_ms / 1000)

@@ -6,14 +6,29 @@ Run with any server, for example::
     hypercorn server:app -b 127.0.0.1:8080  # ASGI, HTTP/1.1 and HTTP/2
     gunicorn server:wsgi_app -b 127.0.0.1:8080
 
-with ``examples/`` and ``examples/gen/`` on PYTHONPATH.
+with ``examples/`` and ``examples/gen/`` on PYTHONPATH. Both apps allow
+cross-origin calls from the origins in ``CONNECT_CORS_ORIGINS`` (comma-separated,
+default ``*``), so the page in ``browser/`` can call them from another origin.
 """
 
 from __future__ import annotations
 
+import os
+
 from greet_service import Greeter, GreeterSync
 
-from protoc_gen_connect_python.runtime import ASGIApp, WSGIApp
+from protoc_gen_connect_python.runtime import (
+    ASGIApp,
+    CORSMiddleware,
+    WSGIApp,
+    WSGICORSMiddleware,
+)
 
-app = ASGIApp(Greeter())
-wsgi_app = WSGIApp(GreeterSync())
+ORIGINS = os.environ.get("CONNECT_CORS_ORIGINS", "*").split(",")
+# Pages may read the handler's own header too.
+EXPOSE = ["Greet-Version"]
+
+app = CORSMiddleware(ASGIApp(Greeter()), allow_origins=ORIGINS, expose_headers=EXPOSE)
+wsgi_app = WSGICORSMiddleware(
+    WSGIApp(GreeterSync()), allow_origins=ORIGINS, expose_headers=EXPOSE
+)
