@@ -8,7 +8,9 @@ Both directions run the same scenarios (``tests/interop/expectations.py``):
 - our async and sync clients call the connect-node server
   (``interop/node/server.mjs``) over HTTP/1.1 and HTTP/2;
 - the node client also calls the node server, which proves the harness and the
-  expectations against the reference implementation.
+  expectations against the reference implementation;
+- the same scenarios over gRPC (h2c) and gRPC-Web (HTTP/1.1 and h2c), both
+  directions (``test_grpc_*``).
 
 Each combination of server, client and options runs every scenario in one go
 (one node process, one Python client); the tests then check one scenario each.
@@ -477,16 +479,10 @@ def test_python_client_to_node_server(
     check(observation(results, scenario), call)
 
 
-# --- gRPC and gRPC-Web: waiting for the runtime ------------------------------------
+# --- gRPC and gRPC-Web ----------------------------------------------------------
 #
-# The same scenarios over gRPC (HTTP/2 only) and gRPC-Web. The runtime speaks
-# only Connect so far, so these are expected to fail; strict, so that they turn
-# red (XPASS) the moment gRPC works and this mark must go.
+# The same scenarios over gRPC (HTTP/2 only) and gRPC-Web, in both directions.
 
-GRPC_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="gRPC and gRPC-Web are not in the runtime yet (server and client)",
-)
 GRPC_PY_SERVERS = [
     ("grpc", PyServer("py_hypercorn", http2=True)),
     ("grpc-web", PyServer("py_hypercorn", http2=True)),
@@ -496,14 +492,13 @@ GRPC_PY_SERVERS = [
 GRPC_NODE_SERVERS = [("grpc", True), ("grpc-web", False), ("grpc-web", True)]
 
 
-@GRPC_PENDING
 @pytest.mark.parametrize("variant", SOME_VARIANTS, ids=lambda v: v.id)
 @pytest.mark.parametrize(
     ("protocol", "server"),
     GRPC_PY_SERVERS,
     ids=[f"{p}-{s.id}" for p, s in GRPC_PY_SERVERS],
 )
-def test_grpc_pending_node_client_to_python_server(
+def test_grpc_node_client_to_python_server(
     generated: Generated,
     request: pytest.FixtureRequest,
     runs: Runs,
@@ -524,7 +519,6 @@ def test_grpc_pending_node_client_to_python_server(
     )
 
 
-@GRPC_PENDING
 @pytest.mark.parametrize("variant", SOME_VARIANTS, ids=lambda v: v.id)
 @pytest.mark.parametrize(
     ("protocol", "http2"),
@@ -532,7 +526,7 @@ def test_grpc_pending_node_client_to_python_server(
     ids=[f"{p}-{'h2' if h else 'h1'}" for p, h in GRPC_NODE_SERVERS],
 )
 @pytest.mark.parametrize("flavor", ["async", "sync"])
-def test_grpc_pending_python_client_to_node_server(
+def test_grpc_python_client_to_node_server(
     generated: Generated,
     request: pytest.FixtureRequest,
     runs: Runs,

@@ -25,7 +25,7 @@ HTTPVersionName = Literal["1.1", "2"]
 DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024
 DEFAULT_COMPRESS_MIN_BYTES = 1024
 DEFAULT_GET_URL_MAX_BYTES = 8 * 1024
-SUPPORTED_PROTOCOLS = ("connect",)
+SUPPORTED_PROTOCOLS = ("connect", "grpc", "grpc-web")
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,6 +142,14 @@ def build_config(
             raise ValueError(f"{name} must not be negative")
     if http_version not in (None, "1.1", "2"):
         raise ValueError(f'http_version must be None, "1.1" or "2": {http_version!r}')
+    if protocol == "grpc":
+        # gRPC needs HTTP/2 (trailers, full duplex): h2c prior knowledge for
+        # http://, ALPN h2 for https://.
+        if http_version == "1.1":
+            raise ValueError(
+                'protocol "grpc" needs HTTP/2; use http_version="2" or None'
+            )
+        http_version = "2"
     cert = _read_pem(tls_cert, "tls_cert")
     key = _read_pem(tls_key, "tls_key")
     if (cert is None) != (key is None):

@@ -5,7 +5,7 @@ what to send (:class:`HTTPRequest`), hand it to a transport, and feed what comes
 back (status, headers, body chunks, trailers) into the protocol again, which
 turns it into messages or a :class:`ConnectError`. Everything the Connect
 protocol says about a client lives here, once; gRPC and gRPC-Web are further
-subclasses of :class:`ClientProtocol`.
+subclasses of :class:`ClientProtocol` (``client/grpc.py``).
 """
 
 from __future__ import annotations
@@ -565,6 +565,13 @@ def make_protocol(config: ClientConfig) -> ClientProtocol:
     """The protocol implementation a config asks for."""
     if config.protocol == "connect":
         return ConnectProtocol(config)
+    # Imported here: the gRPC module builds on this one.
+    from protoc_gen_connect_python.runtime.client import grpc
+
+    if config.protocol == "grpc":
+        return grpc.GRPCProtocol(config)
+    if config.protocol == "grpc-web":
+        return grpc.GRPCWebProtocol(config)
     raise ValueError(f"unsupported protocol {config.protocol!r}")
 
 

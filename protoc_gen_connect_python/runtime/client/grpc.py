@@ -1,0 +1,341 @@
+"""The client side of gRPC and gRPC-Web, without I/O.
+
+Both protocols send every call, unary or not, as a POST whose body is a
+sequence of envelopes, and end the response with a status: gRPC in HTTP/2
+trailers, gRPC-Web in a last envelope flagged 0x80 whose payload is a header
+block. Either may instead answer with a *trailers-only* response, whose status
+is in the response headers and whose body is empty. The wire rules shared with
+the server (content types, ``grpc-message`` encoding, ``google.rpc.Status``)
+are in :mod:`protoc_gen_connect_python.runtime.protocol.grpc`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.message import Message
+
+from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.core import (
+    USER_AGENT,
+    ClientProtocol,
+    HTTPRequest,
+    PreparedMethod,
+    ResponseStream,
+    UnaryResponse,
+    single_response,
+)
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.codec import Codec
+from protoc_gen_connect_python.runtime.compression import IDENTITY, Compression
+from protoc_gen_connect_python.runtime.envelope import (
+    FLAG_COMPRESSED,
+    FLAG_TRAILERS,
+    EnvelopeDecoder,
+    decode_payload,
+    encode_message,
+)
+from protoc_gen_connect_python.runtime.errors import ConnectError
+from protoc_gen_connect_python.runtime.headers import (
+    Headers,
+    HeadersInput,
+    format_grpc_timeout,
+)
+from protoc_gen_connect_python.runtime.method import MethodSpec
+from protoc_gen_connect_python.runtime.protocol import grpc as wire
+
+# Status fields: read by the protocol, not shown to users as trailers.
+_STATUS_KEYS = (wire.STATUS, wire.MESSAGE, wire.DETAILS)
+# Room for the envelope headers and a gRPC-Web trailers block in a unary body.
+_UNARY_OVERHEAD = 64 * 1024
+
+
+def _user_trailers(raw: Headers) -> Headers:
+    if not any(k in raw for k in _STATUS_KEYS):
+        return raw
+    out = raw.copy()
+    for k in _STATUS_KEYS:
+        out.pop(k, None)
+    return out
+
+
+def _merged(head: Headers, trailers: Headers) -> Headers:
+    out = head.copy()
+    out.extend(trailers)
+    return out
+
+
+class GRPCProtocol(ClientProtocol):
+    """gRPC over HTTP/2: envelopes both ways, the status in HTTP trailers."""
+
+    name = "grpc"
+    web = False
+
+    def __init__(self, config: ClientConfig) -> None:
+        super().__init__(config)
+        self._content_type = wire.content_type(self.web, self.codec.name)
+        base: list[tuple[str, str]] = [("content-type", self._content_type)]
+        if self.web:
+            # Browsers own User-Agent; gRPC-Web peers look here as well.
+            base.append(("x-user-agent", USER_AGENT))
+        else:
+            # Required by gRPC: lets servers detect proxies that drop trailers.
+            base.append(("te", "trailers"))
+        if config.send_compression is not None:
+            base.append((wire.ENCODING, config.send_compression.name))
+        accept = ", ".join(c.name for c in config.accept_compression)
+        if accept:
+            base.append((wire.ACCEPT_ENCODING, accept))
+        base.append(("user-agent", USER_AGENT))
+        base.extend(config.headers.multi_items())
+        self._base = base
+
+    def _prepare(self, spec: MethodSpec[Any, Any]) -> PreparedMethod:
+        # gRPC has no GET: every call is a POST of envelopes.
+        url = self.config.base_url + spec.procedure
+        return PreparedMethod(spec, url, self._base, self._base, False)
+
+    @property
+    def unary_read_limit(self) -> int:
+        """The read limit applies per message; allow for framing and trailers."""
+        limit = self.config.read_max_bytes
+        return limit + _UNARY_OVERHEAD if limit else 0
+
+    def _request(
+        self,
+        pm: PreparedMethod,
+        headers: HeadersInput | None,
+        timeout: float | None,
+        body: bytes | None,
+    ) -> HTTPRequest:
+        value = None if timeout is None else format_grpc_timeout(timeout)
+        out = self._merge_headers(
+            pm.stream_headers, headers, timeout, wire.TIMEOUT_HEADER, value
+        )
+        return HTTPRequest("POST", pm.url, out, body, timeout)
+
+    def unary_request(
+        self,
+        pm: PreparedMethod,
+        message: Message,
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> HTTPRequest:
+        """POST the one request message as a single envelope."""
+        return self._request(pm, headers, timeout, self.encode_stream_message(message))
+
+    def unary_response(
+        self,
+        pm: PreparedMethod,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        trailers: Headers,
+    ) -> UnaryResponse[Any]:
+        """Exactly one message and an OK status, or the call's error."""
+        stream = self.response_stream(pm, status, headers)
+        messages = stream.feed(body) if body else []
+        user_trailers = stream.finish(trailers)
+        try:
+            message = single_response(messages, False)
+        except ConnectError as e:
+            e.metadata = _merged(headers, user_trailers)
+            raise
+        return UnaryResponse(message, headers, user_trailers)
+
+    def stream_request(
+        self,
+        pm: PreparedMethod,
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> HTTPRequest:
+        """The head of a streaming call; the body is streamed envelopes."""
+        return self._request(pm, headers, timeout, None)
+
+    def encode_stream_message(self, message: Message) -> bytes:
+        """Encode, maybe compress (flag 1), and frame one request message."""
+        cfg = self.config
+        return encode_message(
+            self.codec.encode(message),
+            cfg.send_compression,
+            cfg.compress_min_bytes,
+            cfg.send_max_bytes,
+        )
+
+    def response_stream(
+        self, pm: PreparedMethod, status: int, headers: Headers
+    ) -> ResponseStream:
+        """Check the response head; raise at once for a trailers-only error."""
+        trailers_only = wire.STATUS in headers
+        if trailers_only:
+            # The status came with the headers: the body is empty.
+            err = wire.error_from_trailers(headers)
+            if err is not None:
+                err.metadata = _user_trailers(headers)
+                raise err
+        if status != 200:
+            # Not from a gRPC server (a proxy, say): the HTTP status decides.
+            raise ConnectError(
+                Code.from_http_status(status),
+                f"HTTP status {status}",
+                metadata=headers,
+            )
+        ctype = headers.get("content-type", "")
+        if ctype != self._content_type and not trailers_only:
+            media = ctype.split(";", 1)[0].strip().lower()
+            codec = wire.codec_from_content_type(media, self.web)
+            if codec is None:
+                raise ConnectError(
+                    Code.UNKNOWN,
+                    f"invalid content-type {ctype!r}; expecting {self._content_type}",
+                    metadata=headers,
+                )
+            if codec != self.codec.name:
+                raise ConnectError(
+                    Code.INTERNAL,
+                    f"response codec {codec!r} differs from the request's "
+                    f"{self.codec.name!r}",
+                    metadata=headers,
+                )
+        encoding = headers.get(wire.ENCODING)
+        comp: Compression | None = None
+        if encoding and encoding != IDENTITY:
+            comp = self._decompressors.get(encoding)
+            if comp is None:
+                raise ConnectError(
+                    Code.INTERNAL,
+                    f"unknown encoding {encoding!r}; accepted encodings are "
+                    f"{', '.join(self._decompressors) or 'identity'}",
+                    metadata=headers,
+                )
+        return GRPCResponseStream(
+            self.codec,
+            pm.output,
+            comp,
+            self.config.read_max_bytes,
+            headers,
+            web=self.web,
+            trailers_only=trailers_only,
+        )
+
+
+class GRPCWebProtocol(GRPCProtocol):
+    """gRPC-Web: gRPC over any HTTP version, the status in a 0x80 envelope."""
+
+    name = "grpc-web"
+    web = True
+
+
+class GRPCResponseStream(ResponseStream):
+    """Envelopes of messages; the status from trailers (or the 0x80 envelope)."""
+
+    __slots__ = (
+        "_block",
+        "_codec",
+        "_comp",
+        "_decoder",
+        "_limit",
+        "_output",
+        "_trailers_only",
+        "_web",
+        "headers",
+        "trailers",
+    )
+
+    def __init__(
+        self,
+        codec: Codec,
+        output: type[Message],
+        compression: Compression | None,
+        read_max_bytes: int,
+        headers: Headers,
+        *,
+        web: bool,
+        trailers_only: bool,
+    ) -> None:
+        self._codec = codec
+        self._output = output
+        self._comp = compression
+        self._limit = read_max_bytes
+        self._decoder = EnvelopeDecoder(read_max_bytes)
+        self._web = web
+        self._trailers_only = trailers_only
+        self._block: Headers | None = None
+        self.headers = headers
+        self.trailers = Headers()
+
+    @property
+    def done(self) -> bool:
+        """Whether the gRPC-Web trailers envelope has been read."""
+        return self._block is not None
+
+    def _protocol_error(self, what: str) -> ConnectError:
+        return ConnectError(
+            Code.INTERNAL, f"protocol error: {what}", metadata=self.headers
+        )
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Decode the messages completed by ``data``."""
+        if self._trailers_only:
+            if data:
+                raise self._protocol_error("body in a trailers-only response")
+            return []
+        if self._block is not None:
+            if data:
+                raise self._protocol_error("data after the trailers")
+            return []
+        out: list[Any] = []
+        for flags, payload in self._decoder.feed(data):
+            if self._block is not None:
+                raise self._protocol_error("message after the trailers")
+            if self._web and flags & FLAG_TRAILERS:
+                self._block = self._parse_block(flags, payload)
+                continue
+            if flags & ~FLAG_COMPRESSED:
+                raise self._protocol_error(f"invalid envelope flags 0x{flags:02x}")
+            raw = decode_payload(flags, payload, self._comp, self._limit)
+            try:
+                out.append(self._codec.decode(raw, self._output))
+            except ConnectError as e:
+                if e.code is Code.INVALID_ARGUMENT:
+                    raise ConnectError(Code.INTERNAL, e.message) from None
+                raise
+        return out
+
+    def _parse_block(self, flags: int, payload: bytes) -> Headers:
+        if flags & FLAG_COMPRESSED:
+            payload = decode_payload(FLAG_COMPRESSED, payload, self._comp, self._limit)
+        try:
+            return wire.parse_trailers_block(payload)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise self._protocol_error(f"invalid trailers: {e}") from None
+
+    def finish(self, http_trailers: Headers) -> Headers:
+        """Return the trailers of an OK call or raise the call's error."""
+        if self._trailers_only:
+            raw = self.headers
+        elif self._block is not None:
+            raw = self._block
+        else:
+            # gRPC; or gRPC-Web from a peer that used real HTTP trailers.
+            raw = http_trailers
+        if wire.STATUS not in raw:
+            if self._web and self._block is None and not self._decoder.pending:
+                raise self._protocol_error("missing trailers")
+            raise ConnectError(
+                Code.INTERNAL,
+                "protocol error: missing grpc-status"
+                + (" (incomplete message)" if self._decoder.pending else ""),
+                metadata=_merged(self.headers, raw),
+            )
+        err = wire.error_from_trailers(raw)
+        trailers = _user_trailers(raw)
+        self.trailers = trailers
+        if err is not None:
+            err.metadata = (
+                trailers if self._trailers_only else _merged(self.headers, trailers)
+            )
+            raise err
+        if self._decoder.pending:
+            raise self._protocol_error("incomplete envelope")
+        return trailers
