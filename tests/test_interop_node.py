@@ -42,11 +42,10 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 INTEROP = TESTS / "interop"
 NODE_DIR = INTEROP / "node"
-PROTO_DIR = INTEROP / "proto"
-PROTO_FILE = "interop/v1/interop.proto"
 
 sys.path.insert(0, str(INTEROP))
 
+from codegen import Generated, forget_modules, generate  # noqa: E402
 from expectations import SCENARIOS, Call, Observation, check  # noqa: E402
 
 NODE_START_SECONDS = 15.0
@@ -96,52 +95,19 @@ PY_SERVERS = [
 # --- generated code and the descriptor set ---------------------------------------
 
 
-@dataclass(frozen=True)
-class Generated:
-    """Where the Python code and the FileDescriptorSet for interop.proto went."""
-
-    python: Path
-    descriptor: Path
-
-
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     """Run protoc once: Python messages, our Connect code, and a descriptor set."""
-    out = tmp_path_factory.mktemp("interop-gen")
-    plugin = out / "protoc-gen-connect-python"
-    plugin.write_text(
-        f'#!/bin/sh\nexec "{sys.executable}" -m protoc_gen_connect_python "$@"\n'
-    )
-    plugin.chmod(0o755)
-    descriptor = out / "interop.binpb"
-    cmd = [
-        sys.executable,
-        "-m",
-        "grpc_tools.protoc",
-        f"-I{PROTO_DIR}",
-        f"--plugin=protoc-gen-connect-python={plugin}",
-        f"--python_out={out}",
-        f"--pyi_out={out}",
-        f"--connect-python_out={out}",
-        "--include_imports",
-        f"--descriptor_set_out={descriptor}",
-        PROTO_FILE,
-    ]
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
-    )
-    if done.returncode != 0:
-        pytest.fail(f"protoc failed:\n{done.stdout}{done.stderr}", pytrace=False)
-    sys.path.insert(0, str(out))
     try:
-        yield Generated(python=out, descriptor=descriptor)
+        gen = generate(tmp_path_factory.mktemp("interop-gen"))
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    sys.path.insert(0, str(gen.python))
+    try:
+        yield gen
     finally:
-        sys.path.remove(str(out))
-        for name in list(sys.modules):
-            if name in ("interop", "py_service", "py_scenarios") or name.startswith(
-                "interop."
-            ):
-                del sys.modules[name]
+        sys.path.remove(str(gen.python))
+        forget_modules()
 
 
 # --- node ------------------------------------------------------------------------
