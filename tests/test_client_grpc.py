@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from servers import WSGI_SERVERS, run_server
 
 from protoc_gen_connect_python.runtime import (
+    AsyncClient,
     Code,
     ConnectError,
     Headers,
@@ -406,3 +408,27 @@ def test_scenarios_against_our_server(
         except (AssertionError, KeyError) as e:
             failures.append(f"--- {scenario}: {e!r}")
     assert not failures, "\n".join(failures)
+
+
+class _ResetAfterDeadline:
+    """A transport whose stream is reset (CANCEL) just as the deadline passes."""
+
+    async def send(self, request: Any, body: Any) -> Any:
+        # Block the loop so the client's own timer cannot fire first.
+        time.sleep(request.timeout + 0.05)
+        raise ConnectError(Code.CANCELED, "StreamError: CANCEL")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_cancel_after_the_deadline_is_deadline_exceeded() -> None:
+    async def main() -> ConnectError:
+        client = AsyncClient(
+            "http://h", protocol="grpc", transport=_ResetAfterDeadline()
+        )
+        with pytest.raises(ConnectError) as raised:
+            await client.call_unary(UNARY, StringValue(), timeout=0.05)
+        return raised.value
+
+    assert asyncio.run(main()).code is Code.DEADLINE_EXCEEDED

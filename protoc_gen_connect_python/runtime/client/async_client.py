@@ -108,6 +108,15 @@ class _Deadline:
             self._handle.cancel()
             self._handle = None
         if not self._fired:
+            if (
+                isinstance(exc, ConnectError)
+                and exc.code is Code.CANCELED
+                and self.when is not None
+                and asyncio.get_running_loop().time() >= self.when
+            ):
+                # A server resets the stream (CANCEL) when the deadline passes;
+                # gRPC asks clients to report that as the deadline.
+                raise _deadline_error() from None
             return
         self._fired = False
         task = self._task
