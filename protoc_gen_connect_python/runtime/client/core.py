@@ -135,8 +135,8 @@ class ResponseStream(ABC):
         """The body has ended: return the trailers or raise the call's error."""
 
 
-def _error_code_for_decode(err: ConnectError) -> ConnectError:
-    # A message the server sent that does not parse is the server's fault.
+def decode_error(err: ConnectError) -> ConnectError:
+    """The error for a response message that does not parse: the server's fault."""
     if err.code is Code.INVALID_ARGUMENT:
         return ConnectError(Code.INTERNAL, err.message)
     return err
@@ -194,15 +194,37 @@ class ClientProtocol(ABC):
     ) -> HTTPRequest:
         """The head of a streaming call; the body is a sequence of envelopes."""
 
-    @abstractmethod
     def encode_stream_message(self, message: Message) -> bytes:
-        """One request message of a stream, framed."""
+        """One request message of a stream: encoded, maybe compressed, framed."""
+        cfg = self.config
+        return encode_message(
+            self.codec.encode(message),
+            cfg.send_compression,
+            cfg.compress_min_bytes,
+            cfg.send_max_bytes,
+        )
 
     @abstractmethod
     def response_stream(
         self, pm: PreparedMethod, status: int, headers: Headers
     ) -> ResponseStream:
         """Check a streaming response's head; return the decoder for its body."""
+
+    def response_compression(
+        self, encoding: str | None, metadata: Headers | None
+    ) -> Compression | None:
+        """The decompressor a response names; None for identity; raise if unknown."""
+        if not encoding or encoding == IDENTITY:
+            return None
+        comp = self._decompressors.get(encoding)
+        if comp is None:
+            raise ConnectError(
+                Code.INTERNAL,
+                f"unknown encoding {encoding!r}; accepted encodings are "
+                f"{', '.join(self._decompressors) or 'identity'}",
+                metadata=metadata,
+            )
+        return comp
 
     @property
     def unary_read_limit(self) -> int:
@@ -327,15 +349,9 @@ class ConnectProtocol(ClientProtocol):
         return HTTPRequest("POST", pm.url, out, data, timeout)
 
     def _decompress(self, encoding: str | None, data: bytes) -> bytes:
-        if not encoding or encoding == IDENTITY:
-            return data
-        comp = self._decompressors.get(encoding)
+        comp = self.response_compression(encoding, None)
         if comp is None:
-            raise ConnectError(
-                Code.INTERNAL,
-                f"unknown encoding {encoding!r}; accepted encodings are "
-                f"{', '.join(self._decompressors) or 'identity'}",
-            )
+            return data
         return comp.decompress(data, self.config.read_max_bytes) if data else data
 
     def unary_response(
@@ -361,8 +377,8 @@ class ConnectProtocol(ClientProtocol):
         try:
             msg = self.codec.decode(data, pm.output)
         except ConnectError as e:
-            err = _error_code_for_decode(e)
-            err.metadata = _merged(head, trailer_part)
+            err = decode_error(e)
+            err.metadata = merge_metadata(head, trailer_part)
             raise err from None
         return UnaryResponse(msg, head, trailer_part)
 
@@ -380,7 +396,7 @@ class ConnectProtocol(ClientProtocol):
         return ConnectError(
             Code.from_http_status(status),
             f"HTTP status {status}",
-            metadata=_merged(head, trailers),
+            metadata=merge_metadata(head, trailers),
         )
 
     def _check_content_type(
@@ -398,7 +414,7 @@ class ConnectProtocol(ClientProtocol):
         raise ConnectError(
             code,
             f"invalid content-type {ctype!r}; expecting {prefix}{self.codec.name}",
-            metadata=_merged(head, trailers),
+            metadata=merge_metadata(head, trailers),
         )
 
     # -- streams -------------------------------------------------------------
@@ -420,16 +436,6 @@ class ConnectProtocol(ClientProtocol):
             timeout,
         )
 
-    def encode_stream_message(self, message: Message) -> bytes:
-        """Encode, maybe compress, and frame one request message."""
-        cfg = self.config
-        return encode_message(
-            self.codec.encode(message),
-            cfg.send_compression,
-            cfg.compress_min_bytes,
-            cfg.send_max_bytes,
-        )
-
     def response_stream(
         self, pm: PreparedMethod, status: int, headers: Headers
     ) -> ResponseStream:
@@ -443,37 +449,26 @@ class ConnectProtocol(ClientProtocol):
         ctype = headers.get("content-type", "")
         if ctype != self._stream_ct:
             self._check_content_type(ctype, connect.STREAM_PREFIX, headers, Headers())
-        encoding = headers.get(connect.STREAM_ENCODING)
-        comp: Compression | None = None
-        if encoding and encoding != IDENTITY:
-            comp = self._decompressors.get(encoding)
-            if comp is None:
-                raise ConnectError(
-                    Code.INTERNAL,
-                    f"unknown encoding {encoding!r}; accepted encodings are "
-                    f"{', '.join(self._decompressors) or 'identity'}",
-                    metadata=headers,
-                )
+        comp = self.response_compression(headers.get(connect.STREAM_ENCODING), headers)
         return ConnectResponseStream(
             self.codec, pm.output, comp, self.config.read_max_bytes, headers
         )
 
 
-def _merged(head: Headers, trailers: Headers) -> Headers:
+def merge_metadata(head: Headers, trailers: Headers) -> Headers:
+    """Headers then trailers, as an error's metadata."""
     out = head.copy()
     out.extend(trailers)
     return out
 
 
-class ConnectResponseStream(ResponseStream):
-    """Envelopes of messages, then one end-of-stream envelope with JSON."""
+class EnvelopeResponseStream(ResponseStream):
+    """What every enveloped response body needs: codec, decompressor, limits."""
 
     __slots__ = (
         "_codec",
         "_comp",
         "_decoder",
-        "_done",
-        "_error",
         "_limit",
         "_output",
         "headers",
@@ -493,10 +488,26 @@ class ConnectResponseStream(ResponseStream):
         self._comp = compression
         self._limit = read_max_bytes
         self._decoder = EnvelopeDecoder(read_max_bytes)
-        self._done = False
-        self._error: ConnectError | None = None
         self.headers = headers
         self.trailers = Headers()
+
+
+class ConnectResponseStream(EnvelopeResponseStream):
+    """Envelopes of messages, then one end-of-stream envelope with JSON."""
+
+    __slots__ = ("_done", "_error")
+
+    def __init__(
+        self,
+        codec: Codec,
+        output: type[Message],
+        compression: Compression | None,
+        read_max_bytes: int,
+        headers: Headers,
+    ) -> None:
+        super().__init__(codec, output, compression, read_max_bytes, headers)
+        self._done = False
+        self._error: ConnectError | None = None
 
     @property
     def done(self) -> bool:
@@ -528,7 +539,7 @@ class ConnectResponseStream(ResponseStream):
             try:
                 out.append(self._codec.decode(raw, self._output))
             except ConnectError as e:
-                raise _error_code_for_decode(e) from None
+                raise decode_error(e) from None
         return out
 
     def _end(self, flags: int, payload: bytes) -> None:
@@ -538,7 +549,7 @@ class ConnectResponseStream(ResponseStream):
         self._done = True
         self.trailers = trailers
         if err is not None:
-            err.metadata = _merged(self.headers, trailers)
+            err.metadata = merge_metadata(self.headers, trailers)
             self._error = err
 
     def finish(self, http_trailers: Headers) -> Headers:

@@ -19,21 +19,22 @@ from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     USER_AGENT,
     ClientProtocol,
+    EnvelopeResponseStream,
     HTTPRequest,
     PreparedMethod,
     ResponseStream,
     UnaryResponse,
+    decode_error,
+    merge_metadata,
     single_response,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import Codec
-from protoc_gen_connect_python.runtime.compression import IDENTITY, Compression
+from protoc_gen_connect_python.runtime.compression import Compression
 from protoc_gen_connect_python.runtime.envelope import (
     FLAG_COMPRESSED,
     FLAG_TRAILERS,
-    EnvelopeDecoder,
     decode_payload,
-    encode_message,
 )
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import (
@@ -56,12 +57,6 @@ def _user_trailers(raw: Headers) -> Headers:
     out = raw.copy()
     for k in _STATUS_KEYS:
         out.pop(k, None)
-    return out
-
-
-def _merged(head: Headers, trailers: Headers) -> Headers:
-    out = head.copy()
-    out.extend(trailers)
     return out
 
 
@@ -139,7 +134,7 @@ class GRPCProtocol(ClientProtocol):
         try:
             message = single_response(messages, False)
         except ConnectError as e:
-            e.metadata = _merged(headers, user_trailers)
+            e.metadata = merge_metadata(headers, user_trailers)
             raise
         return UnaryResponse(message, headers, user_trailers)
 
@@ -151,16 +146,6 @@ class GRPCProtocol(ClientProtocol):
     ) -> HTTPRequest:
         """The head of a streaming call; the body is streamed envelopes."""
         return self._request(pm, headers, timeout, None)
-
-    def encode_stream_message(self, message: Message) -> bytes:
-        """Encode, maybe compress (flag 1), and frame one request message."""
-        cfg = self.config
-        return encode_message(
-            self.codec.encode(message),
-            cfg.send_compression,
-            cfg.compress_min_bytes,
-            cfg.send_max_bytes,
-        )
 
     def response_stream(
         self, pm: PreparedMethod, status: int, headers: Headers
@@ -197,17 +182,7 @@ class GRPCProtocol(ClientProtocol):
                     f"{self.codec.name!r}",
                     metadata=headers,
                 )
-        encoding = headers.get(wire.ENCODING)
-        comp: Compression | None = None
-        if encoding and encoding != IDENTITY:
-            comp = self._decompressors.get(encoding)
-            if comp is None:
-                raise ConnectError(
-                    Code.INTERNAL,
-                    f"unknown encoding {encoding!r}; accepted encodings are "
-                    f"{', '.join(self._decompressors) or 'identity'}",
-                    metadata=headers,
-                )
+        comp = self.response_compression(headers.get(wire.ENCODING), headers)
         return GRPCResponseStream(
             self.codec,
             pm.output,
@@ -226,21 +201,10 @@ class GRPCWebProtocol(GRPCProtocol):
     web = True
 
 
-class GRPCResponseStream(ResponseStream):
+class GRPCResponseStream(EnvelopeResponseStream):
     """Envelopes of messages; the status from trailers (or the 0x80 envelope)."""
 
-    __slots__ = (
-        "_block",
-        "_codec",
-        "_comp",
-        "_decoder",
-        "_limit",
-        "_output",
-        "_trailers_only",
-        "_web",
-        "headers",
-        "trailers",
-    )
+    __slots__ = ("_block", "_trailers_only", "_web")
 
     def __init__(
         self,
@@ -253,16 +217,10 @@ class GRPCResponseStream(ResponseStream):
         web: bool,
         trailers_only: bool,
     ) -> None:
-        self._codec = codec
-        self._output = output
-        self._comp = compression
-        self._limit = read_max_bytes
-        self._decoder = EnvelopeDecoder(read_max_bytes)
+        super().__init__(codec, output, compression, read_max_bytes, headers)
         self._web = web
         self._trailers_only = trailers_only
         self._block: Headers | None = None
-        self.headers = headers
-        self.trailers = Headers()
 
     @property
     def done(self) -> bool:
@@ -297,9 +255,7 @@ class GRPCResponseStream(ResponseStream):
             try:
                 out.append(self._codec.decode(raw, self._output))
             except ConnectError as e:
-                if e.code is Code.INVALID_ARGUMENT:
-                    raise ConnectError(Code.INTERNAL, e.message) from None
-                raise
+                raise decode_error(e) from None
         return out
 
     def _parse_block(self, flags: int, payload: bytes) -> Headers:
@@ -326,14 +282,16 @@ class GRPCResponseStream(ResponseStream):
                 Code.INTERNAL,
                 "protocol error: missing grpc-status"
                 + (" (incomplete message)" if self._decoder.pending else ""),
-                metadata=_merged(self.headers, raw),
+                metadata=merge_metadata(self.headers, raw),
             )
         err = wire.error_from_trailers(raw)
         trailers = _user_trailers(raw)
         self.trailers = trailers
         if err is not None:
             err.metadata = (
-                trailers if self._trailers_only else _merged(self.headers, trailers)
+                trailers
+                if self._trailers_only
+                else merge_metadata(self.headers, trailers)
             )
             raise err
         if self._decoder.pending:
