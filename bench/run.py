@@ -814,7 +814,30 @@ def memory_table(rows: list[Row]) -> list[str]:
 
 
 def profile_table(prof: dict[str, Any]) -> list[str]:
+    inproc = prof.get("inproc", {})
     out = [
+        "Unary 16 B through the app object alone (no server, no sockets; "
+        "`bench/profile_unary.py`, best of 3 x 20000 calls):\n",
+        "| impl | ASGI µs/call | WSGI µs/call |",
+        "|---|---:|---:|",
+    ]
+    for impl in IMPLS:
+        r = inproc.get(impl)
+        if r:
+            out.append(f"| {impl} | {r['asgi_us']:.1f} | {r['wsgi_us']:.1f} |")
+    top = inproc.get("ours", {}).get("top", [])
+    if top:
+        out += ["", "cProfile of our ASGI path (own and cumulative share):\n"]
+        out += ["| own % | cum % | calls/RPC | function |", "|---:|---:|---:|---|"]
+        out += [
+            f"| {t['own_pct']:.1f} | {t['cum_pct']:.1f} | {t['calls_per_rpc']:.0f} "
+            f"| `{t['func']}` |"
+            for t in top[:20]
+        ]
+    out += [
+        "",
+        "py-spy of the server process under uvicorn + h2load "
+        "(our `_send_reply` includes uvicorn's own `send`): "
         f"{prof['total']} samples.\n",
         "Self time (top 15):\n",
         "| % | function |",
@@ -893,6 +916,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int)
     p.add_argument("--duration", type=float)
     p.add_argument("--only", default="server,client,memory,profile")
+    p.add_argument("--from-json", help="only rewrite the doc from a results file")
     p.add_argument(
         "--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md"
     )
@@ -900,6 +924,9 @@ def main() -> None:
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     parts = set(args.only.split(","))
+    if args.from_json:
+        write_doc(json.loads(Path(args.from_json).read_text()), args)
+        return
     setup()
     RESULTS.mkdir(exist_ok=True)
     results: dict[str, Any] = {}
