@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
@@ -13,37 +12,25 @@ from typing import Any, TypeVar
 import pyqwest
 from google.protobuf.message import Message
 
-from protoc_gen_connect_python.runtime.client.config import (
-    DEFAULT_COMPRESS_MIN_BYTES,
-    DEFAULT_GET_URL_MAX_BYTES,
-    DEFAULT_READ_MAX_BYTES,
-    ClientConfig,
-    HTTPVersionName,
-    PEMInput,
-    Protocol,
-    build_config,
+from protoc_gen_connect_python.runtime.client.base import (
+    ClientBase,
+    StreamBase,
+    no_message_error,
+    too_many_messages_error,
 )
+from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
-    ResponseStream,
     UnaryResponse,
-    make_protocol,
     read_limit_error,
 )
-from protoc_gen_connect_python.runtime.client.interceptors import (
-    ClientCall,
-    ClientInterceptor,
-    has_hooks,
-    wraps_unary,
-)
+from protoc_gen_connect_python.runtime.client.interceptors import ClientCall
 from protoc_gen_connect_python.runtime.client.transport import (
     AsyncResponse,
     AsyncTransport,
     PyqwestAsyncTransport,
 )
 from protoc_gen_connect_python.runtime.code import Code
-from protoc_gen_connect_python.runtime.codec import Codec
-from protoc_gen_connect_python.runtime.compression import Compression
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
 from protoc_gen_connect_python.runtime.method import MethodSpec
@@ -56,15 +43,6 @@ O = TypeVar("O", bound=Message)  # noqa: E741
 
 def _deadline_error() -> ConnectError:
     return ConnectError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
-
-
-def _as_error(e: BaseException) -> ConnectError:
-    """What interceptors' ``on_end`` sees for an exception ending a call."""
-    if isinstance(e, ConnectError):
-        return e
-    if isinstance(e, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt)):
-        return ConnectError(Code.CANCELED, "call canceled")
-    return ConnectError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
 
 
 class _Deadline:
@@ -132,7 +110,7 @@ class _Deadline:
             raise _deadline_error() from None
 
 
-class AsyncStream(AsyncIterator[O]):
+class AsyncStream(StreamBase[O], AsyncIterator[O]):
     """Messages of a server or bidi stream, read as they arrive.
 
     The call starts on the first ``__anext__`` (or on ``async with``).
@@ -141,33 +119,10 @@ class AsyncStream(AsyncIterator[O]):
     with`` block or calling :meth:`aclose` early cancels the call.
     """
 
-    headers: Headers
-    trailers: Headers
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        method: MethodSpec[Any, O],
-        requests: Message | AsyncIterable[Any] | Iterable[Any],
-        single: bool,
-        headers: HeadersInput | None,
-        timeout: float | None,
-    ) -> None:
-        self.headers = Headers()
-        self.trailers = Headers()
-        self._client = client
-        self._method = method
-        self._requests = requests
-        self._single = single
-        self._call_headers = headers
-        self._timeout = timeout
-        self._deadline: float | None = None
-        self._resp: AsyncResponse | None = None
-        self._decoder: ResponseStream | None = None
-        self._pending: deque[O] = deque()
-        self._finished = False
-        self._send_error: BaseException | None = None
-        self._call: ClientCall | None = None
+    _client: AsyncClient
+    _requests: Message | AsyncIterable[Any] | Iterable[Any]
+    _resp: AsyncResponse | None = None
+    _deadline: float | None = None
 
     def __aiter__(self) -> AsyncStream[O]:
         return self
@@ -191,32 +146,15 @@ class AsyncStream(AsyncIterator[O]):
             raise err from None
 
     async def _start(self) -> None:
-        client = self._client
-        proto = client._protocol
-        timeout = self._timeout
-        headers = self._call_headers
-        if client._hooks:
-            call = ClientCall(self._method, Headers(headers or ()), timeout)
-            for i in client._hooks:
-                i.on_start(call)
-            self._call = call
-            headers, timeout = call.request_headers, call.timeout
+        headers, timeout = self._begin()
         if timeout is not None:
             self._deadline = asyncio.get_running_loop().time() + timeout
-        pm = proto.prepare(self._method)
-        req = proto.stream_request(pm, headers, timeout)
-        body: AsyncIterator[bytes] | None = None
-        if self._single:
-            req.body = proto.encode_stream_message(self._requests)  # type: ignore[arg-type]
-        else:
-            body = self._body(proto)
+        req = self._request(headers, timeout)
+        body = None if self._single else self._body(self._client._protocol)
         with _Deadline(self._deadline):
-            resp = await client._transport.send(req, body)
+            resp = await self._client._transport.send(req, body)
         self._resp = resp
-        self.headers = resp.headers
-        if self._call is not None:
-            self._call.response_headers = resp.headers
-        self._decoder = proto.response_stream(pm, resp.status, resp.headers)
+        self._response_head(resp.status, resp.headers)
 
     async def _body(self, proto: ClientProtocol) -> AsyncIterator[bytes]:
         encode = proto.encode_stream_message
@@ -256,10 +194,8 @@ class AsyncStream(AsyncIterator[O]):
         return pending.popleft()
 
     async def _end(self, error: BaseException | None) -> None:
-        if self._finished:
+        if not self._finishing():
             return
-        self._finished = True
-        self._pending.clear()
         if self._resp is not None:
             await self._resp.aclose()
         elif not self._single:
@@ -267,11 +203,7 @@ class AsyncStream(AsyncIterator[O]):
             aclose = getattr(self._requests, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if self._call is not None:
-            self._call.response_trailers = self.trailers
-            err = None if error is None else _as_error(error)
-            for i in self._client._hooks:
-                i.on_end(self._call, err)
+        self._report_end(error)
 
     async def aclose(self) -> None:
         """Stop reading and cancel the call if it is still running."""
@@ -290,7 +222,7 @@ class AsyncStream(AsyncIterator[O]):
         await self.aclose()
 
 
-class AsyncClient:
+class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
     """Base of generated async clients; also usable directly with method specs.
 
     One client holds one connection pool: create it once, share it, and close
@@ -298,68 +230,17 @@ class AsyncClient:
     option.
     """
 
-    def __init__(
+    _sync = False
+    _canceled = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt)
+
+    def _open_transport(
         self,
-        base_url: str,
-        *,
-        protocol: Protocol = "connect",
-        codec: str | Codec = "proto",
-        send_compression: str | Compression | None = None,
-        accept_compression: Sequence[str | Compression] | None = None,
-        compress_min_bytes: int = DEFAULT_COMPRESS_MIN_BYTES,
-        read_max_bytes: int = DEFAULT_READ_MAX_BYTES,
-        send_max_bytes: int = 0,
-        timeout: float | None = None,
-        headers: HeadersInput | None = None,
-        use_get: bool = False,
-        get_url_max_bytes: int = DEFAULT_GET_URL_MAX_BYTES,
-        http_version: HTTPVersionName | None = None,
-        tls_ca_cert: PEMInput | None = None,
-        tls_cert: PEMInput | None = None,
-        tls_key: PEMInput | None = None,
-        transport: AsyncTransport | pyqwest.HTTPTransport | None = None,
-        interceptors: Sequence[ClientInterceptor] = (),
-    ) -> None:
-        config = build_config(
-            base_url,
-            protocol=protocol,
-            codec=codec,
-            send_compression=send_compression,
-            accept_compression=accept_compression,
-            compress_min_bytes=compress_min_bytes,
-            read_max_bytes=read_max_bytes,
-            send_max_bytes=send_max_bytes,
-            timeout=timeout,
-            headers=headers,
-            use_get=use_get,
-            get_url_max_bytes=get_url_max_bytes,
-            http_version=http_version,
-            tls_ca_cert=tls_ca_cert,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            interceptors=interceptors,
-        )
-        self._config = config
-        self._protocol: ClientProtocol = make_protocol(config)
+        config: ClientConfig,
+        transport: AsyncTransport | pyqwest.HTTPTransport | None,
+    ) -> AsyncTransport:
         if transport is None or isinstance(transport, pyqwest.HTTPTransport):
-            self._transport: AsyncTransport = PyqwestAsyncTransport(config, transport)
-        else:
-            self._transport = transport
-        self._hooks = tuple(i for i in config.interceptors if has_hooks(i))
-        self._wrappers = tuple(
-            i for i in config.interceptors if wraps_unary(i, sync=False)
-        )
-        self._plain = not (self._hooks or self._wrappers)
-
-    @property
-    def base_url(self) -> str:
-        """The URL that procedure paths are appended to."""
-        return self._config.base_url
-
-    @property
-    def config(self) -> ClientConfig:
-        """The resolved options of this client."""
-        return self._config
+            return PyqwestAsyncTransport(config, transport)
+        return transport
 
     async def call_unary(
         self,
@@ -441,9 +322,7 @@ class AsyncClient:
         headers: HeadersInput | None,
         timeout: float | None,
     ) -> UnaryResponse[Any]:
-        call = ClientCall(method, Headers(headers or ()), timeout)
-        for i in self._hooks:
-            i.on_start(call)
+        call = self._start_call(method, headers, timeout)
 
         async def send(msg: Message, c: ClientCall) -> UnaryResponse[Any]:
             res = await self._unary(method, msg, c.request_headers, c.timeout)
@@ -457,12 +336,9 @@ class AsyncClient:
         try:
             res: UnaryResponse[Any] = await chain(request, call)
         except BaseException as e:
-            err = _as_error(e)
-            for i in self._hooks:
-                i.on_end(call, err)
+            self._end_call(call, e)
             raise
-        for i in self._hooks:
-            i.on_end(call, None)
+        self._end_call(call, None)
         return res
 
     async def call_client_stream(
@@ -474,24 +350,15 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> O:
         """Send a stream of requests and return the single response."""
-        if timeout is None:
-            timeout = self._config.timeout
         stream = AsyncStream(self, method, requests, False, headers, timeout)
         async with stream:
             result: O | None = None
             async for msg in stream:
                 if result is not None:
-                    raise ConnectError(
-                        Code.UNIMPLEMENTED,
-                        "protocol error: the response stream has more than one message",
-                    )
+                    raise too_many_messages_error()
                 result = msg
         if result is None:
-            raise ConnectError(
-                Code.UNIMPLEMENTED,
-                "protocol error: the response stream has no message",
-                metadata=stream.headers,
-            )
+            raise no_message_error(stream.headers)
         return result
 
     def call_server_stream(
@@ -503,8 +370,6 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> AsyncStream[O]:
         """Send one request and iterate the responses."""
-        if timeout is None:
-            timeout = self._config.timeout
         return AsyncStream(self, method, request, True, headers, timeout)
 
     def call_bidi_stream(
@@ -520,8 +385,6 @@ class AsyncClient:
         Over HTTP/2 both directions flow at once. Over HTTP/1.1 the exchange is
         half duplex: most servers answer only after the requests have ended.
         """
-        if timeout is None:
-            timeout = self._config.timeout
         return AsyncStream(self, method, requests, False, headers, timeout)
 
     async def aclose(self) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
@@ -11,39 +10,27 @@ from typing import Any, TypeVar
 import pyqwest
 from google.protobuf.message import Message
 
-from protoc_gen_connect_python.runtime.client.config import (
-    DEFAULT_COMPRESS_MIN_BYTES,
-    DEFAULT_GET_URL_MAX_BYTES,
-    DEFAULT_READ_MAX_BYTES,
-    ClientConfig,
-    HTTPVersionName,
-    PEMInput,
-    Protocol,
-    build_config,
+from protoc_gen_connect_python.runtime.client.base import (
+    ClientBase,
+    StreamBase,
+    no_message_error,
+    too_many_messages_error,
 )
+from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
-    ResponseStream,
     UnaryResponse,
-    make_protocol,
     read_limit_error,
 )
-from protoc_gen_connect_python.runtime.client.interceptors import (
-    ClientCall,
-    ClientInterceptor,
-    has_hooks,
-    wraps_unary,
-)
+from protoc_gen_connect_python.runtime.client.interceptors import ClientCall
 from protoc_gen_connect_python.runtime.client.transport import (
     PyqwestSyncTransport,
     SyncResponse,
     SyncTransport,
 )
 from protoc_gen_connect_python.runtime.code import Code
-from protoc_gen_connect_python.runtime.codec import Codec
-from protoc_gen_connect_python.runtime.compression import Compression
 from protoc_gen_connect_python.runtime.errors import ConnectError
-from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
+from protoc_gen_connect_python.runtime.headers import HeadersInput
 from protoc_gen_connect_python.runtime.method import MethodSpec
 
 __all__ = ["SyncClient", "SyncStream"]
@@ -52,15 +39,7 @@ I = TypeVar("I", bound=Message)  # noqa: E741
 O = TypeVar("O", bound=Message)  # noqa: E741
 
 
-def _as_error(e: BaseException) -> ConnectError:
-    if isinstance(e, ConnectError):
-        return e
-    if isinstance(e, (GeneratorExit, KeyboardInterrupt)):
-        return ConnectError(Code.CANCELED, "call canceled")
-    return ConnectError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
-
-
-class SyncStream(Iterator[O]):
+class SyncStream(StreamBase[O], Iterator[O]):
     """Messages of a server or bidi stream, read as they arrive.
 
     The call starts on the first ``next()`` (or on ``with``). ``headers`` holds
@@ -72,32 +51,9 @@ class SyncStream(Iterator[O]):
     pulls them (from one of its threads), and responses are read afterwards.
     """
 
-    headers: Headers
-    trailers: Headers
-
-    def __init__(
-        self,
-        client: SyncClient,
-        method: MethodSpec[Any, O],
-        requests: Message | Iterable[Any],
-        single: bool,
-        headers: HeadersInput | None,
-        timeout: float | None,
-    ) -> None:
-        self.headers = Headers()
-        self.trailers = Headers()
-        self._client = client
-        self._method = method
-        self._requests = requests
-        self._single = single
-        self._call_headers = headers
-        self._timeout = timeout
-        self._resp: SyncResponse | None = None
-        self._decoder: ResponseStream | None = None
-        self._pending: deque[O] = deque()
-        self._finished = False
-        self._send_error: BaseException | None = None
-        self._call: ClientCall | None = None
+    _client: SyncClient
+    _requests: Message | Iterable[Any]
+    _resp: SyncResponse | None = None
 
     def __iter__(self) -> SyncStream[O]:
         return self
@@ -119,29 +75,11 @@ class SyncStream(Iterator[O]):
             raise err from None
 
     def _start(self) -> None:
-        client = self._client
-        proto = client._protocol
-        timeout = self._timeout
-        headers = self._call_headers
-        if client._hooks:
-            call = ClientCall(self._method, Headers(headers or ()), timeout)
-            for i in client._hooks:
-                i.on_start(call)
-            self._call = call
-            headers, timeout = call.request_headers, call.timeout
-        pm = proto.prepare(self._method)
-        req = proto.stream_request(pm, headers, timeout)
-        body: Iterator[bytes] | None = None
-        if self._single:
-            req.body = proto.encode_stream_message(self._requests)  # type: ignore[arg-type]
-        else:
-            body = self._body(proto)
-        resp = client._transport.send(req, body)
+        req = self._request(*self._begin())
+        body = None if self._single else self._body(self._client._protocol)
+        resp = self._client._transport.send(req, body)
         self._resp = resp
-        self.headers = resp.headers
-        if self._call is not None:
-            self._call.response_headers = resp.headers
-        self._decoder = proto.response_stream(pm, resp.status, resp.headers)
+        self._response_head(resp.status, resp.headers)
 
     def _body(self, proto: ClientProtocol) -> Iterator[bytes]:
         encode = proto.encode_stream_message
@@ -170,17 +108,11 @@ class SyncStream(Iterator[O]):
         return pending.popleft()
 
     def _end(self, error: BaseException | None) -> None:
-        if self._finished:
+        if not self._finishing():
             return
-        self._finished = True
-        self._pending.clear()
         if self._resp is not None:
             self._resp.close()
-        if self._call is not None:
-            self._call.response_trailers = self.trailers
-            err = None if error is None else _as_error(error)
-            for i in self._client._hooks:
-                i.on_end(self._call, err)
+        self._report_end(error)
 
     def close(self) -> None:
         """Stop reading and cancel the call if it is still running."""
@@ -199,7 +131,7 @@ class SyncStream(Iterator[O]):
         self.close()
 
 
-class SyncClient:
+class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
     """Base of generated sync clients; also usable directly with method specs.
 
     Takes the same options as :class:`AsyncClient`. One client holds one
@@ -207,68 +139,17 @@ class SyncClient:
     :meth:`close` or ``with``.
     """
 
-    def __init__(
+    _sync = True
+    _canceled = (GeneratorExit, KeyboardInterrupt)
+
+    def _open_transport(
         self,
-        base_url: str,
-        *,
-        protocol: Protocol = "connect",
-        codec: str | Codec = "proto",
-        send_compression: str | Compression | None = None,
-        accept_compression: Sequence[str | Compression] | None = None,
-        compress_min_bytes: int = DEFAULT_COMPRESS_MIN_BYTES,
-        read_max_bytes: int = DEFAULT_READ_MAX_BYTES,
-        send_max_bytes: int = 0,
-        timeout: float | None = None,
-        headers: HeadersInput | None = None,
-        use_get: bool = False,
-        get_url_max_bytes: int = DEFAULT_GET_URL_MAX_BYTES,
-        http_version: HTTPVersionName | None = None,
-        tls_ca_cert: PEMInput | None = None,
-        tls_cert: PEMInput | None = None,
-        tls_key: PEMInput | None = None,
-        transport: SyncTransport | pyqwest.SyncHTTPTransport | None = None,
-        interceptors: Sequence[ClientInterceptor] = (),
-    ) -> None:
-        config = build_config(
-            base_url,
-            protocol=protocol,
-            codec=codec,
-            send_compression=send_compression,
-            accept_compression=accept_compression,
-            compress_min_bytes=compress_min_bytes,
-            read_max_bytes=read_max_bytes,
-            send_max_bytes=send_max_bytes,
-            timeout=timeout,
-            headers=headers,
-            use_get=use_get,
-            get_url_max_bytes=get_url_max_bytes,
-            http_version=http_version,
-            tls_ca_cert=tls_ca_cert,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            interceptors=interceptors,
-        )
-        self._config = config
-        self._protocol: ClientProtocol = make_protocol(config)
+        config: ClientConfig,
+        transport: SyncTransport | pyqwest.SyncHTTPTransport | None,
+    ) -> SyncTransport:
         if transport is None or isinstance(transport, pyqwest.SyncHTTPTransport):
-            self._transport: SyncTransport = PyqwestSyncTransport(config, transport)
-        else:
-            self._transport = transport
-        self._hooks = tuple(i for i in config.interceptors if has_hooks(i))
-        self._wrappers = tuple(
-            i for i in config.interceptors if wraps_unary(i, sync=True)
-        )
-        self._plain = not (self._hooks or self._wrappers)
-
-    @property
-    def base_url(self) -> str:
-        """The URL that procedure paths are appended to."""
-        return self._config.base_url
-
-    @property
-    def config(self) -> ClientConfig:
-        """The resolved options of this client."""
-        return self._config
+            return PyqwestSyncTransport(config, transport)
+        return transport
 
     def call_unary(
         self,
@@ -338,9 +219,7 @@ class SyncClient:
         headers: HeadersInput | None,
         timeout: float | None,
     ) -> UnaryResponse[Any]:
-        call = ClientCall(method, Headers(headers or ()), timeout)
-        for i in self._hooks:
-            i.on_start(call)
+        call = self._start_call(method, headers, timeout)
 
         def send(msg: Message, c: ClientCall) -> UnaryResponse[Any]:
             res = self._unary(method, msg, c.request_headers, c.timeout)
@@ -354,12 +233,9 @@ class SyncClient:
         try:
             res: UnaryResponse[Any] = chain(request, call)
         except BaseException as e:
-            err = _as_error(e)
-            for i in self._hooks:
-                i.on_end(call, err)
+            self._end_call(call, e)
             raise
-        for i in self._hooks:
-            i.on_end(call, None)
+        self._end_call(call, None)
         return res
 
     def call_client_stream(
@@ -371,24 +247,15 @@ class SyncClient:
         timeout: float | None = None,
     ) -> O:
         """Send a stream of requests and return the single response."""
-        if timeout is None:
-            timeout = self._config.timeout
         stream = SyncStream(self, method, requests, False, headers, timeout)
         result: O | None = None
         with stream:
             for msg in stream:
                 if result is not None:
-                    raise ConnectError(
-                        Code.UNIMPLEMENTED,
-                        "protocol error: the response stream has more than one message",
-                    )
+                    raise too_many_messages_error()
                 result = msg
         if result is None:
-            raise ConnectError(
-                Code.UNIMPLEMENTED,
-                "protocol error: the response stream has no message",
-                metadata=stream.headers,
-            )
+            raise no_message_error(stream.headers)
         return result
 
     def call_server_stream(
@@ -400,8 +267,6 @@ class SyncClient:
         timeout: float | None = None,
     ) -> SyncStream[O]:
         """Send one request and iterate the responses."""
-        if timeout is None:
-            timeout = self._config.timeout
         return SyncStream(self, method, request, True, headers, timeout)
 
     def call_bidi_stream(
@@ -413,8 +278,6 @@ class SyncClient:
         timeout: float | None = None,
     ) -> SyncStream[O]:
         """Send a stream of requests, then iterate the responses (half duplex)."""
-        if timeout is None:
-            timeout = self._config.timeout
         return SyncStream(self, method, requests, False, headers, timeout)
 
     def close(self) -> None:

@@ -1,0 +1,241 @@
+"""What the async and sync clients share: options, protocol, interceptors, stream state.
+
+Everything here runs without awaiting, so both shells use it as is; they add
+only the I/O (sending, reading, closing) and, for the async client, deadlines.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from google.protobuf.message import Message
+
+from protoc_gen_connect_python.runtime.client.config import (
+    DEFAULT_COMPRESS_MIN_BYTES,
+    DEFAULT_GET_URL_MAX_BYTES,
+    DEFAULT_READ_MAX_BYTES,
+    ClientConfig,
+    HTTPVersionName,
+    PEMInput,
+    Protocol,
+    build_config,
+)
+from protoc_gen_connect_python.runtime.client.core import (
+    ClientProtocol,
+    HTTPRequest,
+    PreparedMethod,
+    ResponseStream,
+    make_protocol,
+)
+from protoc_gen_connect_python.runtime.client.interceptors import (
+    ClientCall,
+    ClientInterceptor,
+    has_hooks,
+    wraps_unary,
+)
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.errors import ConnectError
+from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
+from protoc_gen_connect_python.runtime.method import MethodSpec
+
+if TYPE_CHECKING:
+    from protoc_gen_connect_python.runtime.codec import Codec
+    from protoc_gen_connect_python.runtime.compression import Compression
+
+O = TypeVar("O", bound=Message)  # noqa: E741
+_T = TypeVar("_T")  # the transport interface the client drives
+_P = TypeVar("_P")  # the pyqwest transport it can wrap
+
+
+def as_error(
+    e: BaseException, canceled: tuple[type[BaseException], ...]
+) -> ConnectError:
+    """What interceptors' ``on_end`` sees for an exception ending a call."""
+    if isinstance(e, ConnectError):
+        return e
+    if isinstance(e, canceled):
+        return ConnectError(Code.CANCELED, "call canceled")
+    return ConnectError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
+
+
+def too_many_messages_error() -> ConnectError:
+    """A client-stream call answered with a second message."""
+    return ConnectError(
+        Code.UNIMPLEMENTED,
+        "protocol error: the response stream has more than one message",
+    )
+
+
+def no_message_error(headers: Headers) -> ConnectError:
+    """A client-stream call that ended without its response message."""
+    return ConnectError(
+        Code.UNIMPLEMENTED,
+        "protocol error: the response stream has no message",
+        metadata=headers,
+    )
+
+
+class ClientBase(Generic[_T, _P]):
+    """The constructor and per-client state of :class:`AsyncClient` and :class:`SyncClient`."""
+
+    _sync: ClassVar[bool]
+    """Which unary wrapper of the interceptors this client runs."""
+    _canceled: ClassVar[tuple[type[BaseException], ...]]
+    """Exceptions that mean the caller canceled the call."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        protocol: Protocol = "connect",
+        codec: str | Codec = "proto",
+        send_compression: str | Compression | None = None,
+        accept_compression: Sequence[str | Compression] | None = None,
+        compress_min_bytes: int = DEFAULT_COMPRESS_MIN_BYTES,
+        read_max_bytes: int = DEFAULT_READ_MAX_BYTES,
+        send_max_bytes: int = 0,
+        timeout: float | None = None,
+        headers: HeadersInput | None = None,
+        use_get: bool = False,
+        get_url_max_bytes: int = DEFAULT_GET_URL_MAX_BYTES,
+        http_version: HTTPVersionName | None = None,
+        tls_ca_cert: PEMInput | None = None,
+        tls_cert: PEMInput | None = None,
+        tls_key: PEMInput | None = None,
+        transport: _T | _P | None = None,
+        interceptors: Sequence[ClientInterceptor] = (),
+    ) -> None:
+        config = build_config(
+            base_url,
+            protocol=protocol,
+            codec=codec,
+            send_compression=send_compression,
+            accept_compression=accept_compression,
+            compress_min_bytes=compress_min_bytes,
+            read_max_bytes=read_max_bytes,
+            send_max_bytes=send_max_bytes,
+            timeout=timeout,
+            headers=headers,
+            use_get=use_get,
+            get_url_max_bytes=get_url_max_bytes,
+            http_version=http_version,
+            tls_ca_cert=tls_ca_cert,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            interceptors=interceptors,
+        )
+        self._config = config
+        self._protocol: ClientProtocol = make_protocol(config)
+        self._transport: _T = self._open_transport(config, transport)
+        self._hooks = tuple(i for i in config.interceptors if has_hooks(i))
+        self._wrappers = tuple(
+            i for i in config.interceptors if wraps_unary(i, sync=self._sync)
+        )
+        # Decided once: calls without interceptors skip all of their machinery.
+        self._plain = not (self._hooks or self._wrappers)
+
+    def _open_transport(self, config: ClientConfig, transport: _T | _P | None) -> _T:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        """The URL that procedure paths are appended to."""
+        return self._config.base_url
+
+    @property
+    def config(self) -> ClientConfig:
+        """The resolved options of this client."""
+        return self._config
+
+    def _start_call(
+        self,
+        method: MethodSpec[Any, Any],
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> ClientCall:
+        call = ClientCall(method, Headers(headers or ()), timeout)
+        for i in self._hooks:
+            i.on_start(call)
+        return call
+
+    def _end_call(self, call: ClientCall, error: BaseException | None) -> None:
+        err = None if error is None else as_error(error, self._canceled)
+        for i in self._hooks:
+            i.on_end(call, err)
+
+
+class StreamBase(Generic[O]):
+    """The state of one streaming call, apart from its I/O."""
+
+    headers: Headers
+    trailers: Headers
+
+    def __init__(
+        self,
+        client: ClientBase[Any, Any],
+        method: MethodSpec[Any, O],
+        requests: Any,
+        single: bool,
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> None:
+        self.headers = Headers()
+        self.trailers = Headers()
+        self._client = client
+        self._method = method
+        self._requests = requests
+        self._single = single
+        self._call_headers = headers
+        self._timeout = client._config.timeout if timeout is None else timeout
+        self._pm: PreparedMethod | None = None
+        self._decoder: ResponseStream | None = None
+        self._pending: deque[O] = deque()
+        self._finished = False
+        self._send_error: BaseException | None = None
+        self._call: ClientCall | None = None
+
+    def _begin(self) -> tuple[HeadersInput | None, float | None]:
+        """Run the interceptors' ``on_start``; the headers and timeout to send."""
+        client = self._client
+        if not client._hooks:
+            return self._call_headers, self._timeout
+        call = client._start_call(self._method, self._call_headers, self._timeout)
+        self._call = call
+        return call.request_headers, call.timeout
+
+    def _request(
+        self, headers: HeadersInput | None, timeout: float | None
+    ) -> HTTPRequest:
+        """The request head; with its body already when there is one message."""
+        proto = self._client._protocol
+        self._pm = pm = proto.prepare(self._method)
+        req = proto.stream_request(pm, headers, timeout)
+        if self._single:
+            req.body = proto.encode_stream_message(self._requests)
+        return req
+
+    def _response_head(self, status: int, headers: Headers) -> None:
+        """Record the response head and check it; raises for an error response."""
+        assert self._pm is not None
+        self.headers = headers
+        if self._call is not None:
+            self._call.response_headers = headers
+        self._decoder = self._client._protocol.response_stream(
+            self._pm, status, headers
+        )
+
+    def _finishing(self) -> bool:
+        """Mark the stream ended; False if it already was."""
+        if self._finished:
+            return False
+        self._finished = True
+        self._pending.clear()
+        return True
+
+    def _report_end(self, error: BaseException | None) -> None:
+        """Tell the interceptors how the call ended."""
+        if self._call is not None:
+            self._call.response_trailers = self.trailers
+            self._client._end_call(self._call, error)
