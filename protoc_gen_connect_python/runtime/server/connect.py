@@ -7,37 +7,34 @@ the per-call state machines the app shells drive.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import Codec
-from protoc_gen_connect_python.runtime.compression import (
-    IDENTITY,
-    Compression,
-    negotiate,
-)
+from protoc_gen_connect_python.runtime.compression import Compression
 from protoc_gen_connect_python.runtime.context import RequestContext
 from protoc_gen_connect_python.runtime.envelope import (
     FLAG_END_STREAM,
-    EnvelopeDecoder,
-    decode_payload,
     encode_envelope,
-    encode_message,
 )
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers, parse_connect_timeout
 from protoc_gen_connect_python.runtime.method import StreamType
 from protoc_gen_connect_python.runtime.protocol import connect as wire
+from protoc_gen_connect_python.runtime.server.base import (
+    CodecProtocol,
+    EnvelopeCall,
+    parse_deadline,
+    request_compression,
+    response_compression,
+)
 from protoc_gen_connect_python.runtime.server.core import (
     Endpoint,
     RawHeaders,
     Reply,
     ServerCall,
-    ServerProtocol,
     to_raw,
 )
 
@@ -49,46 +46,27 @@ PROTOCOL = "connect"
 _CT_ERROR = (b"content-type", b"application/json")
 
 
-def _unsupported_encoding(name: str, accepted: str) -> ConnectError:
-    return ConnectError(
-        Code.UNIMPLEMENTED,
-        f"unknown compression {name!r}: supported encodings are {accepted or IDENTITY}",
-    )
-
-
-def _parse_timeout(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return time.monotonic() + parse_connect_timeout(value)
-    except ValueError as e:
-        raise ConnectError(Code.INVALID_ARGUMENT, str(e)) from None
-
-
-def _request_compression(
-    name: str | None, core: ServerCore, accepted: str
-) -> Compression | None:
-    if name is None or name == IDENTITY or not name:
-        return None
-    c = core.compressions.get(name)
-    if c is None:
-        raise _unsupported_encoding(name, accepted)
-    return c
-
-
 def _add_headers(out: RawHeaders, headers: Headers) -> None:
     if headers:
         out.extend(to_raw(headers))
 
 
-class ConnectUnaryProtocol(ServerProtocol):
+def _add_trailers(out: RawHeaders, trailers: Headers) -> None:
+    # Unary responses have no trailers: they travel as prefixed headers.
+    if trailers:
+        for k, v in trailers.multi_items():
+            out.append(
+                ((wire.TRAILER_PREFIX + k).encode("latin-1"), v.encode("latin-1"))
+            )
+
+
+class ConnectUnaryProtocol(CodecProtocol):
     """Connect unary: ``application/<codec>`` POST, or GET with query parameters."""
 
     name = PROTOCOL
 
     def __init__(self, core: ServerCore) -> None:
-        self._accept = (b"accept-encoding", core.accept_encoding.encode("latin-1"))
-        self._ct: dict[str, tuple[bytes, bytes]] = {}
+        super().__init__(core, b"accept-encoding")
 
     def codec_name(self, media_type: str) -> str | None:
         """The codec of ``application/<codec>``."""
@@ -100,17 +78,9 @@ class ConnectUnaryProtocol(ServerProtocol):
         """Only unary methods."""
         return stream_type is StreamType.UNARY
 
-    def content_types(self, codec_names: Iterable[str]) -> list[str]:
+    def content_type(self, codec_name: str) -> str:
         """``application/proto``, ``application/json``, ..."""
-        return [wire.unary_content_type(n) for n in codec_names]
-
-    def content_type_header(self, codec: Codec) -> tuple[bytes, bytes]:
-        """The precomputed response content-type pair for ``codec``."""
-        pair = self._ct.get(codec.name)
-        if pair is None:
-            pair = (b"content-type", wire.unary_content_type(codec.name).encode())
-            self._ct[codec.name] = pair
-        return pair
+        return wire.unary_content_type(codec_name)
 
     def new_call(
         self,
@@ -157,9 +127,7 @@ class ConnectUnaryCall(ServerCall):
             if codec is None:
                 raise core.reject_415()
             self.codec = codec
-            self._recv_comp = _request_compression(
-                q.compression, core, core.accept_encoding
-            )
+            self._recv_comp = request_compression(q.compression, core)
             limit = opts.read_max_bytes
             if limit and len(q.message) > limit:
                 raise ConnectError(
@@ -171,15 +139,11 @@ class ConnectUnaryCall(ServerCall):
             wire.check_protocol_version(
                 h.get(wire.VERSION_HEADER), opts.require_connect_protocol_header
             )
-            self._recv_comp = _request_compression(
-                h.get(wire.UNARY_ENCODING), core, core.accept_encoding
-            )
-        self.ctx.deadline = _parse_timeout(h.get(wire.TIMEOUT_HEADER))
-        accept = h.get(wire.UNARY_ACCEPT_ENCODING)
-        if accept:
-            name = negotiate(accept, core.compressions)
-            if name is not None:
-                self._send_comp = core.compressions[name]
+            self._recv_comp = request_compression(h.get(wire.UNARY_ENCODING), core)
+        self.ctx.deadline = parse_deadline(
+            h.get(wire.TIMEOUT_HEADER), parse_connect_timeout
+        )
+        self._send_comp = response_compression(h.get(wire.UNARY_ACCEPT_ENCODING), core)
 
     def decode_unary(self, body: bytes) -> Message:
         """Decompress (bounded) and unmarshal the body."""
@@ -206,35 +170,21 @@ class ConnectUnaryCall(ServerCall):
                 f"response message size {len(data)} exceeds send limit "
                 f"{opts.send_max_bytes}",
             )
-        headers.append(self._proto._accept)
+        headers.append(self._proto.accept)
         ctx = self.ctx
         _add_headers(headers, ctx.response_headers)
-        if ctx.response_trailers:
-            for k, v in ctx.response_trailers.multi_items():
-                headers.append(
-                    (
-                        (wire.TRAILER_PREFIX + k).encode("latin-1"),
-                        v.encode("latin-1"),
-                    )
-                )
+        _add_trailers(headers, ctx.response_trailers)
         headers.append((b"content-length", str(len(data)).encode()))
         return Reply(200, headers, data)
 
     def encode_error(self, err: ConnectError) -> Reply:
         """The mapped HTTP status with the JSON error body."""
         body = wire.error_body(err)
-        headers: RawHeaders = [_CT_ERROR, self._proto._accept]
+        headers: RawHeaders = [_CT_ERROR, self._proto.accept]
         ctx = self.ctx
         _add_headers(headers, ctx.response_headers)
         _add_headers(headers, err.metadata)
-        if ctx.response_trailers:
-            for k, v in ctx.response_trailers.multi_items():
-                headers.append(
-                    (
-                        (wire.TRAILER_PREFIX + k).encode("latin-1"),
-                        v.encode("latin-1"),
-                    )
-                )
+        _add_trailers(headers, ctx.response_trailers)
         headers.append((b"content-length", str(len(body)).encode()))
         return Reply(err.code.http_status, headers, body)
 
@@ -267,17 +217,13 @@ class ConnectUnaryCall(ServerCall):
         raise NotImplementedError
 
 
-class ConnectStreamProtocol(ServerProtocol):
+class ConnectStreamProtocol(CodecProtocol):
     """Connect streaming: ``application/connect+<codec>`` POST with envelopes."""
 
     name = PROTOCOL
 
     def __init__(self, core: ServerCore) -> None:
-        self._accept = (
-            b"connect-accept-encoding",
-            core.accept_encoding.encode("latin-1"),
-        )
-        self._ct: dict[str, tuple[bytes, bytes]] = {}
+        super().__init__(core, b"connect-accept-encoding")
 
     def codec_name(self, media_type: str) -> str | None:
         """The codec of ``application/connect+<codec>``."""
@@ -289,17 +235,9 @@ class ConnectStreamProtocol(ServerProtocol):
         """The three streaming kinds."""
         return stream_type is not StreamType.UNARY
 
-    def content_types(self, codec_names: Iterable[str]) -> list[str]:
+    def content_type(self, codec_name: str) -> str:
         """``application/connect+proto``, ..."""
-        return [wire.stream_content_type(n) for n in codec_names]
-
-    def content_type_header(self, codec: Codec) -> tuple[bytes, bytes]:
-        """The precomputed response content-type pair for ``codec``."""
-        pair = self._ct.get(codec.name)
-        if pair is None:
-            pair = (b"content-type", wire.stream_content_type(codec.name).encode())
-            self._ct[codec.name] = pair
-        return pair
+        return wire.stream_content_type(codec_name)
 
     def new_call(
         self,
@@ -315,24 +253,18 @@ class ConnectStreamProtocol(ServerProtocol):
         return ConnectStreamCall(core, endpoint, codec, ctx, self)
 
 
-class ConnectStreamCall(ServerCall):
+class ConnectStreamCall(EnvelopeCall):
     """One Connect streaming call (client, server or bidi)."""
 
-    __slots__ = ("_decoder", "_proto", "_recv_comp", "_send_comp")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        core: ServerCore,
-        endpoint: Endpoint,
-        codec: Codec | None,
-        ctx: RequestContext,
-        proto: ConnectStreamProtocol,
-    ) -> None:
-        super().__init__(core, endpoint, codec, ctx)
-        self._proto = proto
-        self._recv_comp: Compression | None = None
-        self._send_comp: Compression | None = None
-        self._decoder = EnvelopeDecoder(core.options.read_max_bytes)
+    _client_flag = FLAG_END_STREAM
+    _client_flag_error = (
+        Code.INVALID_ARGUMENT,
+        "protocol error: end-of-stream message from the client",
+    )
+    _incomplete_code = Code.INVALID_ARGUMENT
+    _encoding_header = b"connect-content-encoding"
 
     def parse_head(self) -> None:
         """Check version, timeout and stream encodings."""
@@ -342,15 +274,11 @@ class ConnectStreamCall(ServerCall):
             h.get(wire.VERSION_HEADER),
             core.options.require_connect_protocol_header,
         )
-        self._recv_comp = _request_compression(
-            h.get(wire.STREAM_ENCODING), core, core.accept_encoding
+        self._recv_comp = request_compression(h.get(wire.STREAM_ENCODING), core)
+        self.ctx.deadline = parse_deadline(
+            h.get(wire.TIMEOUT_HEADER), parse_connect_timeout
         )
-        self.ctx.deadline = _parse_timeout(h.get(wire.TIMEOUT_HEADER))
-        accept = h.get(wire.STREAM_ACCEPT_ENCODING)
-        if accept:
-            name = negotiate(accept, core.compressions)
-            if name is not None:
-                self._send_comp = core.compressions[name]
+        self._send_comp = response_compression(h.get(wire.STREAM_ACCEPT_ENCODING), core)
 
     def decode_unary(self, body: bytes) -> Message:  # pragma: no cover
         """Not used: streaming methods read through ``feed``."""
@@ -359,53 +287,6 @@ class ConnectStreamCall(ServerCall):
     def encode_unary(self, message: Message) -> Reply:  # pragma: no cover
         """Not used: streaming methods answer through ``encode_stream_*``."""
         raise NotImplementedError
-
-    def feed(self, data: bytes) -> list[Message]:
-        """Decode every request message completed by ``data``."""
-        assert self.codec is not None
-        out: list[Message] = []
-        limit = self.core.options.read_max_bytes
-        for flags, payload in self._decoder.feed(data):
-            if flags & FLAG_END_STREAM:
-                raise ConnectError(
-                    Code.INVALID_ARGUMENT,
-                    "protocol error: end-of-stream message from the client",
-                )
-            payload = decode_payload(flags, payload, self._recv_comp, limit)
-            out.append(self.codec.decode(payload, self.endpoint.spec.input))
-        return out
-
-    def close_input(self) -> None:
-        """Fail if the body ended inside a message."""
-        self._decoder.close()
-
-    @property
-    def input_needed(self) -> int:
-        """Bytes still missing from the next envelope header or payload."""
-        return self._decoder.needed
-
-    def stream_head(self) -> tuple[int, RawHeaders]:
-        """200 with the stream content type and encodings."""
-        assert self.codec is not None
-        headers: RawHeaders = [self._proto.content_type_header(self.codec)]
-        if self._send_comp is not None:
-            headers.append(
-                (b"connect-content-encoding", self._send_comp.name.encode("latin-1"))
-            )
-        headers.append(self._proto._accept)
-        _add_headers(headers, self.ctx.response_headers)
-        return 200, headers
-
-    def encode_stream_message(self, message: Message) -> bytes:
-        """One envelope, compressed when large enough."""
-        assert self.codec is not None
-        opts = self.core.options
-        return encode_message(
-            self.codec.encode(message),
-            self._send_comp,
-            opts.compress_min_bytes,
-            opts.send_max_bytes,
-        )
 
     def encode_stream_end(
         self, err: ConnectError | None

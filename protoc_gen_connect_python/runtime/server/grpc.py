@@ -8,37 +8,30 @@ server can carry.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import Codec
-from protoc_gen_connect_python.runtime.compression import (
-    IDENTITY,
-    Compression,
-    negotiate,
-)
 from protoc_gen_connect_python.runtime.context import RequestContext
-from protoc_gen_connect_python.runtime.envelope import (
-    FLAG_TRAILERS,
-    EnvelopeDecoder,
-    decode_payload,
-    encode_envelope,
-    encode_message,
-)
+from protoc_gen_connect_python.runtime.envelope import FLAG_TRAILERS, encode_envelope
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers, parse_grpc_timeout
 from protoc_gen_connect_python.runtime.method import StreamType
 from protoc_gen_connect_python.runtime.protocol import grpc as wire
+from protoc_gen_connect_python.runtime.server.base import (
+    CodecProtocol,
+    EnvelopeCall,
+    parse_deadline,
+    request_compression,
+    response_compression,
+)
 from protoc_gen_connect_python.runtime.server.core import (
     Endpoint,
     RawHeaders,
     Reply,
     ServerCall,
-    ServerProtocol,
     to_raw,
 )
 
@@ -46,14 +39,13 @@ if TYPE_CHECKING:
     from protoc_gen_connect_python.runtime.server.core import ServerCore
 
 
-class GRPCProtocol(ServerProtocol):
+class GRPCProtocol(CodecProtocol):
     """``application/grpc[+codec]`` (``web=False``) or ``application/grpc-web[+codec]``."""
 
     def __init__(self, core: ServerCore, *, web: bool) -> None:
+        super().__init__(core, b"grpc-accept-encoding")
         self.web = web
         self.name = "grpc-web" if web else "grpc"
-        self.accept = (b"grpc-accept-encoding", core.accept_encoding.encode("latin-1"))
-        self._ct: dict[str, tuple[bytes, bytes]] = {}
 
     def codec_name(self, media_type: str) -> str | None:
         """The codec of the media type, or None when it is another protocol's."""
@@ -63,17 +55,9 @@ class GRPCProtocol(ServerProtocol):
         """Every kind of method."""
         return True
 
-    def content_types(self, codec_names: Iterable[str]) -> list[str]:
-        """``application/grpc+proto``, ..."""
-        return [wire.content_type(self.web, n) for n in codec_names]
-
-    def content_type_header(self, codec: Codec) -> tuple[bytes, bytes]:
-        """The response content-type pair for ``codec``."""
-        pair = self._ct.get(codec.name)
-        if pair is None:
-            pair = (b"content-type", wire.content_type(self.web, codec.name).encode())
-            self._ct[codec.name] = pair
-        return pair
+    def content_type(self, codec_name: str) -> str:
+        """``application/grpc+proto``, ``application/grpc-web+proto``, ..."""
+        return wire.content_type(self.web, codec_name)
 
     def new_call(
         self,
@@ -89,24 +73,19 @@ class GRPCProtocol(ServerProtocol):
         return GRPCCall(core, endpoint, codec, ctx, self)
 
 
-class GRPCCall(ServerCall):
+class GRPCCall(EnvelopeCall):
     """One gRPC or gRPC-Web call of any kind."""
 
-    __slots__ = ("_decoder", "_proto", "_recv_comp", "_send_comp")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        core: ServerCore,
-        endpoint: Endpoint,
-        codec: Codec | None,
-        ctx: RequestContext,
-        proto: GRPCProtocol,
-    ) -> None:
-        super().__init__(core, endpoint, codec, ctx)
-        self._proto = proto
-        self._recv_comp: Compression | None = None
-        self._send_comp: Compression | None = None
-        self._decoder = EnvelopeDecoder(core.options.read_max_bytes)
+    _proto: GRPCProtocol
+    _client_flag = FLAG_TRAILERS
+    _client_flag_error = (
+        Code.INTERNAL,
+        "protocol error: trailers frame from the client",
+    )
+    _incomplete_code = Code.INTERNAL
+    _encoding_header = b"grpc-encoding"
 
     @property
     def needs_trailers(self) -> bool:  # type: ignore[override]
@@ -117,27 +96,11 @@ class GRPCCall(ServerCall):
         """Timeout and encodings."""
         core = self.core
         h = self.ctx.request_headers
-        timeout = h.get(wire.TIMEOUT_HEADER)
-        if timeout is not None:
-            try:
-                self.ctx.deadline = time.monotonic() + parse_grpc_timeout(timeout)
-            except ValueError as e:
-                raise ConnectError(Code.INVALID_ARGUMENT, str(e)) from None
-        name = h.get(wire.ENCODING)
-        if name and name != IDENTITY:
-            comp = core.compressions.get(name)
-            if comp is None:
-                raise ConnectError(
-                    Code.UNIMPLEMENTED,
-                    f"unknown compression {name!r}: supported encodings are "
-                    f"{core.accept_encoding or IDENTITY}",
-                )
-            self._recv_comp = comp
-        accept = h.get(wire.ACCEPT_ENCODING)
-        if accept:
-            chosen = negotiate(accept, core.compressions)
-            if chosen is not None:
-                self._send_comp = core.compressions[chosen]
+        self.ctx.deadline = parse_deadline(
+            h.get(wire.TIMEOUT_HEADER), parse_grpc_timeout
+        )
+        self._recv_comp = request_compression(h.get(wire.ENCODING), core)
+        self._send_comp = response_compression(h.get(wire.ACCEPT_ENCODING), core)
 
     @property
     def unary_body_limit(self) -> int:
@@ -183,51 +146,6 @@ class GRPCCall(ServerCall):
             headers.extend(to_raw(self.ctx.response_headers))
         headers.extend(to_raw(wire.status_trailers(err, self.ctx.response_trailers)))
         return Reply(200, headers)
-
-    def feed(self, data: bytes) -> list[Message]:
-        """Decode every request message completed by ``data``."""
-        assert self.codec is not None
-        out: list[Message] = []
-        limit = self.core.options.read_max_bytes
-        for flags, payload in self._decoder.feed(data):
-            if flags & FLAG_TRAILERS:
-                raise ConnectError(
-                    Code.INTERNAL, "protocol error: trailers frame from the client"
-                )
-            payload = decode_payload(flags, payload, self._recv_comp, limit)
-            out.append(self.codec.decode(payload, self.endpoint.spec.input))
-        return out
-
-    def close_input(self) -> None:
-        """Fail if the body ended inside a message."""
-        self._decoder.close(Code.INTERNAL)
-
-    @property
-    def input_needed(self) -> int:
-        """Bytes still missing from the next envelope part."""
-        return self._decoder.needed
-
-    def stream_head(self) -> tuple[int, RawHeaders]:
-        """200, content type, encodings and the handler's headers."""
-        assert self.codec is not None
-        headers: RawHeaders = [self._proto.content_type_header(self.codec)]
-        if self._send_comp is not None:
-            headers.append((b"grpc-encoding", self._send_comp.name.encode("latin-1")))
-        headers.append(self._proto.accept)
-        if self.ctx.response_headers:
-            headers.extend(to_raw(self.ctx.response_headers))
-        return 200, headers
-
-    def encode_stream_message(self, message: Message) -> bytes:
-        """One envelope, compressed when large enough."""
-        assert self.codec is not None
-        opts = self.core.options
-        return encode_message(
-            self.codec.encode(message),
-            self._send_comp,
-            opts.compress_min_bytes,
-            opts.send_max_bytes,
-        )
 
     def encode_stream_end(
         self, err: ConnectError | None
