@@ -96,6 +96,15 @@ class _Guard:
         if uncancel is not None:
             uncancel()
 
+    def cancelled(self) -> str | None:
+        """After a CancelledError: our reason, absorbed; None if it was not ours."""
+        reason = self.reason
+        if reason is None:
+            self.disarm()
+        else:
+            self.absorb()
+        return reason
+
 
 async def _disconnected(guard: _Guard) -> None:
     # Turn a disconnect noticed by a reader into the same cancellation path.
@@ -338,11 +347,9 @@ class ASGIApp:
             guard.disarm()
             reply = call.encode_unary(response)
         except asyncio.CancelledError:
-            reason = guard.reason
+            reason = guard.cancelled()
             if reason is None:
-                guard.disarm()
                 raise
-            guard.absorb()
             if reason == _DISCONNECT:
                 return
             reply = call.encode_error(deadline_exceeded())
@@ -376,15 +383,7 @@ class ASGIApp:
                 async for msg in responses:
                     data = call.encode_stream_message(msg)
                     if not started:
-                        status, head = call.stream_head()
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": status,
-                                "headers": head,
-                                "trailers": call.needs_trailers,
-                            }
-                        )
+                        await _start_response(send, call)
                         started = True
                     await send(
                         {"type": "http.response.body", "body": data, "more_body": True}
@@ -393,11 +392,9 @@ class ASGIApp:
                 if responses is not None:
                     await aclose_iterator(responses)
         except asyncio.CancelledError:
-            reason = guard.reason
+            reason = guard.cancelled()
             if reason is None:
-                guard.disarm()
                 raise
-            guard.absorb()
             if reason == _DISCONNECT:
                 return
             err = deadline_exceeded()
@@ -412,19 +409,24 @@ class ASGIApp:
             if err is not None:
                 await _send_reply(send, call.encode_error(err))
                 return
-            status, head = call.stream_head()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": head,
-                    "trailers": call.needs_trailers,
-                }
-            )
+            await _start_response(send, call)
         body, trailers = call.encode_stream_end(err)
         await send({"type": "http.response.body", "body": body})
         if trailers is not None:
             await send({"type": "http.response.trailers", "headers": trailers})
+
+
+async def _start_response(send: Send, call: ServerCall) -> None:
+    """Send the head of a streaming response."""
+    status, head = call.stream_head()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": head,
+            "trailers": call.needs_trailers,
+        }
+    )
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
