@@ -161,13 +161,28 @@ def _transport_options(config: ClientConfig) -> dict[str, object]:
     }
 
 
-class _PyqwestAsyncResponse:
-    __slots__ = ("_it", "_resp", "headers", "status")
+class _PyqwestResponse:
+    """Status, headers and trailers of a pyqwest response, either kind."""
 
-    def __init__(self, resp: pyqwest.Response) -> None:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: pyqwest.Response | pyqwest.SyncResponse) -> None:
         self._resp = resp
         self.status = resp.status
         self.headers = _headers(resp.headers)
+
+    @property
+    def trailers(self) -> Headers:
+        return _headers(self._resp.trailers)
+
+
+class _PyqwestAsyncResponse(_PyqwestResponse):
+    __slots__ = ("_it",)
+
+    _resp: pyqwest.Response
+
+    def __init__(self, resp: pyqwest.Response) -> None:
+        super().__init__(resp)
         self._it = resp.content.__aiter__()
 
     async def read(self) -> bytes:
@@ -178,10 +193,6 @@ class _PyqwestAsyncResponse:
         except Exception as e:
             raise map_transport_error(e) from e
         return bytes(chunk)
-
-    @property
-    def trailers(self) -> Headers:
-        return _headers(self._resp.trailers)
 
     async def aclose(self) -> None:
         await self._resp.aclose()
@@ -222,18 +233,16 @@ class PyqwestAsyncTransport:
             await self._t.aclose()
 
 
-class _PyqwestSyncResponse:
-    __slots__ = ("_cm", "_it", "_resp", "headers", "status")
+class _PyqwestSyncResponse(_PyqwestResponse):
+    __slots__ = ("_cm", "_it")
 
     def __init__(
         self,
         cm: AbstractContextManager[pyqwest.SyncResponse],
         resp: pyqwest.SyncResponse,
     ) -> None:
+        super().__init__(resp)
         self._cm = cm
-        self._resp = resp
-        self.status = resp.status
-        self.headers = _headers(resp.headers)
         self._it = iter(resp.content)
 
     def read(self) -> bytes:
@@ -244,10 +253,6 @@ class _PyqwestSyncResponse:
         except Exception as e:
             raise map_transport_error(e) from e
         return bytes(chunk)
-
-    @property
-    def trailers(self) -> Headers:
-        return _headers(self._resp.trailers)
 
     def close(self) -> None:
         self._cm.__exit__(None, None, None)
