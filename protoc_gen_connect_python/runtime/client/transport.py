@@ -1,4 +1,4 @@
-"""How clients move bytes: a small transport interface and its pyqwest implementation.
+"""How clients move bytes: a small transport interface, its implementations, the choice.
 
 A transport sends one :class:`HTTPRequest` (whose body is bytes or an iterator of
 chunks) and returns a response whose body is read chunk by chunk, followed by
@@ -7,6 +7,12 @@ are raised as :class:`ConnectError` (``unavailable``, ``deadline_exceeded``...).
 
 Implement :class:`AsyncTransport` or :class:`SyncTransport` to run clients over
 another HTTP stack, or to test without a network.
+
+Two implementations come with the runtime: the pure-Python HTTP/1.1 transports
+of ``http1_transport.py``, used for HTTP/1.1 (``http://`` without
+``http_version``, or ``http_version="1.1"``), and pyqwest's for HTTP/2 (and so
+gRPC) and for ``https://`` without ``http_version``, where ALPN picks the
+version. :func:`async_transport_for` and :func:`sync_transport_for` choose.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ import pyqwest
 
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest
+from protoc_gen_connect_python.runtime.client.http1_transport import (
+    AsyncHTTP1Transport,
+    SyncHTTP1Transport,
+)
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
@@ -289,3 +299,46 @@ class PyqwestSyncTransport:
         """Close the pool, when this object created it."""
         if self._owned:
             self._t.close()
+
+
+# -- the choice ------------------------------------------------------------------
+
+
+def uses_http1(config: ClientConfig) -> bool:
+    """Whether the default transport of a client is the pure-Python HTTP/1.1 one.
+
+    It is when the client speaks HTTP/1.1 for sure: ``http_version="1.1"``, or
+    no ``http_version`` with an ``http://`` URL. HTTP/2, and ``https://``
+    without ``http_version`` (ALPN), go to pyqwest.
+    """
+    if config.http_version == "1.1":
+        return True
+    return config.http_version is None and config.base_url.startswith("http://")
+
+
+def async_transport_for(
+    config: ClientConfig,
+    transport: AsyncTransport | pyqwest.HTTPTransport | None,
+) -> AsyncTransport:
+    """The transport of an async client: the one given, or the default for ``config``."""
+    if isinstance(transport, pyqwest.HTTPTransport):
+        return PyqwestAsyncTransport(config, transport)
+    if transport is not None:
+        return transport
+    if uses_http1(config):
+        return AsyncHTTP1Transport(config)
+    return PyqwestAsyncTransport(config)
+
+
+def sync_transport_for(
+    config: ClientConfig,
+    transport: SyncTransport | pyqwest.SyncHTTPTransport | None,
+) -> SyncTransport:
+    """The transport of a sync client: the one given, or the default for ``config``."""
+    if isinstance(transport, pyqwest.SyncHTTPTransport):
+        return PyqwestSyncTransport(config, transport)
+    if transport is not None:
+        return transport
+    if uses_http1(config):
+        return SyncHTTP1Transport(config)
+    return PyqwestSyncTransport(config)

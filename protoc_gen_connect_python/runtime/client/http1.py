@@ -1,0 +1,462 @@
+"""HTTP/1.1 for the client, without I/O: request heads out, response bytes in.
+
+:func:`request_head` serializes a request head (RFC 9112 section 3 and 6);
+:func:`encode_chunk` and :data:`LAST_CHUNK` frame a streamed request body with
+the chunked transfer coding. :class:`ResponseParser` takes response bytes as
+they arrive and hands back the head, then the body piece by piece, following
+the message-length rules of RFC 9112 section 6.3: no body after ``HEAD`` and
+for ``1xx``/``204``/``304``; chunked when it is the final transfer coding;
+otherwise ``Content-Length``; otherwise the body runs until the connection
+closes. Informational (``1xx``) responses are skipped.
+
+The parser never holds more than what was fed and not yet taken; a body is
+handed out as soon as its bytes are in, whatever the chunk boundaries. The
+asyncio and socket shells in ``http1_transport.py`` drive it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LAST_CHUNK",
+    "ProtocolError",
+    "ResponseHead",
+    "ResponseParser",
+    "encode_chunk",
+    "request_head",
+]
+
+MAX_HEAD_BYTES = 64 * 1024
+"""Largest response head (status line and fields), and largest trailer section."""
+MAX_CHUNK_LINE = 4096
+"""Longest chunk-size line, extensions included."""
+
+LAST_CHUNK = b"0\r\n\r\n"
+"""The end of a chunked request body (no trailers)."""
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_BAD_FIELD_CHARS = ("\r", "\n", "\x00")
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a valid HTTP/1.1 response."""
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (``data`` must not be empty)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def request_head(
+    method: str,
+    target: str,
+    host: str,
+    headers: list[tuple[str, str]],
+    content_length: int | None,
+) -> bytes:
+    """The head of a request; ``content_length`` None means a chunked body.
+
+    ``headers`` must not carry framing or ``host`` fields: this function adds
+    them. Names and values with CR, LF or NUL raise ``ValueError`` (they would
+    split the head).
+    """
+    fields = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    # Each header contributes exactly one CRLF; anything more is injection.
+    if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+        raise ValueError("header names and values must not contain CR or LF")
+    if "\x00" in fields or any(c in target for c in (" ", *_BAD_FIELD_CHARS)):
+        raise ValueError("invalid character in the request head")
+    if content_length is None:
+        framing = "transfer-encoding: chunked\r\n"
+    elif content_length or method not in ("GET", "HEAD"):
+        framing = f"content-length: {content_length}\r\n"
+    else:
+        framing = ""
+    text = f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n{fields}{framing}\r\n"
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"header values must be Latin-1 text: {e}") from None
+
+
+class ResponseHead:
+    """Status, reason and fields of a final response, names in lower case."""
+
+    __slots__ = ("headers", "keep_alive", "reason", "status", "version")
+
+    def __init__(
+        self,
+        version: str,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.keep_alive = True
+
+    def __repr__(self) -> str:
+        return f"ResponseHead({self.status} {self.reason!r})"
+
+
+def _parse_fields(lines: list[bytes]) -> list[tuple[str, str]]:
+    """Field lines (no line ends) to (lower-case name, value) pairs."""
+    out: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            # obs-fold: a user agent replaces it with a space (RFC 9112 5.2).
+            if not out:
+                raise ProtocolError("a header section starts with a folded line")
+            prev_name, prev_value = out[-1]
+            more = line.strip(b" \t").decode("latin-1")
+            out[-1] = (prev_name, f"{prev_value} {more}")
+            continue
+        colon = line.find(b":")
+        if colon <= 0:
+            raise ProtocolError(f"malformed header line {line[:100]!r}")
+        # Whitespace before the colon is tolerated in responses (RFC 9112 5.1).
+        name = line[:colon].rstrip(b" \t")
+        if not name or b" " in name or b"\t" in name:
+            raise ProtocolError(f"malformed header name {name[:100]!r}")
+        value = line[colon + 1 :].strip(b" \t")
+        out.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+    return out
+
+
+def _split_lines(block: bytes) -> list[bytes]:
+    """CRLF-terminated lines (a bare LF is accepted too, RFC 9112 2.2)."""
+    lines = block.split(b"\n")
+    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+
+
+def _find_blank_line(buf: bytes, pos: int) -> tuple[int, int]:
+    """Where the block ending at the first empty line ends: (block end, next pos)."""
+    i = buf.find(b"\r\n\r\n", pos)
+    j = buf.find(b"\n\n", pos)
+    if j != -1 and (i == -1 or j < i):
+        return j, j + 2
+    if i != -1:
+        # A bare-LF line followed by CRLF, e.g. "\n\r\n", ends earlier.
+        k = buf.find(b"\n\r\n", pos, i)
+        if k != -1:
+            return k, k + 3
+        return i, i + 4
+    k = buf.find(b"\n\r\n", pos)
+    if k != -1:
+        return k, k + 3
+    return -1, -1
+
+
+# Body framings.
+_NONE = 0
+_LENGTH = 1
+_CHUNKED = 2
+_UNTIL_CLOSE = 3
+
+# Chunked states.
+_SIZE = 0
+_DATA = 1
+_DATA_END = 2
+_TRAILERS = 3
+
+
+class ResponseParser:
+    """Parses one response from bytes fed as they come.
+
+    ``feed`` appends bytes and ``feed_eof`` notes that the peer closed.
+    :meth:`head` returns the final response head once it is complete (None
+    until then). :meth:`body` then returns the body bytes available so far
+    (``b""`` when none); :attr:`complete` turns True at the end of the message,
+    after which :attr:`trailers` holds the chunked trailer fields, if any, and
+    :attr:`reusable` says whether the connection may carry another request.
+    Malformed input, and a connection closed early, raise :class:`ProtocolError`.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_chunk_left",
+        "_chunk_state",
+        "_eof",
+        "_framing",
+        "_head",
+        "_left",
+        "_method",
+        "_pos",
+        "complete",
+        "trailers",
+    )
+
+    def __init__(self, method: str = "POST") -> None:
+        self._method = method
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._head: ResponseHead | None = None
+        self._framing = _NONE
+        self._left = 0
+        self._chunk_state = _SIZE
+        self._chunk_left = 0
+        self.complete = False
+        self.trailers: list[tuple[str, str]] = []
+
+    # -- input ------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes received from the peer."""
+        if self._pos >= len(self._buf):
+            self._buf = data
+        else:
+            self._buf = self._buf[self._pos :] + data
+        self._pos = 0
+
+    def feed_eof(self) -> None:
+        """The peer closed its side: a body delimited by the close ends here."""
+        self._eof = True
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed and not yet parsed or handed out."""
+        return len(self._buf) - self._pos
+
+    # -- head -------------------------------------------------------------------
+
+    def head(self) -> ResponseHead | None:
+        """The final response head, or None while it is incomplete."""
+        if self._head is not None:
+            return self._head
+        while True:
+            buf = self._buf
+            pos = self._pos
+            end, nxt = _find_blank_line(buf, pos)
+            if end == -1:
+                if len(buf) - pos > MAX_HEAD_BYTES:
+                    raise ProtocolError("response head too large")
+                if self._eof:
+                    if pos == len(buf):
+                        raise ProtocolError("connection closed without a response")
+                    raise ProtocolError("connection closed inside the response head")
+                return None
+            if end - pos > MAX_HEAD_BYTES:
+                raise ProtocolError("response head too large")
+            head = self._parse_head(buf[pos:end])
+            self._pos = nxt
+            if head.status >= 200:
+                self._start_body(head)
+                return head
+            if head.status == 101:
+                raise ProtocolError("unexpected 101 Switching Protocols")
+            # 1xx informational: skipped, the final response follows.
+
+    def _parse_head(self, block: bytes) -> ResponseHead:
+        # Empty lines before the status line are tolerated (RFC 9112 2.2).
+        block = block.lstrip(b"\r\n")
+        lines = _split_lines(block)
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2:
+            raise ProtocolError(f"malformed status line {lines[0][:100]!r}")
+        version = parts[0]
+        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+            raise ProtocolError(f"unsupported HTTP version {version[:20]!r}")
+        code = parts[1]
+        if len(code) != 3 or not code.isdigit():
+            raise ProtocolError(f"malformed status code {code[:20]!r}")
+        reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
+        return ResponseHead(
+            version[5:].decode(), int(code), reason, _parse_fields(lines[1:])
+        )
+
+    def _start_body(self, head: ResponseHead) -> None:
+        self._head = head
+        status = head.status
+        te: list[str] = []
+        cl: list[str] = []
+        conn: list[str] = []
+        for name, value in head.headers:
+            if name == "content-length":
+                cl.append(value)
+            elif name == "transfer-encoding":
+                te.append(value)
+            elif name == "connection":
+                conn.append(value)
+        tokens = {t.strip().lower() for v in conn for t in v.split(",")}
+        if head.version == "1.0":
+            keep_alive = "keep-alive" in tokens
+        else:
+            keep_alive = "close" not in tokens
+        if self._method == "HEAD" or status in (204, 304):
+            self._framing = _NONE
+        elif te:
+            codings = [c.strip().lower() for v in te for c in v.split(",") if c.strip()]
+            if codings and codings[-1] == "chunked":
+                self._framing = _CHUNKED
+            else:
+                self._framing = _UNTIL_CLOSE
+            if cl:
+                # Both present: Transfer-Encoding wins and the connection
+                # must not be reused (RFC 9112 6.1).
+                keep_alive = False
+        elif cl:
+            values = {v.strip() for v in cl for v in v.split(",")}
+            if len(values) != 1:
+                raise ProtocolError(f"conflicting Content-Length values {cl!r}")
+            value = values.pop()
+            if not value.isdigit() or not value.isascii() or len(value) > 18:
+                raise ProtocolError(f"invalid Content-Length {value[:30]!r}")
+            self._framing = _LENGTH
+            self._left = int(value)
+        else:
+            self._framing = _UNTIL_CLOSE
+        if self._framing == _UNTIL_CLOSE:
+            keep_alive = False
+        head.keep_alive = keep_alive
+        if self._framing == _NONE or (self._framing == _LENGTH and not self._left):
+            self._finish()
+
+    def _finish(self) -> None:
+        self.complete = True
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection may carry another request after this response.
+
+        True only once the message is complete, the peer allows persistence,
+        has not closed, and sent nothing beyond the message.
+        """
+        head = self._head
+        return (
+            self.complete
+            and head is not None
+            and head.keep_alive
+            and not self._eof
+            and self._pos >= len(self._buf)
+        )
+
+    # -- body -------------------------------------------------------------------
+
+    def body(self) -> bytes:
+        """Body bytes received since the last call; ``b""`` if none (yet)."""
+        if self.complete:
+            return b""
+        framing = self._framing
+        if framing == _LENGTH:
+            buf = self._buf
+            pos = self._pos
+            avail = len(buf) - pos
+            if avail == 0:
+                if self._eof:
+                    raise ProtocolError(
+                        f"connection closed with {self._left} body bytes missing"
+                    )
+                return b""
+            left = self._left
+            if avail <= left:
+                data = buf[pos:] if pos else buf
+                self._buf = b""
+                self._pos = 0
+                self._left = left - avail
+            else:
+                data = buf[pos : pos + left]
+                self._pos = pos + left
+                self._left = 0
+            if not self._left:
+                self._finish()
+            return data
+        if framing == _CHUNKED:
+            return self._chunked()
+        if framing == _UNTIL_CLOSE:
+            buf = self._buf
+            data = buf[self._pos :] if self._pos else buf
+            self._buf = b""
+            self._pos = 0
+            if self._eof:
+                self._finish()
+            return data
+        return b""
+
+    def _chunked(self) -> bytes:
+        out: list[bytes] = []
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        while True:
+            state = self._chunk_state
+            if state == _DATA:
+                avail = end - pos
+                if not avail:
+                    break
+                n = self._chunk_left
+                if avail < n:
+                    out.append(buf[pos:] if pos else buf)
+                    self._chunk_left = n - avail
+                    pos = end
+                    break
+                out.append(buf[pos : pos + n])
+                pos += n
+                self._chunk_left = 0
+                self._chunk_state = _DATA_END
+            elif state == _SIZE:
+                nl = buf.find(b"\n", pos, pos + MAX_CHUNK_LINE)
+                if nl == -1:
+                    if end - pos >= MAX_CHUNK_LINE:
+                        raise ProtocolError("chunk size line too long")
+                    break
+                size = _chunk_size(buf[pos:nl])
+                pos = nl + 1
+                if size:
+                    self._chunk_left = size
+                    self._chunk_state = _DATA
+                else:
+                    self._chunk_state = _TRAILERS
+            elif state == _DATA_END:
+                if end - pos < 2:
+                    if end - pos == 1 and buf[pos] == 10:  # a bare LF
+                        pos += 1
+                        self._chunk_state = _SIZE
+                        continue
+                    break
+                if buf[pos] == 13 and buf[pos + 1] == 10:
+                    pos += 2
+                elif buf[pos] == 10:
+                    pos += 1
+                else:
+                    raise ProtocolError("chunk data not followed by CRLF")
+                self._chunk_state = _SIZE
+            else:  # _TRAILERS
+                if buf.startswith(b"\r\n", pos):
+                    pos += 2
+                elif buf.startswith(b"\n", pos):
+                    pos += 1
+                else:
+                    blk, nxt = _find_blank_line(buf, pos)
+                    if blk == -1:
+                        if end - pos > MAX_HEAD_BYTES:
+                            raise ProtocolError("trailer section too large")
+                        break
+                    self.trailers = _parse_fields(_split_lines(buf[pos:blk]))
+                    pos = nxt
+                self._pos = pos
+                self._finish()
+                if pos == end:
+                    self._buf = b""
+                    self._pos = 0
+                return b"".join(out)
+        if pos >= end:
+            self._buf = b""
+            self._pos = 0
+        else:
+            self._pos = pos
+        if self._eof and not self.complete:
+            raise ProtocolError("connection closed inside a chunked body")
+        if len(out) == 1:
+            return out[0]
+        return b"".join(out)
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size in a chunk-size line; extensions after ``;`` are ignored."""
+    semi = line.find(b";")
+    digits = (line if semi == -1 else line[:semi]).rstrip(b"\r").strip(b" \t")
+    if not digits or len(digits) > 15 or not _HEX.issuperset(digits):
+        raise ProtocolError(f"invalid chunk size {line[:40]!r}")
+    return int(digits, 16)

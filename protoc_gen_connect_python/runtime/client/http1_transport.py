@@ -1,0 +1,909 @@
+"""HTTP/1.1 transports in pure Python: an asyncio shell and a socket shell.
+
+Both drive the sans-IO code of ``http1.py`` and implement the transport
+interface of ``transport.py``. Each keeps a pool of idle keep-alive connections
+per (scheme, host, port). A connection goes back to the pool only after a
+complete exchange (request fully sent, response fully read, no
+``Connection: close``, nothing extra received); a call that ends early in any
+way (cancellation, deadline, ``aclose``/``close``, an error) closes its
+connection instead.
+
+Why not pyqwest here: pyqwest runs its I/O on native threads, and every await
+of it is a cross-thread wake-up of the event loop. This transport reads on the
+loop itself, so a small unary call costs one wake-up for the whole response.
+HTTP/2 (and so gRPC) stays with pyqwest.
+
+Streamed request bodies use the chunked coding. The async shell sends them from
+a task while the response is read (servers that answer early get their answer
+read); the sync shell sends the whole body first, then reads (half duplex).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
+
+from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.core import HTTPRequest
+from protoc_gen_connect_python.runtime.client.http1 import (
+    LAST_CHUNK,
+    ProtocolError,
+    ResponseParser,
+    request_head,
+)
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.errors import ConnectError
+from protoc_gen_connect_python.runtime.headers import Headers
+
+if TYPE_CHECKING:
+    from protoc_gen_connect_python.runtime.client.transport import (
+        AsyncResponse,
+        SyncResponse,
+    )
+
+__all__ = ["AsyncHTTP1Transport", "SyncHTTP1Transport"]
+
+MAX_IDLE_PER_HOST = 64
+"""Idle connections kept per (scheme, host, port); more are closed."""
+READ_PAUSE_BYTES = 256 * 1024
+"""Unread response bytes at which the async shell stops reading the socket."""
+RECV_BYTES = 64 * 1024
+"""Largest read of the sync shell."""
+_JOIN_MAX = 64 * 1024  # bodies up to this size are sent with the head in one write
+
+_Key = tuple[str, str, int]
+
+
+# -- shared --------------------------------------------------------------------
+
+
+class _Target:
+    """Where a URL goes: pool key, host to connect to, Host header, request target."""
+
+    __slots__ = ("host", "host_header", "key", "port", "tls")
+
+    def __init__(self, scheme: str, authority: str) -> None:
+        if scheme not in ("http", "https"):
+            raise ConnectError(Code.INTERNAL, f"unsupported URL scheme {scheme!r}")
+        self.tls = scheme == "https"
+        host, port = authority, 443 if self.tls else 80
+        if authority.startswith("["):  # IPv6 literal
+            end = authority.find("]")
+            if end == -1:
+                raise ConnectError(Code.INTERNAL, f"invalid host {authority!r}")
+            host = authority[1:end]
+            rest = authority[end + 1 :]
+            if rest.startswith(":") and rest[1:]:
+                port = _port(rest[1:], authority)
+        elif ":" in authority:
+            host, _, p = authority.rpartition(":")
+            if p:
+                port = _port(p, authority)
+        if not host:
+            raise ConnectError(Code.INTERNAL, f"no host in {authority!r}")
+        self.host = host
+        self.port = port
+        self.host_header = authority
+        self.key: _Key = (scheme, host, port)
+
+
+def _port(text: str, authority: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConnectError(Code.INTERNAL, f"invalid port in {authority!r}")
+    return int(text)
+
+
+class _Targets:
+    """Parses request URLs, remembering each authority seen."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], _Target] = {}
+
+    def parse(self, url: str) -> tuple[_Target, str]:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ConnectError(Code.INTERNAL, f"not an absolute URL: {url!r}")
+        slash = rest.find("/")
+        if slash == -1:
+            authority, path = rest, "/"
+        else:
+            authority, path = rest[:slash], rest[slash:]
+        q = authority.find("?")
+        if q != -1:
+            authority, path = authority[:q], "/" + authority[q:]
+        if "@" in authority:
+            raise ConnectError(Code.INTERNAL, "credentials in URLs are not supported")
+        key = (scheme, authority)
+        target = self._cache.get(key)
+        if target is None:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            target = self._cache[key] = _Target(scheme, authority)
+        return target, path
+
+
+def _head_bytes(
+    request: HTTPRequest, target: _Target, path: str, length: int | None
+) -> bytes:
+    try:
+        return request_head(
+            request.method, path, target.host_header, request.headers, length
+        )
+    except ValueError as e:
+        raise ConnectError(Code.INTERNAL, f"invalid request: {e}") from None
+
+
+def _load_pem_chain(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    # ssl loads certificate chains from files only: write them to a private
+    # temporary directory for the time of the call.
+    with tempfile.TemporaryDirectory(prefix="connect-tls-") as d:
+        cert_path = os.path.join(d, "cert.pem")
+        key_path = os.path.join(d, "key.pem")
+        for path, data in ((cert_path, cert), (key_path, key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        ctx.load_cert_chain(cert_path, key_path)
+
+
+def ssl_context(config: ClientConfig | None) -> ssl.SSLContext:
+    """The TLS settings of a client: its CA (or the system's), its certificate."""
+    ca = config.tls_ca_cert if config is not None else None
+    if ca is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            ctx.load_verify_locations(cadata=ca.decode("ascii"))
+        except (ssl.SSLError, ValueError) as e:
+            raise ValueError(f"tls_ca_cert: {e}") from e
+    else:
+        ctx = ssl.create_default_context()
+    if (
+        config is not None
+        and config.tls_cert is not None
+        and config.tls_key is not None
+    ):
+        try:
+            _load_pem_chain(ctx, config.tls_cert, config.tls_key)
+        except ssl.SSLError as e:
+            raise ValueError(f"tls_cert/tls_key: {e}") from e
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def map_error(e: BaseException) -> ConnectError:
+    """The RPC error for a failure of the network or of HTTP (as for pyqwest)."""
+    if isinstance(e, ConnectError):
+        return e
+    if isinstance(e, TimeoutError):
+        code = Code.DEADLINE_EXCEEDED
+    elif isinstance(e, (OSError, ProtocolError, EOFError)):
+        code = Code.UNAVAILABLE
+    else:
+        code = Code.UNKNOWN
+    return ConnectError(code, f"{type(e).__name__}: {e}")
+
+
+def _canceled() -> ConnectError:
+    return ConnectError(Code.CANCELED, "request canceled by the client")
+
+
+def _trailers(parser: ResponseParser) -> Headers:
+    return Headers(parser.trailers) if parser.trailers else Headers()
+
+
+# -- asyncio ---------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One connection on the event loop; carries one exchange at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, key: _Key) -> None:
+        self.loop = loop
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser: ResponseParser | None = None  # None while idle
+        self.received = False  # any byte of the current response
+        self.closed = False
+        self.aborted = False  # closed by this side before the end
+        self.error: BaseException | None = None  # what made the connection fail
+        self.read_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+
+    # protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        p = self.parser
+        if p is None:
+            # Nothing is expected on an idle connection.
+            self.close()
+            return
+        self.received = True
+        p.feed(data)
+        if p.buffered > READ_PAUSE_BYTES and not self.read_paused:
+            self.read_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def eof_received(self) -> bool:
+        if self.parser is not None:
+            self.parser.feed_eof()
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if exc is not None and self.error is None:
+            self.error = exc
+        if self.parser is not None:
+            self.parser.feed_eof()
+        self._wake()
+        d = self._drain
+        if d is not None:
+            self._drain = None
+            if not d.done():
+                d.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        d = self._drain
+        if d is not None:
+            self._drain = None
+            if not d.done():
+                d.set_result(None)
+
+    # for the transport
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def wait(self) -> None:
+        """Until more bytes arrive or the connection ends."""
+        if self.aborted:
+            raise _canceled()
+        if self.closed:
+            # The parser has seen the end; it raises or finishes.
+            return
+        w = self.loop.create_future()
+        self._waiter = w
+        try:
+            await w
+        finally:
+            self._waiter = None
+        if self.aborted:
+            raise _canceled()
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise ConnectError(Code.UNAVAILABLE, "connection closed while sending")
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        while self._write_paused and not self.closed:
+            d = self.loop.create_future()
+            self._drain = d
+            await d
+
+    def resume_reading(self) -> None:
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Drop the connection at once (never reused)."""
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                _shutdown_now(self.transport)
+                self.transport.abort()
+        self._wake()
+
+    def abort(self) -> None:
+        """Close because this side gave up on the exchange."""
+        self.aborted = True
+        self.close()
+
+
+def _shutdown_now(transport: asyncio.BaseTransport) -> None:
+    # abort() closes the socket on the loop's next iteration; shut it down now
+    # so that the server learns at once, even if the caller blocks the loop.
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = sock.fileno()
+        if fd >= 0:
+            with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as dup:
+                dup.shutdown(socket.SHUT_RDWR)
+
+
+class _AsyncResponse:
+    __slots__ = ("_conn", "_done", "_owner", "_parser", "_pump", "headers", "status")
+
+    def __init__(
+        self,
+        owner: AsyncHTTP1Transport,
+        conn: _Connection,
+        parser: ResponseParser,
+        status: int,
+        headers: Headers,
+        pump: asyncio.Task[None] | None,
+    ) -> None:
+        self._owner = owner
+        self._conn = conn
+        self._parser = parser
+        self._pump = pump
+        self._done = False
+        self.status = status
+        self.headers = headers
+
+    async def read(self) -> bytes:
+        p = self._parser
+        conn = self._conn
+        try:
+            while True:
+                data = p.body()
+                if data:
+                    if conn.read_paused and p.buffered < READ_PAUSE_BYTES // 2:
+                        conn.resume_reading()
+                    return data
+                if p.complete:
+                    self._finish()
+                    return b""
+                if self._done:
+                    raise _canceled()
+                if conn.read_paused:
+                    conn.resume_reading()
+                await conn.wait()
+        except ProtocolError as e:
+            self._fail()
+            raise ConnectError(
+                Code.UNAVAILABLE, f"{_describe(conn, e)}"
+            ) from conn.error
+        except BaseException:
+            self._fail()
+            raise
+
+    @property
+    def trailers(self) -> Headers:
+        return _trailers(self._parser)
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        pump = self._pump
+        conn = self._conn
+        if pump is not None and not pump.done():
+            # Answered before the request ended: the rest is not wanted, and
+            # the connection cannot carry another exchange.
+            pump.cancel()
+            conn.close()
+            return
+        if self._parser.reusable and not conn.closed:
+            self._owner._release(conn)
+        else:
+            conn.close()
+
+    def _fail(self) -> None:
+        if not self._done:
+            self._done = True
+            self._conn.abort()
+            if self._pump is not None:
+                self._pump.cancel()
+
+    async def aclose(self) -> None:
+        if not self._done:
+            if self._parser.complete:
+                self._finish()
+            else:
+                self._fail()
+
+
+def _describe(conn: _Connection | None, e: BaseException) -> str:
+    cause = conn.error if conn is not None else None
+    if cause is not None:
+        return f"{e} ({type(cause).__name__}: {cause})"
+    return str(e)
+
+
+class AsyncHTTP1Transport:
+    """:class:`~.transport.AsyncTransport` speaking HTTP/1.1 on the event loop.
+
+    ``config`` supplies the TLS options (``tls_ca_cert``, ``tls_cert``,
+    ``tls_key``); ``https://`` URLs negotiate ``http/1.1`` by ALPN.
+    """
+
+    def __init__(self, config: ClientConfig | None = None) -> None:
+        self._config = config
+        self._ssl: ssl.SSLContext | None = None
+        self._idle: dict[_Key, list[_Connection]] = {}
+        self._targets = _Targets()
+        self._closed = False
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl_context(self._config)
+        return self._ssl
+
+    async def send(
+        self, request: HTTPRequest, body: AsyncIterator[bytes] | None
+    ) -> AsyncResponse:
+        """Send ``request``; returns once the response head has arrived."""
+        if self._closed:
+            raise ConnectError(Code.CANCELED, "transport closed")
+        target, path = self._targets.parse(request.url)
+        data = request.body or b""
+        head = _head_bytes(
+            request, target, path, None if body is not None else len(data)
+        )
+        # A reused connection may have been closed by the server meanwhile; a
+        # request that is all bytes is retried once on a fresh connection if
+        # nothing at all came back.
+        while True:
+            conn, reused = await self._acquire(target)
+            parser = ResponseParser(request.method)
+            conn.parser = parser
+            conn.received = False
+            pump: asyncio.Task[None] | None = None
+            try:
+                if body is None:
+                    if len(data) <= _JOIN_MAX:
+                        conn.write(head + data)
+                    else:
+                        conn.write(head)
+                        conn.write(data)
+                else:
+                    conn.write(head)
+                    pump = conn.loop.create_task(_pump(conn, body))
+                while (h := parser.head()) is None:
+                    await conn.wait()
+            except ProtocolError as e:
+                conn.abort()
+                if reused and body is None and not conn.received:
+                    continue
+                if pump is not None:
+                    pump.cancel()
+                raise ConnectError(Code.UNAVAILABLE, _describe(conn, e)) from None
+            except BaseException:
+                conn.abort()
+                if pump is not None:
+                    pump.cancel()
+                raise
+            return _AsyncResponse(
+                self, conn, parser, h.status, Headers(h.headers), pump
+            )
+
+    async def _acquire(self, target: _Target) -> tuple[_Connection, bool]:
+        loop = asyncio.get_running_loop()
+        idle = self._idle.get(target.key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.loop is loop:
+                return conn, True
+            if conn.loop is loop:
+                conn.close()
+        try:
+            if target.tls:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, target.key),
+                    target.host,
+                    target.port,
+                    ssl=self._ssl_context(),
+                    server_hostname=target.host,
+                )
+            else:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop, target.key), target.host, target.port
+                )
+        except (OSError, asyncio.TimeoutError) as e:
+            raise ConnectError(
+                Code.UNAVAILABLE,
+                f"cannot connect to {target.host}:{target.port}: {type(e).__name__}: {e}",
+            ) from e
+        return conn, False
+
+    def _release(self, conn: _Connection) -> None:
+        conn.parser = None
+        if conn.read_paused:
+            conn.resume_reading()
+        if self._closed:
+            conn.close()
+            return
+        key_conns = self._idle.setdefault(conn.key, [])
+        if len(key_conns) >= MAX_IDLE_PER_HOST:
+            conn.close()
+        else:
+            key_conns.append(conn)
+
+    async def aclose(self) -> None:
+        """Close idle connections; those in use close when their call ends."""
+        self._closed = True
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                with contextlib.suppress(RuntimeError):  # its loop may be gone
+                    conn.close()
+
+
+async def _pump(conn: _Connection, body: AsyncIterator[bytes]) -> None:
+    """Send a streamed request body with the chunked coding."""
+    try:
+        async for chunk in body:
+            if not chunk:
+                continue
+            if conn.closed:
+                return
+            if len(chunk) <= _JOIN_MAX:
+                conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:
+                conn.write(b"%x\r\n" % len(chunk))
+                conn.write(chunk)
+                conn.write(b"\r\n")
+            await conn.drain()
+        if not conn.closed:
+            conn.write(LAST_CHUNK)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        # The client reports the body's own exception; the reader just stops.
+        if conn.error is None:
+            conn.error = e
+        conn.abort()
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
+# -- blocking sockets ----------------------------------------------------------------
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle socket has something to read (EOF or stray bytes)."""
+    if hasattr(select, "poll"):
+        p = select.poll()
+        p.register(sock, select.POLLIN)
+        return bool(p.poll(0))
+    r, _, _ = select.select([sock], [], [], 0)
+    return bool(r)
+
+
+class _SyncConn:
+    __slots__ = ("_lock", "_reading", "closed", "key", "sock", "timeout")
+
+    def __init__(self, sock: socket.socket, key: _Key) -> None:
+        self.sock = sock
+        self.key = key
+        self.closed = False
+        self.timeout: float | None = sock.gettimeout()
+        self._lock = threading.Lock()
+        self._reading = False
+
+    def set_deadline(self, deadline: float | None) -> None:
+        if deadline is None:
+            if self.timeout is not None:
+                self.sock.settimeout(None)
+                self.timeout = None
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline exceeded")
+        self.sock.settimeout(left)
+        self.timeout = left
+
+    def recv(self) -> bytes:
+        with self._lock:
+            if self.closed:
+                raise _canceled()
+            self._reading = True
+        try:
+            return self.sock.recv(RECV_BYTES)
+        finally:
+            with self._lock:
+                self._reading = False
+                if self.closed:
+                    self.sock.close()
+
+    def close(self) -> None:
+        """Close, from any thread; wakes a read blocked in another thread."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            reading = self._reading
+        with contextlib.suppress(OSError):
+            # The plain socket's shutdown, also for TLS: it wakes the reader
+            # without touching the TLS state that thread is using.
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        if not reading:
+            self.sock.close()
+
+
+class _SyncResponse:
+    __slots__ = (
+        "_conn",
+        "_deadline",
+        "_done",
+        "_owner",
+        "_parser",
+        "headers",
+        "status",
+    )
+
+    def __init__(
+        self,
+        owner: SyncHTTP1Transport,
+        conn: _SyncConn,
+        parser: ResponseParser,
+        status: int,
+        headers: Headers,
+        deadline: float | None,
+    ) -> None:
+        self._owner = owner
+        self._conn = conn
+        self._parser = parser
+        self._deadline = deadline
+        self._done = False
+        self.status = status
+        self.headers = headers
+
+    def read(self) -> bytes:
+        p = self._parser
+        conn = self._conn
+        while True:
+            try:
+                data = p.body()
+            except ProtocolError as e:
+                self._fail()
+                raise ConnectError(Code.UNAVAILABLE, str(e)) from None
+            if data:
+                return data
+            if p.complete:
+                if not self._done:
+                    self._done = True
+                    if p.reusable and not conn.closed:
+                        self._owner._release(conn)
+                    else:
+                        conn.close()
+                return b""
+            if self._done or conn.closed:
+                raise _canceled()
+            try:
+                conn.set_deadline(self._deadline)
+                chunk = conn.recv()
+            except ConnectError:
+                self._fail()
+                raise
+            except Exception as e:
+                closed = conn.closed
+                self._fail()
+                raise _canceled() if closed else map_error(e) from e
+            if conn.closed:
+                self._fail()
+                raise _canceled()
+            if chunk:
+                p.feed(chunk)
+            else:
+                p.feed_eof()
+
+    @property
+    def trailers(self) -> Headers:
+        return _trailers(self._parser)
+
+    def _fail(self) -> None:
+        self._done = True
+        self._conn.close()
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._conn.close()
+
+
+class SyncHTTP1Transport:
+    """:class:`~.transport.SyncTransport` speaking HTTP/1.1 over blocking sockets.
+
+    Thread-safe: threads share the pool of idle connections. ``request.timeout``
+    bounds connecting, sending and reading alike.
+    """
+
+    def __init__(self, config: ClientConfig | None = None) -> None:
+        self._config = config
+        self._ssl: ssl.SSLContext | None = None
+        self._idle: dict[_Key, list[_SyncConn]] = {}
+        self._lock = threading.Lock()
+        self._targets = _Targets()
+        self._closed = False
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._ssl is None:
+                self._ssl = ssl_context(self._config)
+            return self._ssl
+
+    def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> SyncResponse:
+        """Send ``request`` and read the response head, within ``request.timeout``."""
+        if self._closed:
+            raise ConnectError(Code.CANCELED, "transport closed")
+        deadline = (
+            None if request.timeout is None else time.monotonic() + request.timeout
+        )
+        target, path = self._targets.parse(request.url)
+        data = request.body or b""
+        head = _head_bytes(
+            request, target, path, None if body is not None else len(data)
+        )
+        while True:
+            conn, reused = self._acquire(target, deadline)
+            parser = ResponseParser(request.method)
+            received = False
+            write_error: OSError | None = None
+            try:
+                conn.set_deadline(deadline)
+                try:
+                    if body is None:
+                        if len(data) <= _JOIN_MAX:
+                            conn.sock.sendall(head + data)
+                        else:
+                            conn.sock.sendall(head)
+                            conn.sock.sendall(data)
+                    else:
+                        self._send_chunked(conn, head, body, deadline)
+                except (TimeoutError, ConnectError):
+                    raise
+                except OSError as e:
+                    # The server may have answered and closed early: read what
+                    # it said before giving up.
+                    write_error = e
+                while (h := parser.head()) is None:
+                    conn.set_deadline(deadline)
+                    chunk = conn.recv()
+                    if chunk:
+                        received = True
+                        parser.feed(chunk)
+                    else:
+                        parser.feed_eof()
+            except ProtocolError as e:
+                conn.close()
+                if reused and body is None and not received:
+                    continue
+                if write_error is not None:
+                    raise map_error(write_error) from write_error
+                raise ConnectError(Code.UNAVAILABLE, str(e)) from None
+            except BaseException as e:
+                conn.close()
+                if isinstance(e, Exception) and not isinstance(e, ConnectError):
+                    if body is not None and not isinstance(e, OSError):
+                        raise  # the request iterator's own exception
+                    if (
+                        reused
+                        and body is None
+                        and not received
+                        and not isinstance(e, TimeoutError)
+                    ):
+                        continue
+                    raise map_error(e) from e
+                raise
+            if write_error is not None:
+                # Only the response may be read; the connection is done after it.
+                parser.feed_eof()
+            return _SyncResponse(
+                self, conn, parser, h.status, Headers(h.headers), deadline
+            )
+
+    def _send_chunked(
+        self,
+        conn: _SyncConn,
+        head: bytes,
+        body: Iterator[bytes],
+        deadline: float | None,
+    ) -> None:
+        sock = conn.sock
+        sock.sendall(head)
+        for chunk in body:
+            if not chunk:
+                continue
+            conn.set_deadline(deadline)
+            if len(chunk) <= _JOIN_MAX:
+                sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:
+                sock.sendall(b"%x\r\n" % len(chunk))
+                sock.sendall(chunk)
+                sock.sendall(b"\r\n")
+        conn.set_deadline(deadline)
+        sock.sendall(LAST_CHUNK)
+
+    def _acquire(
+        self, target: _Target, deadline: float | None
+    ) -> tuple[_SyncConn, bool]:
+        with self._lock:
+            idle = self._idle.get(target.key)
+            while idle:
+                conn = idle.pop()
+                if not conn.closed and not _readable(conn.sock):
+                    return conn, True
+                conn.close()
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            raise ConnectError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+        try:
+            sock = socket.create_connection((target.host, target.port), timeout)
+        except TimeoutError as e:
+            raise ConnectError(
+                Code.DEADLINE_EXCEEDED,
+                f"deadline exceeded connecting to {target.host}:{target.port}",
+            ) from e
+        except OSError as e:
+            raise ConnectError(
+                Code.UNAVAILABLE,
+                f"cannot connect to {target.host}:{target.port}: {type(e).__name__}: {e}",
+            ) from e
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if target.tls:
+                sock = self._ssl_context().wrap_socket(
+                    sock, server_hostname=target.host
+                )
+        except BaseException as e:
+            sock.close()
+            if isinstance(e, TimeoutError):
+                raise ConnectError(
+                    Code.DEADLINE_EXCEEDED, "deadline exceeded in the TLS handshake"
+                ) from e
+            if isinstance(e, OSError):
+                raise ConnectError(
+                    Code.UNAVAILABLE,
+                    f"TLS with {target.host}:{target.port} failed: {type(e).__name__}: {e}",
+                ) from e
+            raise
+        return _SyncConn(sock, target.key), False
+
+    def _release(self, conn: _SyncConn) -> None:
+        with self._lock:
+            if not self._closed:
+                conns = self._idle.setdefault(conn.key, [])
+                if len(conns) < MAX_IDLE_PER_HOST:
+                    conns.append(conn)
+                    return
+        conn.close()
+
+    def close(self) -> None:
+        """Close idle connections; those in use close when their call ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
