@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    MutableMapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
@@ -46,21 +54,26 @@ class _Guard:
     """Cancels the task serving a call when its deadline passes or the client leaves.
 
     Running the handler in the request's own task and cancelling that task
-    costs a timer and, once the body is read, one watcher task; the reason is
-    recorded so the shell can tell our cancellation from the server's.
+    costs a timer for the deadline and, once the body is read, one watcher task
+    for ``http.disconnect``; the reason is recorded so the shell can tell our
+    cancellation from the server's. A unary handler that returns without
+    suspending needs neither; one that suspends gets its watcher after a short
+    grace period (``watch_later``), so quick handlers pay one timer, not a task.
     """
 
     __slots__ = ("_done", "_task", "_timer", "_watcher", "reason")
 
     def __init__(self) -> None:
-        self._task = asyncio.current_task()
+        self._task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._watcher: asyncio.TimerHandle | asyncio.Task[None] | None = None
         self._done = False
         self.reason: str | None = None
 
     def arm(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = asyncio.current_task()
         self._timer = loop.call_later(
             max(0.0, deadline - time.monotonic()), self.fire, _DEADLINE
         )
@@ -68,7 +81,22 @@ class _Guard:
     def watch(self, receive: Receive) -> None:
         """Listen for ``http.disconnect``; only once nothing else calls receive."""
         if self._watcher is None and not self._done:
+            if self._task is None:
+                self._task = asyncio.current_task()
             self._watcher = asyncio.ensure_future(self._watch(receive))
+
+    def watch_later(self, receive: Receive) -> None:
+        """``watch`` unless the call is over within ``_WATCH_AFTER`` seconds."""
+        if self._watcher is None and not self._done:
+            if self._task is None:
+                self._task = asyncio.current_task()
+            self._watcher = asyncio.get_running_loop().call_later(
+                _WATCH_AFTER, self._start_watch, receive
+            )
+
+    def _start_watch(self, receive: Receive) -> None:
+        self._watcher = None
+        self.watch(receive)
 
     async def _watch(self, receive: Receive) -> None:
         while True:
@@ -78,9 +106,14 @@ class _Guard:
                 return
 
     def fire(self, reason: str) -> None:
-        if self.reason is None and not self._done and self._task is not None:
-            self.reason = reason
-            self._task.cancel()
+        if self.reason is None and not self._done:
+            task = self._task
+            if task is None:
+                # From inside the call's own task (a reader saw the disconnect).
+                task = self._task = asyncio.current_task()
+            if task is not None:
+                self.reason = reason
+                task.cancel()
 
     def disarm(self) -> None:
         self._done = True
@@ -104,6 +137,36 @@ class _Guard:
         else:
             self.absorb()
         return reason
+
+
+_WATCH_AFTER = 0.05
+"""Seconds a unary handler may run before a disconnect watcher is started."""
+
+
+@types.coroutine
+def _resume(it: Generator[Any, None, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Finish awaiting ``it``, already started and suspended on ``pending``.
+
+    What ``await`` does, for a coroutine whose first step ran by hand: values
+    and exceptions (a cancellation) from the task go to it, its yields to the
+    task.
+    """
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            it.close()
+            raise
+        except BaseException as exc:
+            try:
+                pending = it.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                pending = it.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 async def _disconnected(guard: _Guard) -> None:
@@ -341,9 +404,17 @@ class ASGIApp:
                     receive, call.unary_body_limit, ctx.request_headers, guard
                 )
             request = call.decode_unary(body)
-            guard.watch(receive)
             assert ep.unary is not None
-            response = await ep.unary(request, ctx)
+            # One step by hand: a handler that returns without suspending (the
+            # common case) never needs a disconnect watcher.
+            steps = ep.unary(request, ctx).__await__()
+            try:
+                pending = steps.send(None)
+            except StopIteration as done:
+                response = done.value
+            else:
+                guard.watch_later(receive)
+                response = await _resume(steps, pending)
             guard.disarm()
             reply = call.encode_unary(response)
         except asyncio.CancelledError:
