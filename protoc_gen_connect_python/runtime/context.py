@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.method import MethodSpec
+
+
+class RequestView(Protocol):
+    """How a server shell reads headers and peer from its request object.
+
+    The servers build ``RequestContext`` with one of these and the request
+    (an ASGI scope, a WSGI environ): the full ``Headers`` and the peer string
+    are made only if the handler asks for them.
+    """
+
+    def headers(self, src: Any) -> Headers:
+        """Every request header."""
+        ...
+
+    def peer(self, src: Any) -> str | None:
+        """The client's address as ``host:port``, or None."""
+        ...
 
 
 class RequestContext:
@@ -17,13 +34,16 @@ class RequestContext:
     """
 
     __slots__ = (
+        "_lazy_peer",
+        "_peer",
+        "_request_headers",
+        "_response_headers",
+        "_response_trailers",
+        "_src",
+        "_view",
         "deadline",
         "method",
-        "peer",
         "protocol",
-        "request_headers",
-        "response_headers",
-        "response_trailers",
     )
 
     def __init__(
@@ -39,13 +59,84 @@ class RequestContext:
         """The spec of the method being called."""
         self.protocol = protocol
         """``"connect"``, ``"grpc"`` or ``"grpc-web"``."""
-        self.request_headers = request_headers
-        self.response_headers = Headers()
-        self.response_trailers = Headers()
-        self.peer = peer
-        """The client's address as ``host:port``, when the server knows it."""
+        self._request_headers: Headers | None = request_headers
+        self._response_headers: Headers | None = None
+        self._response_trailers: Headers | None = None
+        self._peer = peer
+        self._lazy_peer = False
+        self._view: RequestView | None = None
+        self._src: Any = None
         self.deadline = deadline
         """The ``time.monotonic()`` instant the call times out at, or None."""
+
+    @classmethod
+    def _from_view(
+        cls, method: MethodSpec[Any, Any], protocol: str, view: RequestView, src: Any
+    ) -> RequestContext:
+        """A context whose headers and peer are read from ``src`` when first used."""
+        self = cls.__new__(cls)
+        self.method = method
+        self.protocol = protocol
+        self._request_headers = None
+        self._response_headers = None
+        self._response_trailers = None
+        self._peer = None
+        self._lazy_peer = True
+        self._view = view
+        self._src = src
+        self.deadline = None
+        return self
+
+    @property
+    def request_headers(self) -> Headers:
+        """The request's headers (names in lower case)."""
+        h = self._request_headers
+        if h is None:
+            assert self._view is not None
+            h = self._request_headers = self._view.headers(self._src)
+        return h
+
+    @request_headers.setter
+    def request_headers(self, value: Headers) -> None:
+        self._request_headers = value
+
+    @property
+    def response_headers(self) -> Headers:
+        """Headers to send before the first response message."""
+        h = self._response_headers
+        if h is None:
+            h = self._response_headers = Headers()
+        return h
+
+    @response_headers.setter
+    def response_headers(self, value: Headers) -> None:
+        self._response_headers = value
+
+    @property
+    def response_trailers(self) -> Headers:
+        """Trailers to send after the last response message."""
+        h = self._response_trailers
+        if h is None:
+            h = self._response_trailers = Headers()
+        return h
+
+    @response_trailers.setter
+    def response_trailers(self, value: Headers) -> None:
+        self._response_trailers = value
+
+    @property
+    def peer(self) -> str | None:
+        """The client's address as ``host:port``, when the server knows it."""
+        if self._lazy_peer:
+            self._lazy_peer = False
+            assert self._view is not None
+            self._peer = self._view.peer(self._src)
+        return self._peer
+
+    @peer.setter
+    def peer(self, value: str | None) -> None:
+        self._lazy_peer = False
+        self._peer = value
 
     def timeout_remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None if there is none."""

@@ -23,8 +23,10 @@ from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import AsyncServerInterceptor
 from protoc_gen_connect_python.runtime.server.core import (
+    HEAD_NAMES,
     NOT_FOUND,
     Endpoint,
+    Head,
     HTTPReject,
     Reply,
     ServerCall,
@@ -48,6 +50,39 @@ Send = Callable[[Message_], Awaitable[None]]
 
 _DEADLINE = "deadline"
 _DISCONNECT = "disconnect"
+
+_HEAD_NAMES = {n.encode("latin-1"): n for n in HEAD_NAMES}
+
+
+def _head(raw: Sequence[tuple[bytes, bytes]]) -> Head:
+    """The headers the protocols read, in one pass (ASGI names are lower case)."""
+    head: Head = {}
+    names = _HEAD_NAMES
+    for k, v in raw:
+        name = names.get(k)
+        if name is not None and name not in head:
+            head[name] = v.decode("latin-1")
+    return head
+
+
+class _ScopeSource:
+    """Reads what the protocols did not need from the scope, when asked."""
+
+    __slots__ = ()
+
+    def headers(self, scope: Scope) -> Headers:
+        return Headers.from_raw(scope["headers"])
+
+    def peer(self, scope: Scope) -> str | None:
+        client = scope.get("client")
+        return f"{client[0]}:{client[1]}" if client else None
+
+    def query(self, scope: Scope) -> str:
+        qs: bytes = scope.get("query_string", b"")
+        return qs.decode("latin-1")
+
+
+_SCOPE = _ScopeSource()
 
 
 class _Guard:
@@ -177,19 +212,19 @@ async def _disconnected(guard: _Guard) -> None:
 
 
 async def _read_body(
-    receive: Receive, limit: int, headers: Headers, guard: _Guard
+    receive: Receive, limit: int, length: str | None, guard: _Guard
 ) -> bytes:
-    length = headers.get("content-length")
-    if limit and length is not None and length.isdigit() and int(length) > limit:
-        raise _too_large(limit)
     msg = await receive()
     if msg["type"] != "http.request":
         await _disconnected(guard)
     body: bytes = msg.get("body", b"")
     if not msg.get("more_body", False):
+        # The usual case: the server had the whole body in one event.
         if limit and len(body) > limit:
             raise _too_large(limit)
         return body
+    if limit and length is not None and length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
     chunks = [body]
     size = len(body)
     while True:
@@ -337,27 +372,15 @@ class ASGIApp:
         if root and path.startswith(root):
             path = path[len(root) :]
         ep = self._routes.get(path)
+        head = _head(scope["headers"])
         if ep is None:
-            length = None
-            for k, v in scope["headers"]:
-                if k == b"content-length":
-                    length = v.decode("latin-1")
-            await _drain(receive, length)
+            await _drain(receive, head.get("content-length"))
             await _send_reply(send, NOT_FOUND)
             return
-        headers = Headers.from_raw(scope["headers"])
-        client = scope.get("client")
-        peer = f"{client[0]}:{client[1]}" if client else None
         try:
-            call = self._core.start(
-                ep,
-                scope["method"],
-                headers,
-                lambda: scope.get("query_string", b"").decode("latin-1"),
-                peer,
-            )
+            call = self._core.start(ep, scope["method"], head, _SCOPE, scope)
         except HTTPReject as r:
-            await _drain(receive, headers.get("content-length"))
+            await _drain(receive, head.get("content-length"))
             await _send_reply(send, r.reply)
             return
         if call.needs_trailers and "http.response.trailers" not in scope.get(
@@ -401,7 +424,10 @@ class ASGIApp:
             unread = False
             if body is None:
                 body = await _read_body(
-                    receive, call.unary_body_limit, ctx.request_headers, guard
+                    receive,
+                    call.unary_body_limit,
+                    call.head.get("content-length"),
+                    guard,
                 )
             request = call.decode_unary(body)
             assert ep.unary is not None
@@ -431,7 +457,7 @@ class ASGIApp:
             guard.disarm()
             reply = call.encode_error(self._core.to_error(e, ep))
         if unread:
-            await _drain(receive, ctx.request_headers.get("content-length"))
+            await _drain(receive, call.head.get("content-length"))
         await _send_reply(send, reply)
 
     async def _stream(

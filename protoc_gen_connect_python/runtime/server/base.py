@@ -16,11 +16,7 @@ from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import Codec
-from protoc_gen_connect_python.runtime.compression import (
-    IDENTITY,
-    Compression,
-    negotiate,
-)
+from protoc_gen_connect_python.runtime.compression import IDENTITY, Compression
 from protoc_gen_connect_python.runtime.context import RequestContext
 from protoc_gen_connect_python.runtime.envelope import (
     EnvelopeDecoder,
@@ -30,6 +26,7 @@ from protoc_gen_connect_python.runtime.envelope import (
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.server.core import (
     Endpoint,
+    Head,
     RawHeaders,
     ServerCall,
     ServerProtocol,
@@ -56,11 +53,7 @@ def request_compression(name: str | None, core: ServerCore) -> Compression | Non
 
 def response_compression(accept: str | None, core: ServerCore) -> Compression | None:
     """The algorithm to compress the response with, from the client's accept list."""
-    if accept:
-        name = negotiate(accept, core.compressions)
-        if name is not None:
-            return core.compressions[name]
-    return None
+    return core.response_compression(accept) if accept else None
 
 
 def parse_deadline(value: str | None, parse: Callable[[str], float]) -> float | None:
@@ -121,9 +114,10 @@ class EnvelopeCall(ServerCall):
         endpoint: Endpoint,
         codec: Codec | None,
         ctx: RequestContext,
+        head: Head,
         proto: CodecProtocol,
     ) -> None:
-        super().__init__(core, endpoint, codec, ctx)
+        super().__init__(core, endpoint, codec, ctx, head)
         self._proto = proto
         self._recv_comp: Compression | None = None
         self._send_comp: Compression | None = None
@@ -159,8 +153,9 @@ class EnvelopeCall(ServerCall):
                 (self._encoding_header, self._send_comp.name.encode("latin-1"))
             )
         headers.append(self._proto.accept)
-        if self.ctx.response_headers:
-            headers.extend(to_raw(self.ctx.response_headers))
+        extra = self.ctx._response_headers
+        if extra:
+            headers.extend(to_raw(extra))
         return 200, headers
 
     def encode_stream_message(self, message: Message) -> bytes:

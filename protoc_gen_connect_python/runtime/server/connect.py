@@ -32,6 +32,7 @@ from protoc_gen_connect_python.runtime.server.base import (
 )
 from protoc_gen_connect_python.runtime.server.core import (
     Endpoint,
+    Head,
     RawHeaders,
     Reply,
     ServerCall,
@@ -46,12 +47,12 @@ PROTOCOL = "connect"
 _CT_ERROR = (b"content-type", b"application/json")
 
 
-def _add_headers(out: RawHeaders, headers: Headers) -> None:
+def _add_headers(out: RawHeaders, headers: Headers | None) -> None:
     if headers:
         out.extend(to_raw(headers))
 
 
-def _add_trailers(out: RawHeaders, trailers: Headers) -> None:
+def _add_trailers(out: RawHeaders, trailers: Headers | None) -> None:
     # Unary responses have no trailers: they travel as prefixed headers.
     if trailers:
         for k, v in trailers.multi_items():
@@ -67,6 +68,24 @@ class ConnectUnaryProtocol(CodecProtocol):
 
     def __init__(self, core: ServerCore) -> None:
         super().__init__(core, b"accept-encoding")
+        self._heads: dict[tuple[str, str | None], tuple[tuple[bytes, bytes], ...]] = {}
+
+    def unary_head(
+        self, codec: Codec, comp: Compression | None
+    ) -> tuple[tuple[bytes, bytes], ...]:
+        """The constant start of a successful response's headers, made once.
+
+        Content type, content encoding (when compressed) and accepted encodings.
+        """
+        key = (codec.name, None if comp is None else comp.name)
+        head = self._heads.get(key)
+        if head is None:
+            pairs = [self.content_type_header(codec)]
+            if comp is not None:
+                pairs.append((b"content-encoding", comp.name.encode("latin-1")))
+            pairs.append(self.accept)
+            head = self._heads[key] = tuple(pairs)
+        return head
 
     def codec_name(self, media_type: str) -> str | None:
         """The codec of ``application/<codec>``."""
@@ -87,13 +106,12 @@ class ConnectUnaryProtocol(CodecProtocol):
         core: ServerCore,
         endpoint: Endpoint,
         codec: Codec | None,
-        headers: Headers,
-        peer: str | None,
+        ctx: RequestContext,
+        head: Head,
         query: str | None,
     ) -> ServerCall:
         """A unary call; ``query`` is set for GET requests."""
-        ctx = RequestContext(endpoint.spec, PROTOCOL, headers, peer=peer)
-        return ConnectUnaryCall(core, endpoint, codec, ctx, self, query)
+        return ConnectUnaryCall(core, endpoint, codec, ctx, head, self, query)
 
 
 class ConnectUnaryCall(ServerCall):
@@ -107,10 +125,11 @@ class ConnectUnaryCall(ServerCall):
         endpoint: Endpoint,
         codec: Codec | None,
         ctx: RequestContext,
+        head: Head,
         proto: ConnectUnaryProtocol,
         query: str | None,
     ) -> None:
-        super().__init__(core, endpoint, codec, ctx)
+        super().__init__(core, endpoint, codec, ctx, head)
         self._proto = proto
         self._query = query
         self._recv_comp: Compression | None = None
@@ -119,7 +138,7 @@ class ConnectUnaryCall(ServerCall):
     def parse_head(self) -> None:
         """Check version, timeout and encodings (from headers or the GET query)."""
         core = self.core
-        h = self.ctx.request_headers
+        h = self.head
         opts = core.options
         if self._query is not None:
             q = wire.parse_get_query(self._query, opts.require_connect_protocol_header)
@@ -136,14 +155,21 @@ class ConnectUnaryCall(ServerCall):
                 )
             self.preread = q.message
         else:
-            wire.check_protocol_version(
-                h.get(wire.VERSION_HEADER), opts.require_connect_protocol_header
-            )
-            self._recv_comp = request_compression(h.get(wire.UNARY_ENCODING), core)
-        self.ctx.deadline = parse_deadline(
-            h.get(wire.TIMEOUT_HEADER), parse_connect_timeout
-        )
-        self._send_comp = response_compression(h.get(wire.UNARY_ACCEPT_ENCODING), core)
+            version = h.get(wire.VERSION_HEADER)
+            if version != wire.PROTOCOL_VERSION:
+                wire.check_protocol_version(
+                    version, opts.require_connect_protocol_header
+                )
+            encoding = h.get(wire.UNARY_ENCODING)
+            if encoding:
+                self._recv_comp = request_compression(encoding, core)
+        # The common request has neither a timeout nor an accept list.
+        timeout = h.get(wire.TIMEOUT_HEADER)
+        if timeout is not None:
+            self.ctx.deadline = parse_deadline(timeout, parse_connect_timeout)
+        accept = h.get(wire.UNARY_ACCEPT_ENCODING)
+        if accept:
+            self._send_comp = core.response_compression(accept)
 
     def decode_unary(self, body: bytes) -> Message:
         """Decompress (bounded) and unmarshal the body."""
@@ -155,26 +181,30 @@ class ConnectUnaryCall(ServerCall):
 
     def encode_unary(self, message: Message) -> Reply:
         """200 with the marshaled (maybe compressed) message; trailers as headers."""
-        assert self.codec is not None
-        core = self.core
-        opts = core.options
-        data = self.codec.encode(message)
-        headers: RawHeaders = [self._proto.content_type_header(self.codec)]
+        codec = self.codec
+        assert codec is not None
+        opts = self.core.options
+        data = codec.encode(message)
         comp = self._send_comp
         if comp is not None and len(data) >= opts.compress_min_bytes:
             data = comp.compress(data)
-            headers.append((b"content-encoding", comp.name.encode("latin-1")))
+        else:
+            comp = None
         if opts.send_max_bytes and len(data) > opts.send_max_bytes:
             raise ConnectError(
                 Code.RESOURCE_EXHAUSTED,
                 f"response message size {len(data)} exceeds send limit "
                 f"{opts.send_max_bytes}",
             )
-        headers.append(self._proto.accept)
+        head = self._proto.unary_head(codec, comp)
+        length = (b"content-length", b"%d" % len(data))
         ctx = self.ctx
-        _add_headers(headers, ctx.response_headers)
-        _add_trailers(headers, ctx.response_trailers)
-        headers.append((b"content-length", str(len(data)).encode()))
+        if not (ctx._response_headers or ctx._response_trailers):
+            return Reply(200, [*head, length], data)
+        headers = list(head)
+        _add_headers(headers, ctx._response_headers)
+        _add_trailers(headers, ctx._response_trailers)
+        headers.append(length)
         return Reply(200, headers, data)
 
     def encode_error(self, err: ConnectError) -> Reply:
@@ -182,9 +212,9 @@ class ConnectUnaryCall(ServerCall):
         body = wire.error_body(err)
         headers: RawHeaders = [_CT_ERROR, self._proto.accept]
         ctx = self.ctx
-        _add_headers(headers, ctx.response_headers)
+        _add_headers(headers, ctx._response_headers)
         _add_headers(headers, err.metadata)
-        _add_trailers(headers, ctx.response_trailers)
+        _add_trailers(headers, ctx._response_trailers)
         headers.append((b"content-length", str(len(body)).encode()))
         return Reply(err.code.http_status, headers, body)
 
@@ -244,13 +274,12 @@ class ConnectStreamProtocol(CodecProtocol):
         core: ServerCore,
         endpoint: Endpoint,
         codec: Codec | None,
-        headers: Headers,
-        peer: str | None,
+        ctx: RequestContext,
+        head: Head,
         query: str | None,
     ) -> ServerCall:
         """A streaming call."""
-        ctx = RequestContext(endpoint.spec, PROTOCOL, headers, peer=peer)
-        return ConnectStreamCall(core, endpoint, codec, ctx, self)
+        return ConnectStreamCall(core, endpoint, codec, ctx, head, self)
 
 
 class ConnectStreamCall(EnvelopeCall):
@@ -269,7 +298,7 @@ class ConnectStreamCall(EnvelopeCall):
     def parse_head(self) -> None:
         """Check version, timeout and stream encodings."""
         core = self.core
-        h = self.ctx.request_headers
+        h = self.head
         wire.check_protocol_version(
             h.get(wire.VERSION_HEADER),
             core.options.require_connect_protocol_header,

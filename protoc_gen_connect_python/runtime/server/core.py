@@ -28,14 +28,18 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, cast
+from typing import Any, Protocol, TypedDict, cast
 
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import CODECS, Codec
-from protoc_gen_connect_python.runtime.compression import COMPRESSIONS, Compression
-from protoc_gen_connect_python.runtime.context import RequestContext
+from protoc_gen_connect_python.runtime.compression import (
+    COMPRESSIONS,
+    Compression,
+    negotiate,
+)
+from protoc_gen_connect_python.runtime.context import RequestContext, RequestView
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import (
@@ -56,6 +60,36 @@ RawHeaders = list[tuple[bytes, bytes]]
 """Header pairs as ASGI sends them: lower-case names, latin-1 bytes."""
 
 MiB = 1024 * 1024
+
+HEAD_NAMES = (
+    "content-type",
+    "content-length",
+    "connect-protocol-version",
+    "connect-timeout-ms",
+    "content-encoding",
+    "accept-encoding",
+    "connect-content-encoding",
+    "connect-accept-encoding",
+    "grpc-timeout",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+)
+"""The request headers the built-in protocols read (``ServerCall.head``).
+
+The shells pick these out of the request in one pass, so a call never decodes
+or stores the rest unless the handler reads ``ctx.request_headers``.
+"""
+
+Head = dict[str, str]
+"""The first value of each ``HEAD_NAMES`` header present, by lower-case name."""
+
+
+class RequestSource(RequestView, Protocol):
+    """A shell's view of its request object: headers, peer and query on demand."""
+
+    def query(self, src: Any) -> str:
+        """The raw query string (for Connect GET)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -160,7 +194,7 @@ class ServerCall(abc.ABC):
     or ``stream_head``, ``encode_stream_message`` and ``encode_stream_end``.
     """
 
-    __slots__ = ("codec", "core", "ctx", "endpoint", "preread")
+    __slots__ = ("codec", "core", "ctx", "endpoint", "head", "preread")
 
     needs_trailers = False
     """Whether the protocol needs HTTP trailers (gRPC): WSGI cannot serve it."""
@@ -171,11 +205,14 @@ class ServerCall(abc.ABC):
         endpoint: Endpoint,
         codec: Codec | None,
         ctx: RequestContext,
+        head: Head,
     ) -> None:
         self.core = core
         self.endpoint = endpoint
         self.codec = codec
         self.ctx = ctx
+        self.head = head
+        """The request headers the protocol reads (see ``HEAD_NAMES``)."""
         self.preread: bytes | None = None
         """The request body when it did not come in the HTTP body (Connect GET)."""
 
@@ -256,8 +293,8 @@ class ServerProtocol(abc.ABC):
         core: ServerCore,
         endpoint: Endpoint,
         codec: Codec | None,
-        headers: Headers,
-        peer: str | None,
+        ctx: RequestContext,
+        head: Head,
         query: str | None,
     ) -> ServerCall:
         """A call object for one request; must not raise."""
@@ -498,10 +535,14 @@ class ServerCore:
             (b"accept-post", accept_post.encode("latin-1")),
             (b"content-length", b"0"),
         ]
-        # (content type, is unary) -> (protocol, codec); bounded below.
-        self._by_content_type: dict[
-            tuple[str, bool], tuple[ServerProtocol, Codec] | None
-        ] = {}
+        # content type -> (protocol, codec), for unary and for streaming
+        # methods; bounded below.
+        self._by_content_type: tuple[
+            dict[str, tuple[ServerProtocol, Codec] | None],
+            dict[str, tuple[ServerProtocol, Codec] | None],
+        ] = ({}, {})
+        # accept-encoding value -> negotiated algorithm; bounded below.
+        self._negotiated: dict[str, Compression | None] = {}
 
     # -- request start -----------------------------------------------------
 
@@ -509,28 +550,33 @@ class ServerCore:
         self,
         endpoint: Endpoint,
         method: str,
-        headers: Headers,
-        query: Callable[[], str],
-        peer: str | None,
+        head: Head,
+        source: RequestSource,
+        src: Any,
     ) -> ServerCall:
-        """The call object for a routed request; raises HTTPReject (405, 415)."""
+        """The call object for a routed request; raises HTTPReject (405, 415).
+
+        ``head`` holds the ``HEAD_NAMES`` headers; ``source`` reads the rest of
+        the request ``src`` (all headers, peer, query) when needed.
+        """
         if method == "POST":
-            ct = headers.get("content-type", "")
-            key = (ct, endpoint.unary is not None)
+            ct = head.get("content-type", "")
+            cache = self._by_content_type[endpoint.unary is None]
             try:
-                hit = self._by_content_type[key]
+                hit = cache[ct]
             except KeyError:
                 hit = self._classify(ct, endpoint.spec.stream_type)
-                if len(self._by_content_type) < 256:
-                    self._by_content_type[key] = hit
+                if len(cache) < 256:
+                    cache[ct] = hit
             if hit is None:
                 raise HTTPReject(Reply(415, list(self._reply_415_headers)))
             proto, codec = hit
-            return proto.new_call(self, endpoint, codec, headers, peer, None)
+            ctx = RequestContext._from_view(endpoint.spec, proto.name, source, src)
+            return proto.new_call(self, endpoint, codec, ctx, head, None)
         if method == "GET" and endpoint.allow_get:
-            return self.connect_unary.new_call(
-                self, endpoint, None, headers, peer, query()
-            )
+            proto = self.connect_unary
+            ctx = RequestContext._from_view(endpoint.spec, proto.name, source, src)
+            return proto.new_call(self, endpoint, None, ctx, head, source.query(src))
         raise HTTPReject(
             Reply(
                 405,
@@ -557,6 +603,20 @@ class ServerCore:
                 continue
             return p, codec
         return None
+
+    def response_compression(self, accept: str | None) -> Compression | None:
+        """The algorithm to compress the response with, from the client's accept list."""
+        if not accept:
+            return None
+        try:
+            return self._negotiated[accept]
+        except KeyError:
+            pass
+        name = negotiate(accept, self.compressions)
+        comp = None if name is None else self.compressions[name]
+        if len(self._negotiated) < 256:
+            self._negotiated[accept] = comp
+        return comp
 
     def reject_415(self) -> HTTPReject:
         """The 415 refusal listing every supported content type."""

@@ -17,7 +17,7 @@ from protoc_gen_connect_python.runtime.codec import Codec
 from protoc_gen_connect_python.runtime.context import RequestContext
 from protoc_gen_connect_python.runtime.envelope import FLAG_TRAILERS, encode_envelope
 from protoc_gen_connect_python.runtime.errors import ConnectError
-from protoc_gen_connect_python.runtime.headers import Headers, parse_grpc_timeout
+from protoc_gen_connect_python.runtime.headers import parse_grpc_timeout
 from protoc_gen_connect_python.runtime.method import StreamType
 from protoc_gen_connect_python.runtime.protocol import grpc as wire
 from protoc_gen_connect_python.runtime.server.base import (
@@ -29,6 +29,7 @@ from protoc_gen_connect_python.runtime.server.base import (
 )
 from protoc_gen_connect_python.runtime.server.core import (
     Endpoint,
+    Head,
     RawHeaders,
     Reply,
     ServerCall,
@@ -64,13 +65,12 @@ class GRPCProtocol(CodecProtocol):
         core: ServerCore,
         endpoint: Endpoint,
         codec: Codec | None,
-        headers: Headers,
-        peer: str | None,
+        ctx: RequestContext,
+        head: Head,
         query: str | None,
     ) -> ServerCall:
         """A gRPC or gRPC-Web call."""
-        ctx = RequestContext(endpoint.spec, self.name, headers, peer=peer)
-        return GRPCCall(core, endpoint, codec, ctx, self)
+        return GRPCCall(core, endpoint, codec, ctx, head, self)
 
 
 class GRPCCall(EnvelopeCall):
@@ -95,7 +95,7 @@ class GRPCCall(EnvelopeCall):
     def parse_head(self) -> None:
         """Timeout and encodings."""
         core = self.core
-        h = self.ctx.request_headers
+        h = self.head
         self.ctx.deadline = parse_deadline(
             h.get(wire.TIMEOUT_HEADER), parse_grpc_timeout
         )
@@ -142,8 +142,9 @@ class GRPCCall(EnvelopeCall):
         codec = self.codec
         headers = [self._proto.content_type_header(codec)] if codec else []
         headers.append(self._proto.accept)
-        if self.ctx.response_headers:
-            headers.extend(to_raw(self.ctx.response_headers))
+        extra = self.ctx._response_headers
+        if extra:
+            headers.extend(to_raw(extra))
         headers.extend(to_raw(wire.status_trailers(err, self.ctx.response_trailers)))
         return Reply(200, headers)
 

@@ -19,8 +19,10 @@ from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import SyncServerInterceptor
 from protoc_gen_connect_python.runtime.server.core import (
+    HEAD_NAMES,
     NOT_FOUND,
     Endpoint,
+    Head,
     HTTPReject,
     RawHeaders,
     Reply,
@@ -57,6 +59,42 @@ def _environ_headers(environ: Environ) -> Headers:
     if cl:
         d["content-length"] = [cl]
     return h
+
+
+_CGI_NAMES = tuple(("HTTP_" + n.upper().replace("-", "_"), n) for n in HEAD_NAMES)
+
+
+def _head(environ: Environ) -> Head:
+    """The headers the protocols read, as ``_environ_headers`` would give them."""
+    head = {n: v for k, n in _CGI_NAMES if (v := environ.get(k)) is not None}
+    ct = environ.get("CONTENT_TYPE")
+    if ct:
+        head["content-type"] = ct
+    cl = environ.get("CONTENT_LENGTH")
+    if cl:
+        head["content-length"] = cl
+    return head
+
+
+class _EnvironSource:
+    """Reads what the protocols did not need from the environ, when asked."""
+
+    __slots__ = ()
+
+    def headers(self, environ: Environ) -> Headers:
+        return _environ_headers(environ)
+
+    def peer(self, environ: Environ) -> str | None:
+        addr = environ.get("REMOTE_ADDR")
+        port = environ.get("REMOTE_PORT")
+        return (f"{addr}:{port}" if port else addr) if addr else None
+
+    def query(self, environ: Environ) -> str:
+        qs: str = environ.get("QUERY_STRING", "")
+        return qs
+
+
+_ENVIRON = _EnvironSource()
 
 
 def _str_headers(raw: RawHeaders) -> list[tuple[str, str]]:
@@ -150,17 +188,9 @@ class WSGIApp:
         ep = self._routes.get(environ.get("PATH_INFO", ""))
         if ep is None:
             return _reply(start_response, NOT_FOUND)
-        headers = _environ_headers(environ)
-        addr = environ.get("REMOTE_ADDR")
-        port = environ.get("REMOTE_PORT")
-        peer = (f"{addr}:{port}" if port else addr) if addr else None
         try:
             call = self._core.start(
-                ep,
-                environ["REQUEST_METHOD"],
-                headers,
-                lambda: environ.get("QUERY_STRING", ""),
-                peer,
+                ep, environ["REQUEST_METHOD"], _head(environ), _ENVIRON, environ
             )
         except HTTPReject as r:
             return _reply(start_response, r.reply)
