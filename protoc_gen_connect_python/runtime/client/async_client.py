@@ -28,7 +28,7 @@ from protoc_gen_connect_python.runtime.client.interceptors import ClientCall
 from protoc_gen_connect_python.runtime.client.transport import (
     AsyncResponse,
     AsyncTransport,
-    PyqwestAsyncTransport,
+    async_transport_for,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -238,9 +238,7 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         config: ClientConfig,
         transport: AsyncTransport | pyqwest.HTTPTransport | None,
     ) -> AsyncTransport:
-        if transport is None or isinstance(transport, pyqwest.HTTPTransport):
-            return PyqwestAsyncTransport(config, transport)
-        return transport
+        return async_transport_for(config, transport)
 
     async def call_unary(
         self,

@@ -221,6 +221,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._held = b""
 
     # protocol callbacks
 
@@ -305,7 +306,27 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             raise ConnectError(Code.UNAVAILABLE, "connection closed while sending")
         assert self.transport is not None
+        if self._held:
+            data = self._held + data
+            self._held = b""
         self.transport.write(data)
+
+    def hold(self, data: bytes) -> None:
+        """Write ``data`` with the next write, or on the next loop iteration.
+
+        A request head waits for the first body chunk this way when that chunk
+        is ready at once: a server that answers and closes as soon as it sees
+        the head then has nothing unread, and closes without a reset that could
+        destroy its answer.
+        """
+        self._held = data
+        self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._held and not self.closed:
+            assert self.transport is not None
+            self.transport.write(self._held)
+        self._held = b""
 
     async def drain(self) -> None:
         while self._write_paused and not self.closed:
@@ -484,8 +505,8 @@ class AsyncHTTP1Transport:
                         conn.write(head)
                         conn.write(data)
                 else:
-                    conn.write(head)
                     pump = conn.loop.create_task(_pump(conn, body))
+                    conn.hold(head)
                 while (h := parser.head()) is None:
                     await conn.wait()
             except ProtocolError as e:
@@ -830,20 +851,22 @@ class SyncHTTP1Transport:
         body: Iterator[bytes],
         deadline: float | None,
     ) -> None:
+        # The head goes out with the first chunk (see _Connection.hold).
         sock = conn.sock
-        sock.sendall(head)
+        held = head
         for chunk in body:
             if not chunk:
                 continue
             conn.set_deadline(deadline)
             if len(chunk) <= _JOIN_MAX:
-                sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                sock.sendall(held + b"%x\r\n%b\r\n" % (len(chunk), chunk))
             else:
-                sock.sendall(b"%x\r\n" % len(chunk))
+                sock.sendall(held + b"%x\r\n" % len(chunk))
                 sock.sendall(chunk)
                 sock.sendall(b"\r\n")
+            held = b""
         conn.set_deadline(deadline)
-        sock.sendall(LAST_CHUNK)
+        sock.sendall(held + LAST_CHUNK)
 
     def _acquire(
         self, target: _Target, deadline: float | None

@@ -24,9 +24,9 @@ from protoc_gen_connect_python.runtime.client.core import (
 )
 from protoc_gen_connect_python.runtime.client.interceptors import ClientCall
 from protoc_gen_connect_python.runtime.client.transport import (
-    PyqwestSyncTransport,
     SyncResponse,
     SyncTransport,
+    sync_transport_for,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -147,9 +147,7 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         config: ClientConfig,
         transport: SyncTransport | pyqwest.SyncHTTPTransport | None,
     ) -> SyncTransport:
-        if transport is None or isinstance(transport, pyqwest.SyncHTTPTransport):
-            return PyqwestSyncTransport(config, transport)
-        return transport
+        return sync_transport_for(config, transport)
 
     def call_unary(
         self,
