@@ -34,7 +34,6 @@ LAST_CHUNK = b"0\r\n\r\n"
 """The end of a chunked request body (no trailers)."""
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_BAD_FIELD_CHARS = ("\r", "\n", "\x00")
 
 
 class ProtocolError(Exception):
@@ -60,11 +59,6 @@ def request_head(
     split the head).
     """
     fields = "".join([f"{k}: {v}\r\n" for k, v in headers])
-    # Each header contributes exactly one CRLF; anything more is injection.
-    if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
-        raise ValueError("header names and values must not contain CR or LF")
-    if "\x00" in fields or any(c in target for c in (" ", *_BAD_FIELD_CHARS)):
-        raise ValueError("invalid character in the request head")
     if content_length is None:
         framing = "transfer-encoding: chunked\r\n"
     elif content_length or method not in ("GET", "HEAD"):
@@ -72,6 +66,15 @@ def request_head(
     else:
         framing = ""
     text = f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n{fields}{framing}\r\n"
+    # Every line contributes exactly one CRLF; anything more is injection.
+    lines = len(headers) + (4 if framing else 3)
+    if (
+        text.count("\n") != lines
+        or text.count("\r") != lines
+        or "\x00" in text
+        or " " in target
+    ):
+        raise ValueError("CR, LF or NUL in a header, or a space in the target")
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError as e:
@@ -100,34 +103,33 @@ class ResponseHead:
         return f"ResponseHead({self.status} {self.reason!r})"
 
 
-def _parse_fields(lines: list[bytes]) -> list[tuple[str, str]]:
-    """Field lines (no line ends) to (lower-case name, value) pairs."""
+def _parse_fields(lines: list[str]) -> list[tuple[str, str]]:
+    """Field lines (Latin-1 text, no line ends) to (lower-case name, value) pairs."""
     out: list[tuple[str, str]] = []
     for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            # obs-fold: a user agent replaces it with a space (RFC 9112 5.2).
-            if not out:
-                raise ProtocolError("a header section starts with a folded line")
-            prev_name, prev_value = out[-1]
-            more = line.strip(b" \t").decode("latin-1")
-            out[-1] = (prev_name, f"{prev_value} {more}")
-            continue
-        colon = line.find(b":")
-        if colon <= 0:
-            raise ProtocolError(f"malformed header line {line[:100]!r}")
-        # Whitespace before the colon is tolerated in responses (RFC 9112 5.1).
-        name = line[:colon].rstrip(b" \t")
-        if not name or b" " in name or b"\t" in name:
-            raise ProtocolError(f"malformed header name {name[:100]!r}")
-        value = line[colon + 1 :].strip(b" \t")
-        out.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        name, colon, value = line.partition(":")
+        if not colon or not name or " " in name or "\t" in name:
+            if line[:1] in (" ", "\t"):
+                # obs-fold: a user agent replaces it with a space (RFC 9112 5.2).
+                if not out:
+                    raise ProtocolError("a header section starts with a folded line")
+                prev_name, prev_value = out[-1]
+                out[-1] = (prev_name, prev_value + " " + line.strip(" \t"))
+                continue
+            # Whitespace before the colon is tolerated in responses (RFC 9112 5.1).
+            name = name.rstrip(" \t")
+            if not colon or not name or " " in name or "\t" in name:
+                raise ProtocolError(f"malformed header line {line[:100]!r}")
+        out.append((name.lower(), value.strip(" \t")))
     return out
 
 
-def _split_lines(block: bytes) -> list[bytes]:
-    """CRLF-terminated lines (a bare LF is accepted too, RFC 9112 2.2)."""
-    lines = block.split(b"\n")
-    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+def _split_lines(block: bytes) -> list[str]:
+    """CRLF-terminated lines as text (a bare LF is accepted too, RFC 9112 2.2)."""
+    text = block.decode("latin-1")
+    if text.count("\n") == text.count("\r\n"):
+        return text.split("\r\n")
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
 
 
 def _find_blank_line(buf: bytes, pos: int) -> tuple[int, int]:
@@ -250,21 +252,19 @@ class ResponseParser:
 
     def _parse_head(self, block: bytes) -> ResponseHead:
         # Empty lines before the status line are tolerated (RFC 9112 2.2).
-        block = block.lstrip(b"\r\n")
-        lines = _split_lines(block)
-        parts = lines[0].split(b" ", 2)
+        lines = _split_lines(block.lstrip(b"\r\n"))
+        parts = lines[0].split(" ", 2)
         if len(parts) < 2:
             raise ProtocolError(f"malformed status line {lines[0][:100]!r}")
         version = parts[0]
-        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if version != "HTTP/1.1" and version != "HTTP/1.0":
             raise ProtocolError(f"unsupported HTTP version {version[:20]!r}")
         code = parts[1]
-        if len(code) != 3 or not code.isdigit():
+        if len(code) != 3 or not code.isdigit() or not code.isascii():
             raise ProtocolError(f"malformed status code {code[:20]!r}")
-        reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
-        return ResponseHead(
-            version[5:].decode(), int(code), reason, _parse_fields(lines[1:])
-        )
+        reason = parts[2] if len(parts) > 2 else ""
+        del lines[0]
+        return ResponseHead(version[5:], int(code), reason, _parse_fields(lines))
 
     def _start_body(self, head: ResponseHead) -> None:
         self._head = head
@@ -279,11 +279,14 @@ class ResponseParser:
                 te.append(value)
             elif name == "connection":
                 conn.append(value)
-        tokens = {t.strip().lower() for v in conn for t in v.split(",")}
-        if head.version == "1.0":
-            keep_alive = "keep-alive" in tokens
+        if conn:
+            tokens = {t.strip().lower() for v in conn for t in v.split(",")}
+            if head.version == "1.0":
+                keep_alive = "keep-alive" in tokens
+            else:
+                keep_alive = "close" not in tokens
         else:
-            keep_alive = "close" not in tokens
+            keep_alive = head.version != "1.0"
         if self._method == "HEAD" or status in (204, 304):
             self._framing = _NONE
         elif te:
