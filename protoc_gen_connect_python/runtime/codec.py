@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import operator
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from google.protobuf import json_format
@@ -70,6 +72,14 @@ class JSONCodec:
                 Code.INVALID_ARGUMENT, f"unmarshal into {message_type.__name__}: {e}"
             ) from None
         return msg
+
+
+_SERIALIZE: Callable[[Message], bytes] = operator.methodcaller("SerializeToString")
+
+
+def encoder(codec: Codec) -> Callable[[Message], bytes]:
+    """``codec.encode``; for the built-in proto codec, one C call per message."""
+    return _SERIALIZE if type(codec) is ProtoCodec else codec.encode
 
 
 PROTO = ProtoCodec()

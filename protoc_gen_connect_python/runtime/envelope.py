@@ -8,6 +8,8 @@ limit before buffering the payload.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.compression import Compression
@@ -50,6 +52,34 @@ def encode_message(
             f"message size {len(payload)} exceeds send limit {send_max_bytes}",
         )
     return _HEADER.pack(flags, len(payload)) + payload
+
+
+def message_framer(
+    encode: Callable[[Any], bytes],
+    compression: Compression | None,
+    compress_min_bytes: int,
+    send_max_bytes: int,
+) -> Callable[[Any], bytes]:
+    """``encode`` then ``encode_message`` as one callable, made once per stream.
+
+    Without compression or a send limit (the usual case) each message costs
+    the encoding and the framing, nothing else.
+    """
+    if compression is None and not send_max_bytes:
+        pack = _HEADER.pack
+
+        def frame(message: Any) -> bytes:
+            payload = encode(message)
+            return pack(0, len(payload)) + payload
+
+        return frame
+
+    def frame_checked(message: Any) -> bytes:
+        return encode_message(
+            encode(message), compression, compress_min_bytes, send_max_bytes
+        )
+
+    return frame_checked
 
 
 class EnvelopeDecoder:

@@ -477,8 +477,9 @@ class ASGIApp:
                     await hook(ctx)
                 assert ep.stream is not None
                 responses = ep.stream(_Requests(receive, call, guard), ctx)
+                frame = call.stream_framer()
                 async for msg in responses:
-                    data = call.encode_stream_message(msg)
+                    data = frame(msg)
                     if not started:
                         await _start_response(send, call)
                         started = True

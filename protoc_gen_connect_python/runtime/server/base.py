@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, ClassVar
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
-from protoc_gen_connect_python.runtime.codec import Codec
+from protoc_gen_connect_python.runtime.codec import Codec, encoder
 from protoc_gen_connect_python.runtime.compression import IDENTITY, Compression
 from protoc_gen_connect_python.runtime.context import RequestContext
 from protoc_gen_connect_python.runtime.envelope import (
     EnvelopeDecoder,
     decode_payload,
     encode_message,
+    message_framer,
 )
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.server.core import (
@@ -164,6 +165,17 @@ class EnvelopeCall(ServerCall):
         opts = self.core.options
         return encode_message(
             self.codec.encode(message),
+            self._send_comp,
+            opts.compress_min_bytes,
+            opts.send_max_bytes,
+        )
+
+    def stream_framer(self) -> Callable[[Message], bytes]:
+        """One closure per stream: no option or compression lookups per message."""
+        assert self.codec is not None
+        opts = self.core.options
+        return message_framer(
+            encoder(self.codec),
             self._send_comp,
             opts.compress_min_bytes,
             opts.send_max_bytes,

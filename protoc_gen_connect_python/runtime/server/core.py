@@ -262,6 +262,13 @@ class ServerCall(abc.ABC):
     def encode_stream_message(self, message: Message) -> bytes:
         """One framed response message."""
 
+    def stream_framer(self) -> Callable[[Message], bytes]:
+        """``encode_stream_message`` as the quickest callable for this call.
+
+        The shells ask once, after ``parse_head``, and call it per message.
+        """
+        return self.encode_stream_message
+
     @abc.abstractmethod
     def encode_stream_end(
         self, err: ConnectError | None

@@ -243,9 +243,11 @@ class WSGIApp:
                     hook(ctx)
                 assert ep.stream is not None
                 responses = ep.stream(_requests(environ, call), ctx)
+                frame = call.stream_framer()
                 for msg in responses:
-                    check_deadline(ctx)
-                    data = call.encode_stream_message(msg)
+                    if ctx.deadline is not None:
+                        check_deadline(ctx)
+                    data = frame(msg)
                     if not started:
                         status, head = call.stream_head()
                         start_response(status_line(status), _str_headers(head))
