@@ -41,9 +41,8 @@ class ProtoCodec:
 
     def decode(self, data: bytes, message_type: type[M]) -> M:
         """Parse binary ``data`` into a new ``message_type``."""
-        msg = message_type()
         try:
-            msg.ParseFromString(data)
+            msg = message_type.FromString(data)
         except (DecodeError, RuntimeError, ValueError) as e:
             raise ConnectError(
                 Code.INVALID_ARGUMENT, f"unmarshal into {message_type.__name__}: {e}"

@@ -214,10 +214,12 @@ class WSGIApp:
             if body is None:
                 body = _read_body(environ, call.unary_body_limit)
             request = call.decode_unary(body)
-            check_deadline(ctx)
+            if ctx.deadline is not None:
+                check_deadline(ctx)
             assert ep.unary is not None
             response = ep.unary(request, ctx)
-            check_deadline(ctx)
+            if ctx.deadline is not None:
+                check_deadline(ctx)
             return call.encode_unary(response)
         except HTTPReject as r:
             return r.reply
