@@ -12,6 +12,10 @@ from protoc_gen_connect_python.runtime.client.core import (
     HTTPRequest,
     UnaryResponse,
 )
+from protoc_gen_connect_python.runtime.client.http1_transport import (
+    AsyncHTTP1Transport,
+    SyncHTTP1Transport,
+)
 from protoc_gen_connect_python.runtime.client.transport import (
     AsyncResponse,
     AsyncTransport,
@@ -22,6 +26,7 @@ from protoc_gen_connect_python.runtime.client.transport import (
 )
 
 __all__ = [
+    "AsyncHTTP1Transport",
     "AsyncResponse",
     "AsyncTransport",
     "ClientConfig",
@@ -30,6 +35,7 @@ __all__ = [
     "HTTPRequest",
     "PyqwestAsyncTransport",
     "PyqwestSyncTransport",
+    "SyncHTTP1Transport",
     "SyncResponse",
     "SyncTransport",
     "UnaryResponse",
