@@ -130,6 +130,22 @@ class Headers(MutableMapping[str, str]):
                 d[ks] = [vs]
         return h
 
+    @classmethod
+    def _from_lower(cls, pairs: Iterable[tuple[str, str]]) -> Headers:
+        """Build from text pairs whose names are known to be lower case already.
+
+        For parsers that lower-case names themselves (the HTTP/1.1 client):
+        nothing is lower-cased twice.
+        """
+        h = cls()
+        d = h._d
+        for k, v in pairs:
+            if k in d:
+                d[k].append(v)
+            else:
+                d[k] = [v]
+        return h
+
     def to_raw(self) -> list[tuple[bytes, bytes]]:
         """ASGI-style byte pairs."""
         return [

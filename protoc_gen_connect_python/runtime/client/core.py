@@ -41,15 +41,34 @@ O = TypeVar("O", bound=Message)  # noqa: E741
 USER_AGENT = "protoc-gen-connect-python/0.1.0"
 
 
+class RequestPrefix:
+    """What every request to one method starts with, for transports to cache.
+
+    Each request that carries the same prefix object has this ``method`` and
+    ``url``, and its first ``count`` headers are the same names and values: a
+    transport may encode that part once (the HTTP/1.1 transport does) and
+    append only the rest. Compared by identity.
+    """
+
+    __slots__ = ("count", "method", "url")
+
+    def __init__(self, method: str, url: str, count: int) -> None:
+        self.method = method
+        self.url = url
+        self.count = count
+
+
 class HTTPRequest:
     """One HTTP request as the protocol wants it sent.
 
     ``body`` is the whole body for unary calls; for streams it is None and the
     shell streams envelopes from :meth:`ClientProtocol.encode_stream_message`.
     ``timeout`` is the call's timeout in seconds, for transports that bound it.
+    ``prefix``, when set, says which part of the request is the same for every
+    call of the method (see :class:`RequestPrefix`); transports may ignore it.
     """
 
-    __slots__ = ("body", "headers", "method", "timeout", "url")
+    __slots__ = ("body", "headers", "method", "prefix", "timeout", "url")
 
     def __init__(
         self,
@@ -58,12 +77,14 @@ class HTTPRequest:
         headers: list[tuple[str, str]],
         body: bytes | None,
         timeout: float | None,
+        prefix: RequestPrefix | None = None,
     ) -> None:
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
         self.timeout = timeout
+        self.prefix = prefix
 
     def __repr__(self) -> str:
         return f"HTTPRequest({self.method} {self.url})"
@@ -91,7 +112,9 @@ class PreparedMethod:
         "output",
         "spec",
         "stream_headers",
+        "stream_prefix",
         "unary_headers",
+        "unary_prefix",
         "url",
     )
 
@@ -109,6 +132,9 @@ class PreparedMethod:
         self.unary_headers = unary_headers
         self.stream_headers = stream_headers
         self.get_allowed = get_allowed
+        # Both are POSTs to ``url`` that start with these header lists.
+        self.unary_prefix = RequestPrefix("POST", url, len(unary_headers))
+        self.stream_prefix = RequestPrefix("POST", url, len(stream_headers))
 
 
 class ResponseStream(ABC):
@@ -346,7 +372,7 @@ class ConnectProtocol(ClientProtocol):
         )
         if encoding is not None:
             out.append((connect.UNARY_ENCODING, encoding))
-        return HTTPRequest("POST", pm.url, out, data, timeout)
+        return HTTPRequest("POST", pm.url, out, data, timeout, pm.unary_prefix)
 
     def _decompress(self, encoding: str | None, data: bytes) -> bytes:
         comp = self.response_compression(encoding, None)
@@ -434,6 +460,7 @@ class ConnectProtocol(ClientProtocol):
             ),
             None,
             timeout,
+            pm.stream_prefix,
         )
 
     def response_stream(

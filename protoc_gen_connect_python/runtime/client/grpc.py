@@ -107,7 +107,7 @@ class GRPCProtocol(ClientProtocol):
         out = self._merge_headers(
             pm.stream_headers, headers, timeout, wire.TIMEOUT_HEADER, value
         )
-        return HTTPRequest("POST", pm.url, out, body, timeout)
+        return HTTPRequest("POST", pm.url, out, body, timeout, pm.stream_prefix)
 
     def unary_request(
         self,

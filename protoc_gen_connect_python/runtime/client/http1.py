@@ -22,7 +22,9 @@ __all__ = [
     "ResponseHead",
     "ResponseParser",
     "encode_chunk",
+    "request_end",
     "request_head",
+    "request_start",
 ]
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -59,20 +61,50 @@ def request_head(
     split the head).
     """
     fields = "".join([f"{k}: {v}\r\n" for k, v in headers])
-    if content_length is None:
-        framing = "transfer-encoding: chunked\r\n"
-    elif content_length or method not in ("GET", "HEAD"):
-        framing = f"content-length: {content_length}\r\n"
-    else:
-        framing = ""
+    framing = _framing(method, content_length)
     text = f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n{fields}{framing}\r\n"
+    return _checked(text, len(headers) + (4 if framing else 3), " " in target)
+
+
+def request_start(
+    method: str, target: str, host: str, headers: list[tuple[str, str]]
+) -> bytes:
+    """The request line, ``host`` and ``headers``: the start of a request head.
+
+    :func:`request_end` adds the rest; ``request_start(...) + request_end(...)``
+    is :func:`request_head`. Raises ``ValueError`` as that does.
+    """
+    fields = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    text = f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n{fields}"
+    return _checked(text, len(headers) + 2, " " in target)
+
+
+def request_end(
+    method: str, headers: list[tuple[str, str]], content_length: int | None
+) -> bytes:
+    """More ``headers``, the framing field and the empty line that ends a head."""
+    framing = _framing(method, content_length)
+    if not headers:
+        return (framing + "\r\n").encode("latin-1")
+    fields = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    return _checked(f"{fields}{framing}\r\n", len(headers) + (2 if framing else 1))
+
+
+def _framing(method: str, content_length: int | None) -> str:
+    if content_length is None:
+        return "transfer-encoding: chunked\r\n"
+    if content_length or method not in ("GET", "HEAD"):
+        return f"content-length: {content_length}\r\n"
+    return ""
+
+
+def _checked(text: str, lines: int, bad_target: bool = False) -> bytes:
     # Every line contributes exactly one CRLF; anything more is injection.
-    lines = len(headers) + (4 if framing else 3)
     if (
         text.count("\n") != lines
         or text.count("\r") != lines
         or "\x00" in text
-        or " " in target
+        or bad_target
     ):
         raise ValueError("CR, LF or NUL in a header, or a space in the target")
     try:
@@ -135,6 +167,9 @@ def _split_lines(block: bytes) -> list[str]:
 def _find_blank_line(buf: bytes, pos: int) -> tuple[int, int]:
     """Where the block ending at the first empty line ends: (block end, next pos)."""
     i = buf.find(b"\r\n\r\n", pos)
+    if i != -1 and buf.count(b"\n", pos, i) == buf.count(b"\r\n", pos, i):
+        # The usual case: no bare LF before it, so no earlier empty line.
+        return i, i + 4
     j = buf.find(b"\n\n", pos)
     if j != -1 and (i == -1 or j < i):
         return j, j + 2
@@ -252,7 +287,9 @@ class ResponseParser:
 
     def _parse_head(self, block: bytes) -> ResponseHead:
         # Empty lines before the status line are tolerated (RFC 9112 2.2).
-        lines = _split_lines(block.lstrip(b"\r\n"))
+        if block[:1] in b"\r\n":
+            block = block.lstrip(b"\r\n")
+        lines = _split_lines(block)
         parts = lines[0].split(" ", 2)
         if len(parts) < 2:
             raise ProtocolError(f"malformed status line {lines[0][:100]!r}")
@@ -299,6 +336,9 @@ class ResponseParser:
                 # Both present: Transfer-Encoding wins and the connection
                 # must not be reused (RFC 9112 6.1).
                 keep_alive = False
+        elif len(cl) == 1 and cl[0].isdigit() and cl[0].isascii() and len(cl[0]) <= 18:
+            self._framing = _LENGTH
+            self._left = int(cl[0])
         elif cl:
             values = {v.strip() for v in cl for v in v.split(",")}
             if len(values) != 1:

@@ -33,12 +33,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
-from protoc_gen_connect_python.runtime.client.core import HTTPRequest
+from protoc_gen_connect_python.runtime.client.core import HTTPRequest, RequestPrefix
 from protoc_gen_connect_python.runtime.client.http1 import (
     LAST_CHUNK,
     ProtocolError,
     ResponseParser,
+    request_end,
     request_head,
+    request_start,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -103,12 +105,57 @@ def _port(text: str, authority: str) -> int:
 
 
 class _Targets:
-    """Parses request URLs, remembering each authority seen."""
+    """Parses request URLs, remembering each authority seen, and encodes heads.
 
-    __slots__ = ("_cache",)
+    The encoded start of the head of requests with a :class:`RequestPrefix`
+    (request line, ``host`` and the method's constant headers) is kept per
+    prefix, so that a call encodes only its own headers and the framing.
+    """
+
+    __slots__ = ("_cache", "_starts")
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], _Target] = {}
+        self._starts: dict[RequestPrefix, tuple[_Target, bytes]] = {}
+
+    def head(
+        self, request: HTTPRequest, content_length: int | None
+    ) -> tuple[_Target, bytes]:
+        """Where ``request`` goes and its head; ``content_length`` as for request_head."""
+        pre = request.prefix
+        headers = request.headers
+        if (
+            pre is not None
+            and pre.url == request.url
+            and pre.method == request.method
+            and len(headers) >= pre.count
+        ):
+            found = self._starts.get(pre)
+            if found is None:
+                found = self._start(pre, headers)
+            if found is not None:
+                try:
+                    end = request_end(pre.method, headers[pre.count :], content_length)
+                except ValueError as e:
+                    raise ConnectError(Code.INTERNAL, f"invalid request: {e}") from None
+                return found[0], found[1] + end
+        target, path = self.parse(request.url)
+        return target, _head_bytes(request, target, path, content_length)
+
+    def _start(
+        self, pre: RequestPrefix, headers: list[tuple[str, str]]
+    ) -> tuple[_Target, bytes] | None:
+        target, path = self.parse(pre.url)
+        try:
+            start = request_start(
+                pre.method, path, target.host_header, headers[: pre.count]
+            )
+        except ValueError:
+            return None  # request_head reports it
+        if len(self._starts) > 256:
+            self._starts.clear()
+        found = self._starts[pre] = (target, start)
+        return found
 
     def parse(self, url: str) -> tuple[_Target, str]:
         scheme, sep, rest = url.partition("://")
@@ -199,7 +246,7 @@ def _canceled() -> ConnectError:
 
 
 def _trailers(parser: ResponseParser) -> Headers:
-    return Headers(parser.trailers) if parser.trailers else Headers()
+    return Headers._from_lower(parser.trailers)
 
 
 # -- asyncio ---------------------------------------------------------------------
@@ -483,10 +530,9 @@ class AsyncHTTP1Transport:
         """Send ``request``; returns once the response head has arrived."""
         if self._closed:
             raise ConnectError(Code.CANCELED, "transport closed")
-        target, path = self._targets.parse(request.url)
         data = request.body or b""
-        head = _head_bytes(
-            request, target, path, None if body is not None else len(data)
+        target, head = self._targets.head(
+            request, None if body is not None else len(data)
         )
         # A reused connection may have been closed by the server meanwhile; a
         # request that is all bytes is retried once on a fresh connection if
@@ -522,7 +568,7 @@ class AsyncHTTP1Transport:
                     pump.cancel()
                 raise
             return _AsyncResponse(
-                self, conn, parser, h.status, Headers(h.headers), pump
+                self, conn, parser, h.status, Headers._from_lower(h.headers), pump
             )
 
     async def _acquire(self, target: _Target) -> tuple[_Connection, bool]:
@@ -781,10 +827,9 @@ class SyncHTTP1Transport:
         deadline = (
             None if request.timeout is None else time.monotonic() + request.timeout
         )
-        target, path = self._targets.parse(request.url)
         data = request.body or b""
-        head = _head_bytes(
-            request, target, path, None if body is not None else len(data)
+        target, head = self._targets.head(
+            request, None if body is not None else len(data)
         )
         while True:
             conn, reused = self._acquire(target, deadline)
@@ -841,7 +886,7 @@ class SyncHTTP1Transport:
                 # Only the response may be read; the connection is done after it.
                 parser.feed_eof()
             return _SyncResponse(
-                self, conn, parser, h.status, Headers(h.headers), deadline
+                self, conn, parser, h.status, Headers._from_lower(h.headers), deadline
             )
 
     def _send_chunked(
