@@ -249,9 +249,13 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         timeout: float | None = None,
     ) -> O:
         """Call a unary method and return its response message."""
-        res = await self.call_unary_detailed(
-            method, request, headers=headers, timeout=timeout
-        )
+        if timeout is None:
+            timeout = self._config.timeout
+        res: UnaryResponse[O]
+        if self._plain:
+            res = await self._unary(method, request, headers, timeout)
+        else:
+            res = await self._intercepted_unary(method, request, headers, timeout)
         return res.message
 
     async def call_unary_detailed(

@@ -390,8 +390,10 @@ class ConnectProtocol(ClientProtocol):
     ) -> UnaryResponse[Any]:
         """Decode a unary response; raise its error for anything but a good 200."""
         prefix = connect.TRAILER_PREFIX
-        if any(k.startswith(prefix) for k in headers):
-            head, trailer_part = connect.split_unary_trailers(headers)
+        for k in headers:
+            if k.startswith(prefix):
+                head, trailer_part = connect.split_unary_trailers(headers)
+                break
         else:
             head, trailer_part = headers, Headers()
         ctype = headers.get("content-type", "")

@@ -262,6 +262,14 @@ class ResponseParser:
         """The final response head, or None while it is incomplete."""
         if self._head is not None:
             return self._head
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf) and not self._eof:
+            return None
+        if buf.startswith(b"HTTP/1.1 ", pos):
+            head = self._quick_head(buf, pos)
+            if head is not None:
+                return head
         while True:
             buf = self._buf
             pos = self._pos
@@ -284,6 +292,35 @@ class ResponseParser:
             if head.status == 101:
                 raise ProtocolError("unexpected 101 Switching Protocols")
             # 1xx informational: skipped, the final response follows.
+
+    def _quick_head(self, buf: bytes, pos: int) -> ResponseHead | None:
+        """The usual final HTTP/1.1 head, CRLF only; None for anything else.
+
+        Gives what the general path would, only faster; that path handles (and
+        rejects) everything this one leaves to it.
+        """
+        end = buf.find(b"\r\n\r\n", pos)
+        if (
+            end == -1
+            or end - pos > MAX_HEAD_BYTES
+            or buf.count(b"\n", pos, end) != buf.count(b"\r\n", pos, end)
+        ):
+            return None
+        lines = buf[pos:end].decode("latin-1").split("\r\n")
+        line = lines[0]
+        code = line[9:12]
+        if (
+            not code.isdigit()
+            or not code.isascii()
+            or code[0] == "1"
+            or (len(line) > 12 and line[12] != " ")
+        ):
+            return None
+        del lines[0]
+        head = ResponseHead("1.1", int(code), line[13:], _parse_fields(lines))
+        self._pos = end + 4
+        self._start_body(head)
+        return head
 
     def _parse_head(self, block: bytes) -> ResponseHead:
         # Empty lines before the status line are tolerated (RFC 9112 2.2).

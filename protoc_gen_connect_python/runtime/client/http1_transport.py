@@ -537,8 +537,13 @@ class AsyncHTTP1Transport:
         # A reused connection may have been closed by the server meanwhile; a
         # request that is all bytes is retried once on a fresh connection if
         # nothing at all came back.
+        loop = asyncio.get_running_loop()
         while True:
-            conn, reused = await self._acquire(target)
+            # No await when the pool has a connection.
+            conn = self._pooled(target, loop)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect(target, loop)
             parser = ResponseParser(request.method)
             conn.parser = parser
             conn.received = False
@@ -571,15 +576,23 @@ class AsyncHTTP1Transport:
                 self, conn, parser, h.status, Headers._from_lower(h.headers), pump
             )
 
-    async def _acquire(self, target: _Target) -> tuple[_Connection, bool]:
-        loop = asyncio.get_running_loop()
+    def _pooled(
+        self, target: _Target, loop: asyncio.AbstractEventLoop
+    ) -> _Connection | None:
+        """An idle connection to ``target`` on this loop, if there is one."""
         idle = self._idle.get(target.key)
         while idle:
             conn = idle.pop()
             if not conn.closed and conn.loop is loop:
-                return conn, True
+                return conn
             if conn.loop is loop:
                 conn.close()
+        return None
+
+    async def _connect(
+        self, target: _Target, loop: asyncio.AbstractEventLoop
+    ) -> _Connection:
+        """A new connection to ``target``."""
         try:
             if target.tls:
                 _, conn = await loop.create_connection(
@@ -598,7 +611,7 @@ class AsyncHTTP1Transport:
                 Code.UNAVAILABLE,
                 f"cannot connect to {target.host}:{target.port}: {type(e).__name__}: {e}",
             ) from e
-        return conn, False
+        return conn
 
     def _release(self, conn: _Connection) -> None:
         conn.parser = None

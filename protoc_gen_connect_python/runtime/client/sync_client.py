@@ -158,9 +158,14 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         timeout: float | None = None,
     ) -> O:
         """Call a unary method and return its response message."""
-        return self.call_unary_detailed(
-            method, request, headers=headers, timeout=timeout
-        ).message
+        if timeout is None:
+            timeout = self._config.timeout
+        res: UnaryResponse[O]
+        if self._plain:
+            res = self._unary(method, request, headers, timeout)
+        else:
+            res = self._intercepted_unary(method, request, headers, timeout)
+        return res.message
 
     def call_unary_detailed(
         self,
