@@ -670,18 +670,8 @@ async def _pump(conn: _Connection, body: AsyncIterator[bytes]) -> None:
 # -- blocking sockets ----------------------------------------------------------------
 
 
-def _readable(sock: socket.socket) -> bool:
-    """Whether an idle socket has something to read (EOF or stray bytes)."""
-    if hasattr(select, "poll"):
-        p = select.poll()
-        p.register(sock, select.POLLIN)
-        return bool(p.poll(0))
-    r, _, _ = select.select([sock], [], [], 0)
-    return bool(r)
-
-
 class _SyncConn:
-    __slots__ = ("_lock", "_reading", "closed", "key", "sock", "timeout")
+    __slots__ = ("_lock", "_poll", "_reading", "closed", "key", "sock", "timeout")
 
     def __init__(self, sock: socket.socket, key: _Key) -> None:
         self.sock = sock
@@ -690,6 +680,19 @@ class _SyncConn:
         self.timeout: float | None = sock.gettimeout()
         self._lock = threading.Lock()
         self._reading = False
+        self._poll: select.poll | None = None
+
+    def readable(self) -> bool:
+        """Whether the idle socket has something to read (EOF or stray bytes)."""
+        if hasattr(select, "poll"):
+            p = self._poll
+            if p is None:
+                # Registered once: the check runs before every reuse.
+                p = self._poll = select.poll()
+                p.register(self.sock, select.POLLIN)
+            return bool(p.poll(0))
+        r, _, _ = select.select([self.sock], [], [], 0)
+        return bool(r)
 
     def set_deadline(self, deadline: float | None) -> None:
         if deadline is None:
@@ -933,7 +936,7 @@ class SyncHTTP1Transport:
             idle = self._idle.get(target.key)
             while idle:
                 conn = idle.pop()
-                if not conn.closed and not _readable(conn.sock):
+                if not conn.closed and not conn.readable():
                     return conn, True
                 conn.close()
         timeout = None if deadline is None else deadline - time.monotonic()
