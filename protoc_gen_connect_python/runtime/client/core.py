@@ -401,7 +401,8 @@ class ConnectProtocol(ClientProtocol):
             raise self._unary_error(status, headers, ctype, body)
         if ctype != self._unary_ct:
             self._check_content_type(ctype, connect.UNARY_PREFIX, head, trailer_part)
-        data = self._decompress(headers.get(connect.UNARY_ENCODING), body)
+        encoding = headers.get(connect.UNARY_ENCODING)
+        data = self._decompress(encoding, body) if encoding else body
         try:
             msg = self.codec.decode(data, pm.output)
         except ConnectError as e:
