@@ -40,6 +40,12 @@ def test_corrupt_and_truncated_input(name: str) -> None:
         assert e.value.code is Code.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_input_is_an_empty_message(name: str) -> None:
+    # connect-go sends a zero-length message uncompressed under any encoding.
+    assert COMPRESSIONS[name].decompress(b"", 10) == b""
+
+
 def test_negotiate() -> None:
     assert negotiate("br, gzip", COMPRESSIONS) == (
         "br" if "br" in COMPRESSIONS else "gzip"

@@ -53,6 +53,9 @@ class Gzip:
 
     def decompress(self, data: bytes, max_size: int) -> bytes:
         """Decompress one gzip member, bounded by ``max_size``."""
+        if not data:
+            # Peers leave an empty message empty under any encoding.
+            return b""
         d = zlib.decompressobj(31)
         try:
             out = (
@@ -85,6 +88,8 @@ class Brotli:
 
     def decompress(self, data: bytes, max_size: int) -> bytes:
         """Decompress, bounded by ``max_size``."""
+        if not data:
+            return b""
         d = self._mod.Decompressor()
         try:
             if max_size <= 0:
@@ -121,6 +126,8 @@ class Zstd:
 
     def decompress(self, data: bytes, max_size: int) -> bytes:
         """Decompress every frame in ``data``, bounded by ``max_size``."""
+        if not data:
+            return b""
         try:
             with self._d.stream_reader(data, read_across_frames=True) as r:
                 out: bytes = r.read(max_size + 1) if max_size > 0 else r.readall()
