@@ -344,6 +344,30 @@ def test_stream_close_from_another_thread(env: Env) -> None:
         wait_disconnected(env, "thread")
 
 
+def test_client_close_cancels_unary_in_flight(env: Env) -> None:
+    c = sclient(env)
+    threading.Timer(0.3, c.close).start()
+    with pytest.raises(ConnectError) as info:
+        c.call_unary(env.specs.post, env.pb.Req(delay_ms=5000, test_id="uclose"))
+    assert info.value.code is Code.CANCELED
+    wait_disconnected(env, "uclose")
+
+
+def test_stream_close_from_another_thread_is_canceled(env: Env) -> None:
+    with sclient(env) as c:
+        req = env.pb.Req(count=100, delay_ms=2000, test_id="thread-cx")
+        stream = c.call_server_stream(env.specs.server_stream, req)
+        assert next(stream).index == 0
+        threading.Timer(0.2, stream.close).start()
+        with pytest.raises(ConnectError) as info:
+            next(stream)
+        assert info.value.code is Code.CANCELED
+        with pytest.raises(ConnectError) as info:
+            next(stream)
+        assert info.value.code is Code.CANCELED
+        wait_disconnected(env, "thread-cx")
+
+
 async def test_stream_deadline(env: Env) -> None:
     async with aclient(env, "h2") as c:
         req = env.pb.Req(count=100, delay_ms=100)

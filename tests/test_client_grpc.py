@@ -180,11 +180,48 @@ def test_trailers_only_error() -> None:
         "no way ✗",
         "v",
     )
-    # Without a content type, and through the streaming path too.
+    # Without a content type, and through the streaming path too (where the
+    # empty body and the missing trailers make it trailers-only).
     del head["content-type"]
     p = grpc_proto()
-    e = error_of(p.response_stream, p.prepare(STREAM), 200, head)
+    s = p.response_stream(p.prepare(STREAM), 200, head)
+    assert s.feed(b"") == []
+    e = error_of(s.finish, Headers())
     assert e.code is Code.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("web", [False, True])
+def test_status_in_head_is_ignored_when_a_body_follows(web: bool) -> None:
+    p = web_proto() if web else grpc_proto()
+    head = (WEB_HEAD if web else OK_HEAD).copy()
+    head["grpc-status"] = "8"
+    head["grpc-message"] = "from the head"
+    end = {"grpc-status": "9", "grpc-message": "from the end"}
+    body = msg("x") + (block(list(end.items())) if web else b"")
+    e = error_of(unary, p, body, None if web else end, head=head)
+    assert (e.code, e.message) == (Code.FAILED_PRECONDITION, "from the end")
+    # An OK end with one message is a success, whatever the head said.
+    body = msg("x") + (block([("grpc-status", "0")]) if web else b"")
+    res = unary(p, body, None if web else {"grpc-status": "0"}, head=head)
+    assert res.message.value == "x"
+    # A body that is not gRPC at all is the server's error, not the head's.
+    del head["content-type"]
+    e = error_of(unary, p, b"garbage", None if web else end, head=head)
+    assert e.code is Code.UNKNOWN
+
+
+def test_status_in_head_is_ignored_when_trailers_follow() -> None:
+    p = grpc_proto()
+    head = OK_HEAD.copy()
+    head["grpc-status"] = "8"
+    end = {"grpc-status": "9", "grpc-message": "from the trailers", "x-t": "v"}
+    e = error_of(unary, p, b"", end, head=head)
+    assert (e.code, e.message) == (Code.FAILED_PRECONDITION, "from the trailers")
+    assert e.metadata["x-t"] == "v"
+    # The streaming path decides the same way.
+    s = p.response_stream(p.prepare(STREAM), 200, head)
+    e = error_of(s.finish, Headers(end))
+    assert e.code is Code.FAILED_PRECONDITION
 
 
 def test_trailers_only_ok_stream_is_empty() -> None:

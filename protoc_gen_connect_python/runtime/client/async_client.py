@@ -21,7 +21,9 @@ from protoc_gen_connect_python.runtime.client.base import (
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
+    HTTPRequest,
     UnaryResponse,
+    past_deadline,
     read_limit_error,
 )
 from protoc_gen_connect_python.runtime.client.interceptors import ClientCall
@@ -86,15 +88,10 @@ class _Deadline:
             self._handle.cancel()
             self._handle = None
         if not self._fired:
-            if (
-                isinstance(exc, ConnectError)
-                and exc.code is Code.CANCELED
-                and self.when is not None
-                and asyncio.get_running_loop().time() >= self.when
-            ):
-                # A server resets the stream (CANCEL) when the deadline passes;
-                # gRPC asks clients to report that as the deadline.
-                raise _deadline_error() from None
+            if isinstance(exc, ConnectError) and self.when is not None:
+                late = past_deadline(exc, self.when, asyncio.get_running_loop().time())
+                if late is not exc:
+                    raise late from None
             return
         self._fired = False
         task = self._task
@@ -133,6 +130,13 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
         if self._finished:
             raise StopAsyncIteration
         try:
+            if self._resp is None:
+                # The deadline is known only once the call starts, and it bounds
+                # the first read as well as sending the request.
+                req = self._start_request()
+                with _Deadline(self._deadline):
+                    await self._send(req)
+                    return await self._next()
             with _Deadline(self._deadline):
                 return await self._next()
         except StopAsyncIteration:
@@ -145,14 +149,15 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
                 raise
             raise err from None
 
-    async def _start(self) -> None:
+    def _start_request(self) -> HTTPRequest:
         headers, timeout = self._begin()
         if timeout is not None:
             self._deadline = asyncio.get_running_loop().time() + timeout
-        req = self._request(headers, timeout)
+        return self._request(headers, timeout)
+
+    async def _send(self, req: HTTPRequest) -> None:
         body = None if self._single else self._body(self._client._protocol)
-        with _Deadline(self._deadline):
-            resp = await self._client._transport.send(req, body)
+        resp = await self._client._transport.send(req, body)
         self._resp = resp
         self._response_head(resp.status, resp.headers)
 
@@ -178,8 +183,6 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
             raise
 
     async def _next(self) -> O:
-        if self._resp is None:
-            await self._start()
         resp = self._resp
         decoder = self._decoder
         assert resp is not None and decoder is not None

@@ -282,6 +282,30 @@ class ClientProtocol(ABC):
         return out
 
 
+# What a broken transport looks like: a reset stream or a lost connection.
+_TRANSPORT_CODES = (Code.CANCELED, Code.UNAVAILABLE)
+
+
+def past_deadline(
+    err: ConnectError, deadline: float | None, now: float
+) -> ConnectError:
+    """The error to report for ``err`` when the call's deadline may have passed.
+
+    A server or proxy that gives up on a call at its deadline often just
+    resets the stream (gRPC servers send RST_STREAM with CANCEL) or closes the
+    connection. Once the client's own deadline (``deadline``, on the same clock
+    as ``now``) has passed, such a transport error is reported as
+    ``deadline_exceeded``, which is what happened. Other codes are kept.
+    """
+    if deadline is None or now < deadline or err.code not in _TRANSPORT_CODES:
+        return err
+    return ConnectError(
+        Code.DEADLINE_EXCEEDED,
+        f"deadline exceeded ({err.message})" if err.message else "deadline exceeded",
+        metadata=err.metadata,
+    )
+
+
 def read_limit_error(limit: int) -> ConnectError:
     """The error for a response body larger than the read limit."""
     return ConnectError(

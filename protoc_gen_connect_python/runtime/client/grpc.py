@@ -11,6 +11,8 @@ are in :mod:`protoc_gen_connect_python.runtime.protocol.grpc`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from google.protobuf.message import Message
@@ -150,14 +152,29 @@ class GRPCProtocol(ClientProtocol):
     def response_stream(
         self, pm: PreparedMethod, status: int, headers: Headers
     ) -> ResponseStream:
-        """Check the response head; raise at once for a trailers-only error."""
-        trailers_only = wire.STATUS in headers
-        if trailers_only:
-            # The status came with the headers: the body is empty.
-            err = wire.error_from_trailers(headers)
-            if err is not None:
-                err.metadata = _user_trailers(headers)
-                raise err
+        """Check the response head; return the decoder for its body.
+
+        A head carrying ``grpc-status`` may be a trailers-only response. That
+        is decided by the body: only if it is empty and no HTTP trailers follow
+        does the status in the head count; otherwise the head is checked like
+        any other and the status comes from the trailers.
+        """
+        maybe_trailers_only = wire.STATUS in headers
+        comp = None if maybe_trailers_only else self._check_head(status, headers)
+        return GRPCResponseStream(
+            self.codec,
+            pm.output,
+            comp,
+            self.config.read_max_bytes,
+            headers,
+            web=self.web,
+            head_check=partial(self._check_head, status, headers)
+            if maybe_trailers_only
+            else None,
+        )
+
+    def _check_head(self, status: int, headers: Headers) -> Compression | None:
+        """Raise for a head that does not start a gRPC body; its decompressor."""
         if status != 200:
             # Not from a gRPC server (a proxy, say): the HTTP status decides.
             raise ConnectError(
@@ -166,7 +183,7 @@ class GRPCProtocol(ClientProtocol):
                 metadata=headers,
             )
         ctype = headers.get("content-type", "")
-        if ctype != self._content_type and not trailers_only:
+        if ctype != self._content_type:
             media = ctype.split(";", 1)[0].strip().lower()
             codec = wire.codec_from_content_type(media, self.web)
             if codec is None:
@@ -182,16 +199,7 @@ class GRPCProtocol(ClientProtocol):
                     f"{self.codec.name!r}",
                     metadata=headers,
                 )
-        comp = self.response_compression(headers.get(wire.ENCODING), headers)
-        return GRPCResponseStream(
-            self.codec,
-            pm.output,
-            comp,
-            self.config.read_max_bytes,
-            headers,
-            web=self.web,
-            trailers_only=trailers_only,
-        )
+        return self.response_compression(headers.get(wire.ENCODING), headers)
 
 
 class GRPCWebProtocol(GRPCProtocol):
@@ -204,7 +212,7 @@ class GRPCWebProtocol(GRPCProtocol):
 class GRPCResponseStream(EnvelopeResponseStream):
     """Envelopes of messages; the status from trailers (or the 0x80 envelope)."""
 
-    __slots__ = ("_block", "_trailers_only", "_web")
+    __slots__ = ("_block", "_head_check", "_web")
 
     def __init__(
         self,
@@ -215,12 +223,20 @@ class GRPCResponseStream(EnvelopeResponseStream):
         headers: Headers,
         *,
         web: bool,
-        trailers_only: bool,
+        head_check: Callable[[], Compression | None] | None = None,
     ) -> None:
         super().__init__(codec, output, compression, read_max_bytes, headers)
         self._web = web
-        self._trailers_only = trailers_only
+        # Set while the head may be a trailers-only response: the checks (and
+        # the decompressor) of an ordinary head, run once a body shows up.
+        self._head_check = head_check
         self._block: Headers | None = None
+
+    def _not_trailers_only(self) -> None:
+        check = self._head_check
+        if check is not None:
+            self._head_check = None
+            self._comp = check()
 
     @property
     def done(self) -> bool:
@@ -234,10 +250,11 @@ class GRPCResponseStream(EnvelopeResponseStream):
 
     def feed(self, data: bytes) -> list[Any]:
         """Decode the messages completed by ``data``."""
-        if self._trailers_only:
-            if data:
-                raise self._protocol_error("body in a trailers-only response")
+        if not data:
             return []
+        if self._head_check is not None:
+            # A body: the status in the head does not count.
+            self._not_trailers_only()
         if self._block is not None:
             if data:
                 raise self._protocol_error("data after the trailers")
@@ -268,7 +285,11 @@ class GRPCResponseStream(EnvelopeResponseStream):
 
     def finish(self, http_trailers: Headers) -> Headers:
         """Return the trailers of an OK call or raise the call's error."""
-        if self._trailers_only:
+        trailers_only = self._head_check is not None and not http_trailers
+        if self._head_check is not None and http_trailers:
+            # Real trailers follow: the status in the head does not count.
+            self._not_trailers_only()
+        if trailers_only:
             raw = self.headers
         elif self._block is not None:
             raw = self._block
@@ -289,9 +310,7 @@ class GRPCResponseStream(EnvelopeResponseStream):
         self.trailers = trailers
         if err is not None:
             err.metadata = (
-                trailers
-                if self._trailers_only
-                else merge_metadata(self.headers, trailers)
+                trailers if trailers_only else merge_metadata(self.headers, trailers)
             )
             raise err
         if self._decoder.pending:

@@ -671,12 +671,23 @@ async def _pump(conn: _Connection, body: AsyncIterator[bytes]) -> None:
 
 
 class _SyncConn:
-    __slots__ = ("_lock", "_poll", "_reading", "closed", "key", "sock", "timeout")
+    __slots__ = (
+        "_lock",
+        "_poll",
+        "_reading",
+        "busy",
+        "closed",
+        "key",
+        "sock",
+        "timeout",
+    )
 
     def __init__(self, sock: socket.socket, key: _Key) -> None:
         self.sock = sock
         self.key = key
         self.closed = False
+        # The transport's connections in use, while this one is one of them.
+        self.busy: set[_SyncConn] | None = None
         self.timeout: float | None = sock.gettimeout()
         self._lock = threading.Lock()
         self._reading = False
@@ -726,6 +737,9 @@ class _SyncConn:
                 return
             self.closed = True
             reading = self._reading
+        if self.busy is not None:
+            self.busy.discard(self)
+            self.busy = None
         with contextlib.suppress(OSError):
             # The plain socket's shutdown, also for TLS: it wakes the reader
             # without touching the TLS state that thread is using.
@@ -819,13 +833,16 @@ class SyncHTTP1Transport:
     """:class:`~.transport.SyncTransport` speaking HTTP/1.1 over blocking sockets.
 
     Thread-safe: threads share the pool of idle connections. ``request.timeout``
-    bounds connecting, sending and reading alike.
+    bounds connecting, sending and reading alike. :meth:`close` (from any
+    thread) also closes the connections in use, so calls in flight fail with
+    ``canceled``.
     """
 
     def __init__(self, config: ClientConfig | None = None) -> None:
         self._config = config
         self._ssl: ssl.SSLContext | None = None
         self._idle: dict[_Key, list[_SyncConn]] = {}
+        self._busy: set[_SyncConn] = set()
         self._lock = threading.Lock()
         self._targets = _Targets()
         self._closed = False
@@ -879,6 +896,8 @@ class SyncHTTP1Transport:
                         parser.feed_eof()
             except ProtocolError as e:
                 conn.close()
+                if self._closed:
+                    raise _canceled() from None
                 if reused and body is None and not received:
                     continue
                 if write_error is not None:
@@ -886,6 +905,8 @@ class SyncHTTP1Transport:
                 raise ConnectError(Code.UNAVAILABLE, str(e)) from None
             except BaseException as e:
                 conn.close()
+                if self._closed and isinstance(e, Exception):
+                    raise _canceled() from e
                 if isinstance(e, Exception) and not isinstance(e, ConnectError):
                     if body is not None and not isinstance(e, OSError):
                         raise  # the request iterator's own exception
@@ -933,10 +954,13 @@ class SyncHTTP1Transport:
         self, target: _Target, deadline: float | None
     ) -> tuple[_SyncConn, bool]:
         with self._lock:
+            if self._closed:
+                raise ConnectError(Code.CANCELED, "transport closed")
             idle = self._idle.get(target.key)
             while idle:
                 conn = idle.pop()
                 if not conn.closed and not conn.readable():
+                    self._use(conn)
                     return conn, True
                 conn.close()
         timeout = None if deadline is None else deadline - time.monotonic()
@@ -972,9 +996,26 @@ class SyncHTTP1Transport:
                     f"TLS with {target.host}:{target.port} failed: {type(e).__name__}: {e}",
                 ) from e
             raise
-        return _SyncConn(sock, target.key), False
+        conn = _SyncConn(sock, target.key)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._use(conn)
+        if closed:
+            conn.close()
+            raise ConnectError(Code.CANCELED, "transport closed")
+        return conn, False
+
+    def _use(self, conn: _SyncConn) -> None:
+        # Called with the lock held: the connection is now in use.
+        conn.busy = self._busy
+        self._busy.add(conn)
 
     def _release(self, conn: _SyncConn) -> None:
+        busy = conn.busy
+        if busy is not None:
+            busy.discard(conn)
+            conn.busy = None
         with self._lock:
             if not self._closed:
                 conns = self._idle.setdefault(conn.key, [])
@@ -984,10 +1025,13 @@ class SyncHTTP1Transport:
         conn.close()
 
     def close(self) -> None:
-        """Close idle connections; those in use close when their call ends."""
+        """Close all connections; calls still using one fail with ``canceled``."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, {}
+            busy = list(self._busy)
         for conns in idle.values():
             for conn in conns:
                 conn.close()
+        for conn in busy:
+            conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from functools import partial
 from types import TracebackType
@@ -20,6 +21,7 @@ from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
     UnaryResponse,
+    past_deadline,
     read_limit_error,
 )
 from protoc_gen_connect_python.runtime.client.interceptors import ClientCall
@@ -39,6 +41,10 @@ I = TypeVar("I", bound=Message)  # noqa: E741
 O = TypeVar("O", bound=Message)  # noqa: E741
 
 
+def _canceled_error() -> ConnectError:
+    return ConnectError(Code.CANCELED, "call canceled by the client")
+
+
 class SyncStream(StreamBase[O], Iterator[O]):
     """Messages of a server or bidi stream, read as they arrive.
 
@@ -54,6 +60,9 @@ class SyncStream(StreamBase[O], Iterator[O]):
     _client: SyncClient
     _requests: Message | Iterable[Any]
     _resp: SyncResponse | None = None
+    _deadline: float | None = None
+    _closed = False
+    """Set by :meth:`close` while the call was still running."""
 
     def __iter__(self) -> SyncStream[O]:
         return self
@@ -62,23 +71,41 @@ class SyncStream(StreamBase[O], Iterator[O]):
         if self._pending:
             return self._pending.popleft()
         if self._finished:
+            if self._closed:
+                raise _canceled_error()
             raise StopIteration
         try:
             return self._next()
         except StopIteration:
             raise
         except BaseException as e:
+            if self._closed:
+                # Whatever the interrupted read raised, the caller closed it.
+                self._end(e)
+                raise _canceled_error() from None
             err = self._send_error if isinstance(e, ConnectError) else None
+            if err is None and isinstance(e, ConnectError):
+                err = past_deadline(e, self._deadline, time.monotonic())
+                if err is e:
+                    err = None
             self._end(err or e)
             if err is None:
                 raise
             raise err from None
 
     def _start(self) -> None:
-        req = self._request(*self._begin())
+        headers, timeout = self._begin()
+        if timeout is not None:
+            self._deadline = time.monotonic() + timeout
+        req = self._request(headers, timeout)
         body = None if self._single else self._body(self._client._protocol)
         resp = self._client._transport.send(req, body)
         self._resp = resp
+        if self._finished:
+            # Closed (from the request iterator or another thread) while the
+            # request was sent: _end may have missed this response.
+            resp.close()
+            raise _canceled_error()
         self._response_head(resp.status, resp.headers)
 
     def _body(self, proto: ClientProtocol) -> Iterator[bytes]:
@@ -115,9 +142,14 @@ class SyncStream(StreamBase[O], Iterator[O]):
         self._report_end(error)
 
     def close(self) -> None:
-        """Stop reading and cancel the call if it is still running."""
+        """Stop reading and cancel the call if it is still running.
+
+        Safe from any thread: a read blocked in another thread is interrupted.
+        Once a running call is closed, reading raises ``canceled``.
+        """
         if not self._finished:
-            self._end(ConnectError(Code.CANCELED, "stream closed by the client"))
+            self._closed = True
+            self._end(_canceled_error())
 
     def __enter__(self) -> SyncStream[O]:
         return self
@@ -141,6 +173,7 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
 
     _sync = True
     _canceled = (GeneratorExit, KeyboardInterrupt)
+    _closed = False
 
     def _open_transport(
         self,
@@ -192,7 +225,11 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         proto = self._protocol
         pm = proto.prepare(method)
         req = proto.unary_request(pm, request, headers, timeout)
-        resp = self._transport.send(req, None)
+        start = None if timeout is None else time.monotonic()
+        try:
+            resp = self._transport.send(req, None)
+        except ConnectError as e:
+            raise self._transport_error(e, start, timeout) from None
         limit = proto.unary_read_limit
         try:
             body = resp.read()
@@ -211,9 +248,23 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
             if limit and len(body) > limit:
                 raise read_limit_error(limit)
             trailers = resp.trailers
+        except ConnectError as e:
+            raise self._transport_error(e, start, timeout) from None
         finally:
             resp.close()
+        if self._closed:
+            raise _canceled_error()
         return proto.unary_response(pm, resp.status, resp.headers, body, trailers)
+
+    def _transport_error(
+        self, err: ConnectError, start: float | None, timeout: float | None
+    ) -> ConnectError:
+        """What to report for a unary call the transport failed."""
+        if self._closed:
+            return _canceled_error()
+        if start is None or timeout is None:
+            return err
+        return past_deadline(err, start + timeout, time.monotonic())
 
     def _intercepted_unary(
         self,
@@ -284,7 +335,14 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         return SyncStream(self, method, requests, False, headers, timeout)
 
     def close(self) -> None:
-        """Release the connections this client owns."""
+        """Release the connections this client owns and cancel calls in flight.
+
+        Safe from any thread. Unary calls still running fail with ``canceled``
+        (their connection is closed, which the server sees as a disconnect),
+        and so do calls started afterwards. Streams are closed by their own
+        :meth:`SyncStream.close`.
+        """
+        self._closed = True
         self._transport.close()
 
     def __enter__(self: _C) -> _C:

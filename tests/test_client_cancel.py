@@ -1,0 +1,387 @@
+"""Deadlines and cancellation in both client shells, over transports written here.
+
+The transports stand in for a server that answers the head at once and then
+stalls, or for a network that breaks at a chosen moment, so every case runs
+the same way on every machine and for every protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+
+from protoc_gen_connect_python.runtime import (
+    AsyncClient,
+    Code,
+    ConnectError,
+    Headers,
+    MethodSpec,
+    StreamType,
+    SyncClient,
+)
+from protoc_gen_connect_python.runtime.client.config import Protocol as Proto
+from protoc_gen_connect_python.runtime.client.core import HTTPRequest, past_deadline
+from protoc_gen_connect_python.runtime.envelope import encode_envelope
+
+UNARY: MethodSpec[Any, Any] = MethodSpec(
+    "t.v1.S", "Get", "get", StreamType.UNARY, StringValue, StringValue
+)
+SERVER: MethodSpec[Any, Any] = MethodSpec(
+    "t.v1.S", "Watch", "watch", StreamType.SERVER_STREAM, StringValue, StringValue
+)
+BIDI: MethodSpec[Any, Any] = MethodSpec(
+    "t.v1.S", "Chat", "chat", StreamType.BIDI_STREAM, StringValue, StringValue
+)
+PROTOCOLS: list[Proto] = ["connect", "grpc", "grpc-web"]
+STREAM_TYPES = {
+    "connect": "application/connect+proto",
+    "grpc": "application/grpc+proto",
+    "grpc-web": "application/grpc-web+proto",
+}
+
+
+def message(text: str) -> bytes:
+    return encode_envelope(0, StringValue(value=text).SerializeToString())
+
+
+# -- async: a head at once, then nothing ------------------------------------------
+
+
+class _StalledResponse:
+    def __init__(self, protocol: Proto, first: bytes) -> None:
+        self.status = 200
+        self.headers = Headers({"content-type": STREAM_TYPES[protocol]})
+        self._first = first
+        self.closed = False
+
+    async def read(self) -> bytes:
+        if self._first:
+            chunk, self._first = self._first, b""
+            return chunk
+        await asyncio.sleep(60)
+        return b""
+
+    @property
+    def trailers(self) -> Headers:
+        return Headers()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class _StalledAsync:
+    """Sends the response head at once; the body (after ``first``) never comes."""
+
+    def __init__(self, protocol: Proto, first: bytes = b"") -> None:
+        self.protocol = protocol
+        self.first = first
+        self.responses: list[_StalledResponse] = []
+
+    async def send(
+        self, request: HTTPRequest, body: AsyncIterator[bytes] | None
+    ) -> _StalledResponse:
+        resp = _StalledResponse(self.protocol, self.first)
+        self.responses.append(resp)
+        return resp
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _requests() -> AsyncIterator[StringValue]:
+    yield StringValue(value="a")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("kind", ["server", "bidi"])
+def test_deadline_bounds_the_first_stream_read(protocol: Proto, kind: str) -> None:
+    async def main() -> tuple[list[str], ConnectError]:
+        transport = _StalledAsync(protocol)
+        client = AsyncClient("http://h", protocol=protocol, transport=transport)
+        if kind == "server":
+            stream = client.call_server_stream(SERVER, StringValue(), timeout=0.1)
+        else:
+            stream = client.call_bidi_stream(BIDI, _requests(), timeout=0.1)
+        got: list[str] = []
+        with pytest.raises(ConnectError) as raised:
+            async for m in stream:
+                got.append(m.value)
+        assert transport.responses[0].closed
+        return got, raised.value
+
+    got, err = asyncio.run(asyncio.wait_for(main(), 10))
+    assert got == []
+    assert err.code is Code.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_deadline_bounds_later_stream_reads(protocol: Proto) -> None:
+    async def main() -> tuple[list[str], ConnectError]:
+        transport = _StalledAsync(protocol, first=message("one"))
+        client = AsyncClient("http://h", protocol=protocol, transport=transport)
+        got: list[str] = []
+        with pytest.raises(ConnectError) as raised:
+            async for m in client.call_server_stream(
+                SERVER, StringValue(), timeout=0.1
+            ):
+                got.append(m.value)
+        return got, raised.value
+
+    got, err = asyncio.run(asyncio.wait_for(main(), 10))
+    assert got == ["one"]
+    assert err.code is Code.DEADLINE_EXCEEDED
+
+
+# -- sync: reads that block until closed ---------------------------------------
+
+
+class _BlockingResponse:
+    """One message, then a read that blocks until :meth:`close`.
+
+    Like pyqwest's, a read interrupted by ``close`` fails as a read error.
+    """
+
+    def __init__(self, protocol: Proto, first: bytes) -> None:
+        self.status = 200
+        self.headers = Headers({"content-type": STREAM_TYPES[protocol]})
+        self._first = first
+        self.closed = threading.Event()
+        self.reading = threading.Event()
+
+    def read(self) -> bytes:
+        if self._first:
+            chunk, self._first = self._first, b""
+            return chunk
+        self.reading.set()
+        if not self.closed.wait(30):
+            return b""
+        raise ConnectError(Code.UNAVAILABLE, "ReadError: Response body read cancelled")
+
+    @property
+    def trailers(self) -> Headers:
+        return Headers()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class _BlockingSync:
+    """A sync transport whose responses block; ``send`` may block too."""
+
+    def __init__(self, protocol: Proto, first: bytes = b"", head_waits: bool = False):
+        self.protocol = protocol
+        self.first = first
+        self.head_waits = head_waits
+        self.responses: list[_BlockingResponse] = []
+        self.sending = threading.Event()
+        self.closed = threading.Event()
+
+    def send(
+        self, request: HTTPRequest, body: Iterator[bytes] | None
+    ) -> _BlockingResponse:
+        if body is not None:
+            for _ in body:
+                pass
+        if self.head_waits:
+            # A server that answers late; closing the transport aborts the call.
+            self.sending.set()
+            if self.closed.wait(30):
+                raise ConnectError(Code.UNAVAILABLE, "connection closed")
+        resp = _BlockingResponse(self.protocol, self.first)
+        self.responses.append(resp)
+        return resp
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sync_stream_closed_by_the_reader_raises_canceled(protocol: Proto) -> None:
+    transport = _BlockingSync(protocol, first=message("one"))
+    client = SyncClient("http://h", protocol=protocol, transport=transport)
+    stream = client.call_server_stream(SERVER, StringValue())
+    assert next(stream).value == "one"
+    stream.close()
+    assert transport.responses[0].closed.is_set()
+    with pytest.raises(ConnectError) as raised:
+        next(stream)
+    assert raised.value.code is Code.CANCELED
+    # Iterating again says the same.
+    with pytest.raises(ConnectError) as raised:
+        next(stream)
+    assert raised.value.code is Code.CANCELED
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sync_stream_closed_from_another_thread_is_canceled(protocol: Proto) -> None:
+    transport = _BlockingSync(protocol, first=message("one"))
+    client = SyncClient("http://h", protocol=protocol, transport=transport)
+    stream = client.call_server_stream(SERVER, StringValue())
+    assert next(stream).value == "one"
+
+    def close_when_blocked() -> None:
+        transport.responses[0].reading.wait(10)
+        stream.close()
+
+    threading.Thread(target=close_when_blocked).start()
+    with pytest.raises(ConnectError) as raised:
+        next(stream)
+    assert raised.value.code is Code.CANCELED
+
+
+def test_sync_stream_closed_by_its_request_iterator_is_canceled() -> None:
+    transport = _BlockingSync("connect", first=message("one"))
+    client = SyncClient("http://h", transport=transport)
+    holder: list[Any] = []
+
+    def requests() -> Iterator[StringValue]:
+        yield StringValue(value="a")
+        holder[0].close()  # before the request ends, as on a cancel button
+
+    stream = client.call_bidi_stream(BIDI, requests())
+    holder.append(stream)
+    with pytest.raises(ConnectError) as raised:
+        next(stream)
+    assert raised.value.code is Code.CANCELED
+    assert transport.responses[0].closed.is_set()
+
+
+def test_sync_unary_canceled_by_closing_the_client() -> None:
+    transport = _BlockingSync("connect", head_waits=True)
+    client = SyncClient("http://h", transport=transport)
+
+    def close_when_sent() -> None:
+        transport.sending.wait(10)
+        client.close()
+
+    threading.Thread(target=close_when_sent).start()
+    with pytest.raises(ConnectError) as raised:
+        client.call_unary(UNARY, StringValue())
+    assert raised.value.code is Code.CANCELED
+    # A closed client cancels every later call too.
+    with pytest.raises(ConnectError) as raised:
+        client.call_unary(UNARY, StringValue())
+    assert raised.value.code is Code.CANCELED
+
+
+# -- transport errors after the deadline -----------------------------------------
+
+
+def test_past_deadline_decision() -> None:
+    reset = ConnectError(Code.CANCELED, "StreamError: CANCEL")
+    lost = ConnectError(Code.UNAVAILABLE, "connection reset")
+    stated = ConnectError(Code.PERMISSION_DENIED, "no")
+    assert past_deadline(reset, None, 5.0) is reset
+    assert past_deadline(reset, 6.0, 5.0) is reset
+    assert past_deadline(stated, 5.0, 5.0) is stated
+    for err in (reset, lost):
+        late = past_deadline(err, 5.0, 5.0)
+        assert late.code is Code.DEADLINE_EXCEEDED
+        assert err.message in late.message
+
+
+class _ResetAfterDeadlineSync:
+    """Answers the head, then resets the stream once the deadline has passed."""
+
+    def __init__(self, protocol: Proto, at_send: bool) -> None:
+        self.protocol = protocol
+        self.at_send = at_send
+
+    def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> Any:
+        assert request.timeout is not None
+        if self.at_send:
+            threading.Event().wait(request.timeout + 0.05)
+            raise ConnectError(Code.CANCELED, "StreamError: CANCEL")
+        return _ResetResponse(self.protocol, request.timeout)
+
+    def close(self) -> None:
+        pass
+
+
+class _ResetResponse:
+    def __init__(self, protocol: Proto, timeout: float) -> None:
+        self.status = 200
+        self.headers = Headers({"content-type": STREAM_TYPES[protocol]})
+        self._timeout = timeout
+
+    def read(self) -> bytes:
+        threading.Event().wait(self._timeout + 0.05)
+        raise ConnectError(Code.CANCELED, "StreamError: stream no longer needed")
+
+    @property
+    def trailers(self) -> Headers:
+        return Headers()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sync_reset_after_the_deadline_is_deadline_exceeded(protocol: Proto) -> None:
+    client = SyncClient(
+        "http://h", protocol=protocol, transport=_ResetAfterDeadlineSync(protocol, True)
+    )
+    with pytest.raises(ConnectError) as raised:
+        client.call_unary(UNARY, StringValue(), timeout=0.05)
+    assert raised.value.code is Code.DEADLINE_EXCEEDED
+    client = SyncClient(
+        "http://h",
+        protocol=protocol,
+        transport=_ResetAfterDeadlineSync(protocol, False),
+    )
+    with pytest.raises(ConnectError) as raised:
+        list(client.call_server_stream(SERVER, StringValue(), timeout=0.05))
+    assert raised.value.code is Code.DEADLINE_EXCEEDED
+
+
+class _ResetAsync:
+    def __init__(self, protocol: Proto) -> None:
+        self.protocol = protocol
+
+    async def send(self, request: HTTPRequest, body: Any) -> Any:
+        return _ResetAsyncResponse(self.protocol, request.timeout)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _ResetAsyncResponse:
+    def __init__(self, protocol: Proto, timeout: float | None) -> None:
+        self.status = 200
+        self.headers = Headers({"content-type": STREAM_TYPES[protocol]})
+        self._timeout = timeout
+
+    async def read(self) -> bytes:
+        # Block the loop past the deadline, so the client's timer cannot win.
+        threading.Event().wait((self._timeout or 0) + 0.05)
+        raise ConnectError(Code.CANCELED, "StreamError: stream no longer needed")
+
+    @property
+    def trailers(self) -> Headers:
+        return Headers()
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_async_stream_reset_after_the_deadline_is_deadline_exceeded(
+    protocol: Proto,
+) -> None:
+    async def main() -> ConnectError:
+        client = AsyncClient(
+            "http://h", protocol=protocol, transport=_ResetAsync(protocol)
+        )
+        with pytest.raises(ConnectError) as raised:
+            async for _ in client.call_server_stream(
+                SERVER, StringValue(), timeout=0.05
+            ):
+                pass
+        return raised.value
+
+    assert asyncio.run(main()).code is Code.DEADLINE_EXCEEDED
