@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 from protoc_gen_connect_python.runtime.headers import Headers
@@ -26,14 +27,30 @@ class RequestView(Protocol):
         ...
 
 
+class _Sent:
+    """An awaitable that is already done (what ``send_headers`` returns when
+    there is nothing left to wait for)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+
+SENT: Awaitable[None] = _Sent()
+
+
 class RequestContext:
     """Per-call information for a server handler, the same for sync and async.
 
     Handlers read ``request_headers`` and may add to ``response_headers`` (sent
-    before the first message) and ``response_trailers`` (sent at the end).
+    before the first message, or by ``send_headers``) and ``response_trailers``
+    (sent at the end).
     """
 
     __slots__ = (
+        "_head_sender",
         "_lazy_peer",
         "_peer",
         "_request_headers",
@@ -45,6 +62,8 @@ class RequestContext:
         "method",
         "protocol",
     )
+
+    _head_sender: Callable[[], Awaitable[None]] | None
 
     def __init__(
         self,
@@ -137,6 +156,29 @@ class RequestContext:
     def peer(self, value: str | None) -> None:
         self._lazy_peer = False
         self._peer = value
+
+    def send_headers(self) -> Awaitable[None]:
+        """Send the response headers now instead of with the first message.
+
+        For streaming responses (server and bidi streams; client streams too),
+        so a client sees ``response_headers`` before a handler that takes its
+        time produces the first message. Headers added afterwards are not
+        sent. Calling it again, or after the first message, does nothing; in
+        unary calls it does nothing either (the headers go with the response).
+
+        WSGI: the headers are written before this returns. ASGI: the send is
+        started at once and completes while the handler next waits; ``await``
+        the result to wait for it. Either way the return value may be ignored
+        (sync handlers) or awaited (async handlers).
+        """
+        # The shells set the sender for streaming calls only; unary calls never
+        # pay for the attribute.
+        sender: Callable[[], Awaitable[None]] | None = getattr(
+            self, "_head_sender", None
+        )
+        if sender is None:
+            return SENT
+        return sender()
 
     def timeout_remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None if there is none."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.context import SENT
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import AsyncServerInterceptor
@@ -28,6 +29,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     Endpoint,
     Head,
     HTTPReject,
+    RawHeaders,
     Reply,
     ServerCall,
     ServerCore,
@@ -240,25 +242,38 @@ async def _read_body(
             return b"".join(chunks)
 
 
-_DRAIN_MAX = 64 * 1024
+_DRAIN_MAX_BYTES = 8 * 1024 * 1024
+_DRAIN_SECONDS = 2.0
 
 
-async def _drain(receive: Receive, content_length: str | None) -> None:
-    """Read and drop a small, fully declared request body before an early reply.
+async def _drain(receive: Receive) -> bool:
+    """Read and drop the rest of a request body the reply did not need.
 
-    Some HTTP/2 servers (hypercorn) fail the whole connection when request data
-    arrives for a stream whose response has already finished. Only bodies with
-    a Content-Length are drained: the client has committed to sending them, so
-    waiting cannot stall a full-duplex client that waits for our answer first.
+    A response that ends while the client is still sending breaks on some
+    servers: hypercorn closes an HTTP/1.1 connection at once (the client may
+    lose the response in the reset), and over HTTP/2 fails the whole connection
+    when data arrives for a stream whose response finished. The shells send the
+    reply up to its last event, drain, and then end it. Draining stops at the
+    end of the body, after ``_DRAIN_MAX_BYTES`` or after ``_DRAIN_SECONDS``, so
+    a client that waits for the end of the response before it stops sending
+    costs a bounded wait. False if the client went away.
     """
-    if content_length is None or not content_length.isdigit():
-        return
-    if not 0 < int(content_length) <= _DRAIN_MAX:
-        return
-    while True:
+    try:
+        return await asyncio.wait_for(_drain_body(receive), _DRAIN_SECONDS)
+    except asyncio.TimeoutError:
+        return True
+
+
+async def _drain_body(receive: Receive) -> bool:
+    size = 0
+    while size <= _DRAIN_MAX_BYTES:
         msg = await receive()
-        if msg["type"] != "http.request" or not msg.get("more_body", False):
-            return
+        if msg["type"] != "http.request":
+            return False
+        if not msg.get("more_body", False):
+            break
+        size += len(msg.get("body", b""))
+    return True
 
 
 def _too_large(limit: int) -> ConnectError:
@@ -276,14 +291,15 @@ class _Requests(AsyncIterator[Message]):
     may answer, so half-duplex and full-duplex clients both work.
     """
 
-    __slots__ = ("_call", "_eof", "_guard", "_pending", "_receive")
+    __slots__ = ("_call", "_guard", "_pending", "_receive", "eof")
 
     def __init__(self, receive: Receive, call: ServerCall, guard: _Guard) -> None:
         self._receive = receive
         self._call = call
         self._guard = guard
         self._pending: deque[Message] = deque()
-        self._eof = False
+        self.eof = False
+        """Whether the whole request body was received."""
 
     def __aiter__(self) -> _Requests:
         return self
@@ -291,14 +307,14 @@ class _Requests(AsyncIterator[Message]):
     async def __anext__(self) -> Message:
         pending = self._pending
         while not pending:
-            if self._eof:
+            if self.eof:
                 raise StopAsyncIteration
             msg = await self._receive()
             if msg["type"] != "http.request":
                 await _disconnected(self._guard)
             pending.extend(self._call.feed(msg.get("body", b"")))
             if not msg.get("more_body", False):
-                self._eof = True
+                self.eof = True
                 self._guard.watch(self._receive)
                 self._call.close_input()
         return pending.popleft()
@@ -327,6 +343,97 @@ async def _send_reply(send: Send, reply: Reply) -> None:
     # With the trailers extension the body still ends with more_body=False.
     await send({"type": "http.response.body", "body": reply.body})
     await send({"type": "http.response.trailers", "headers": trailers})
+
+
+async def _send_reply_draining(
+    send: Send, receive: Receive, reply: Reply, length: str | None
+) -> None:
+    """``_send_reply`` for a request whose body was not read to its end."""
+    start = {
+        "type": "http.response.start",
+        "status": reply.status,
+        "headers": reply.headers,
+        "trailers": reply.trailers is not None,
+    }
+    await _end_draining(send, receive, start, reply.body, reply.trailers, length)
+
+
+async def _end_draining(
+    send: Send,
+    receive: Receive,
+    start: Message_ | None,
+    body: bytes,
+    trailers: RawHeaders | None,
+    length: str | None,
+) -> None:
+    """Send the rest of a response (``start`` unless sent), draining the request.
+
+    A body of a declared, moderate length is drained first: the client has
+    committed to sending it, and a client that sees the response end early may
+    cut its request short (Go's HTTP/2 client then ends the stream before the
+    declared length, which hypercorn's h2 treats as an error of the whole
+    connection). Otherwise the last body bytes go first, so a client that waits
+    for the answer before it stops sending gets it (the Connect end-of-stream
+    message, or a body of its declared length; gRPC's status comes with the
+    trailers, after the drain), then the request is drained and the response
+    ended.
+    """
+    if length is not None and length.isdigit() and int(length) <= _DRAIN_MAX_BYTES:
+        if not await _drain(receive):
+            return
+        if start is not None:
+            await send(start)
+        await send({"type": "http.response.body", "body": body})
+    else:
+        if start is not None:
+            await send(start)
+        if body:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        if not await _drain(receive):
+            return
+        await send({"type": "http.response.body", "body": b""})
+    if trailers is not None:
+        await send({"type": "http.response.trailers", "headers": trailers})
+
+
+class _StreamHead:
+    """The head of a streaming response: sent once, early if the handler asks.
+
+    ``flush`` is the handler's ``ctx.send_headers()``: it starts the send in a
+    task of its own at once (the handler need not await it), and ``start``,
+    which the shell awaits before the first body event, waits for that task
+    instead of sending again, so events keep their order.
+    """
+
+    __slots__ = ("_call", "_send", "_task", "sent")
+
+    def __init__(self, send: Send, call: ServerCall) -> None:
+        self._send = send
+        self._call = call
+        self._task: asyncio.Future[None] | None = None
+        self.sent = False
+
+    @property
+    def begun(self) -> bool:
+        """Whether the head was sent or is being sent."""
+        return self.sent or self._task is not None
+
+    def flush(self) -> Awaitable[None]:
+        if self.sent:
+            return SENT
+        if self._task is None:
+            self._task = asyncio.ensure_future(_start_response(self._send, self._call))
+        # Shielded: a handler cancelled while awaiting it must not cancel the
+        # send half-way; the shell still waits for it in ``start``.
+        return asyncio.shield(self._task)
+
+    async def start(self) -> None:
+        task = self._task
+        if task is not None:
+            await asyncio.shield(task)
+        elif not self.sent:
+            await _start_response(self._send, self._call)
+        self.sent = True
 
 
 class ASGIApp:
@@ -374,19 +481,23 @@ class ASGIApp:
         ep = self._routes.get(path)
         head = _head(scope["headers"])
         if ep is None:
-            await _drain(receive, head.get("content-length"))
-            await _send_reply(send, NOT_FOUND)
+            await _send_reply_draining(
+                send, receive, NOT_FOUND, head.get("content-length")
+            )
             return
         try:
             call = self._core.start(ep, scope["method"], head, _SCOPE, scope)
         except HTTPReject as r:
-            await _drain(receive, head.get("content-length"))
-            await _send_reply(send, r.reply)
+            await _send_reply_draining(
+                send, receive, r.reply, head.get("content-length")
+            )
             return
         if call.needs_trailers and "http.response.trailers" not in scope.get(
             "extensions", {}
         ):
-            await _send_reply(send, self._no_trailers(call))
+            await _send_reply_draining(
+                send, receive, self._no_trailers(call), head.get("content-length")
+            )
             return
         if ep.unary is not None:
             await self._unary(ep, call, receive, send)
@@ -421,7 +532,6 @@ class ASGIApp:
             for hook in ep.hooks:
                 await hook(ctx)
             body = call.preread
-            unread = False
             if body is None:
                 body = await _read_body(
                     receive,
@@ -429,6 +539,7 @@ class ASGIApp:
                     call.head.get("content-length"),
                     guard,
                 )
+            unread = False
             request = call.decode_unary(body)
             assert ep.unary is not None
             # One step by hand: a handler that returns without suspending (the
@@ -457,16 +568,20 @@ class ASGIApp:
             guard.disarm()
             reply = call.encode_error(self._core.to_error(e, ep))
         if unread:
-            await _drain(receive, call.head.get("content-length"))
-        await _send_reply(send, reply)
+            await _send_reply_draining(
+                send, receive, reply, call.head.get("content-length")
+            )
+        else:
+            await _send_reply(send, reply)
 
     async def _stream(
         self, ep: Endpoint, call: ServerCall, receive: Receive, send: Send
     ) -> None:
         guard = _Guard()
         ctx = call.ctx
-        started = False
+        head = _StreamHead(send, call)
         err: ConnectError | None = None
+        requests: _Requests | None = None
         responses: AsyncIterator[Message] | None = None
         try:
             try:
@@ -476,17 +591,21 @@ class ASGIApp:
                 for hook in ep.hooks:
                     await hook(ctx)
                 assert ep.stream is not None
-                responses = ep.stream(_Requests(receive, call, guard), ctx)
+                requests = _Requests(receive, call, guard)
+                ctx._head_sender = head.flush
+                responses = ep.stream(requests, ctx)
                 frame = call.stream_framer()
+                started = False
                 async for msg in responses:
                     data = frame(msg)
                     if not started:
-                        await _start_response(send, call)
+                        await head.start()
                         started = True
                     await send(
                         {"type": "http.response.body", "body": data, "more_body": True}
                     )
             finally:
+                ctx._head_sender = None
                 if responses is not None:
                     await aclose_iterator(responses)
         except asyncio.CancelledError:
@@ -498,33 +617,54 @@ class ASGIApp:
             err = deadline_exceeded()
         except HTTPReject as r:
             guard.disarm()
-            await _send_reply(send, r.reply)
+            await _send_reply_draining(
+                send, receive, r.reply, call.head.get("content-length")
+            )
             return
         except Exception as e:
             err = self._core.to_error(e, ep)
         guard.disarm()
-        if not started:
-            if err is not None:
-                await _send_reply(send, call.encode_error(err))
-                return
-            await _start_response(send, call)
+        unread = requests is None or not requests.eof
+        if not head.begun and err is not None:
+            reply = call.encode_error(err)
+            if unread:
+                await _send_reply_draining(
+                    send, receive, reply, call.head.get("content-length")
+                )
+            else:
+                await _send_reply(send, reply)
+            return
         body, trailers = call.encode_stream_end(err)
+        if unread:
+            start = None
+            if head.begun:
+                await head.start()
+            else:
+                start = _stream_start(call)
+            await _end_draining(
+                send, receive, start, body, trailers, call.head.get("content-length")
+            )
+            return
+        await head.start()
         await send({"type": "http.response.body", "body": body})
         if trailers is not None:
             await send({"type": "http.response.trailers", "headers": trailers})
 
 
+def _stream_start(call: ServerCall) -> Message_:
+    """The ``http.response.start`` event of a streaming response."""
+    status, head = call.stream_head()
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": head,
+        "trailers": call.needs_trailers,
+    }
+
+
 async def _start_response(send: Send, call: ServerCall) -> None:
     """Send the head of a streaming response."""
-    status, head = call.stream_head()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": head,
-            "trailers": call.needs_trailers,
-        }
-    )
+    await send(_stream_start(call))
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -9,12 +9,14 @@ trailers, so protocols that need them (gRPC) are refused with a clear error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.context import SENT
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import SyncServerInterceptor
@@ -134,9 +136,10 @@ def _read_body(environ: Environ, limit: int) -> bytes:
         chunks.append(chunk)
 
 
-def _requests(environ: Environ, call: ServerCall) -> Iterator[Message]:
+def _requests(environ: Environ, call: ServerCall, eof: list[bool]) -> Iterator[Message]:
     # Read exactly what the next message needs: a blocking read for more could
-    # wait on bytes a client sends only after it sees our answer.
+    # wait on bytes a client sends only after it sees our answer. ``eof[0]``
+    # becomes True once the body was read to its end.
     stream: IO[bytes] = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH")
     remaining = int(length) if length and length.isdigit() else -1
@@ -153,7 +156,40 @@ def _requests(environ: Environ, call: ServerCall) -> Iterator[Message]:
         for m in call.feed(data):
             check_deadline(ctx)
             yield m
+    eof[0] = True
     call.close_input()
+
+
+_DRAIN_MAX_BYTES = 8 * 1024 * 1024
+_DRAIN_SECONDS = 2.0
+
+
+def _drain(environ: Environ) -> None:
+    """Read and drop the rest of a request body after the response was sent.
+
+    A server that finds request bytes unread when the response ends closes the
+    connection (gunicorn), and a client still sending gets a broken pipe
+    instead of reading the answer. Bounded by ``_DRAIN_MAX_BYTES`` and, between
+    reads, ``_DRAIN_SECONDS``.
+    """
+    stream: IO[bytes] = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    # With a declared length, never ask for more than is left: the server
+    # may not stop a read at the end of the body.
+    remaining = int(length) if length and length.isdigit() else -1
+    until = time.monotonic() + _DRAIN_SECONDS
+    size = 0
+    while remaining != 0 and size <= _DRAIN_MAX_BYTES and time.monotonic() < until:
+        n = _READ_CHUNK if remaining < 0 else min(_READ_CHUNK, remaining)
+        try:
+            data = stream.read(n)
+        except OSError:
+            return
+        if not data:
+            return
+        size += len(data)
+        if remaining > 0:
+            remaining -= len(data)
 
 
 class WSGIApp:
@@ -237,6 +273,19 @@ class WSGIApp:
         started = False
         err: ConnectError | None = None
         responses: Iterator[Message] | None = None
+        eof = [False]
+
+        def send_head() -> Awaitable[None]:
+            # ctx.send_headers(): PEP 3333 servers send the head on the first
+            # call of start_response's write(), even with no data.
+            nonlocal started
+            if not started:
+                started = True
+                status, head = call.stream_head()
+                write = start_response(status_line(status), _str_headers(head))
+                write(b"")
+            return SENT
+
         try:
             try:
                 call.parse_head()
@@ -244,7 +293,8 @@ class WSGIApp:
                 for hook in ep.hooks:
                     hook(ctx)
                 assert ep.stream is not None
-                responses = ep.stream(_requests(environ, call), ctx)
+                ctx._head_sender = send_head
+                responses = ep.stream(_requests(environ, call, eof), ctx)
                 frame = call.stream_framer()
                 for msg in responses:
                     if ctx.deadline is not None:
@@ -257,6 +307,7 @@ class WSGIApp:
                     yield data
                 check_deadline(ctx)
             finally:
+                ctx._head_sender = None
                 if responses is not None:
                     close_iterator(responses)
         except HTTPReject as r:
@@ -264,14 +315,16 @@ class WSGIApp:
             return
         except Exception as e:
             err = self._core.to_error(e, ep)
-        if not started:
-            if err is not None:
-                yield from _reply(start_response, call.encode_error(err))
-                return
-            status, head = call.stream_head()
-            start_response(status_line(status), _str_headers(head))
-        body, _ = call.encode_stream_end(err)
-        yield body
+        if not started and err is not None:
+            yield from _reply(start_response, call.encode_error(err))
+        else:
+            if not started:
+                status, head = call.stream_head()
+                start_response(status_line(status), _str_headers(head))
+            body, _ = call.encode_stream_end(err)
+            yield body
+        if not eof[0]:
+            _drain(environ)
 
 
 def _reply(start_response: StartResponse, reply: Reply) -> list[bytes]:

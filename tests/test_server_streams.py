@@ -1,0 +1,338 @@
+"""Streaming responses: early headers (``ctx.send_headers()``) and early errors
+while the client is still sending, in-process and on real HTTP/1.1 servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from typing import Any
+
+import pytest
+from server_apps import Pinger, PingerSync, pb
+from server_harness import envelope, split_envelopes
+from servers import Server, start_server
+
+from protoc_gen_connect_python.runtime import ASGIApp, RequestContext, WSGIApp
+
+P = "/testing.v1.PingService/"
+STREAM = "application/connect+proto"
+
+# -- in-process -----------------------------------------------------------------------
+
+EVENTS: list[str] = []
+"""What the test's ASGI send and WSGI write saw, in order, shared with handlers."""
+
+
+class Early(Pinger):
+    async def count_up(self, request: Any, ctx: RequestContext) -> AsyncIterator[Any]:
+        ctx.response_headers["x-early"] = "yes"
+        await ctx.send_headers()
+        EVENTS.append("handler: headers sent")
+        ctx.send_headers()  # again: nothing more is sent
+        yield pb.CountUpResponse(number=1)
+
+    async def echo(
+        self, requests: AsyncIterator[Any], ctx: RequestContext
+    ) -> AsyncIterator[Any]:
+        ctx.send_headers()  # not awaited: sent before the first message anyway
+        async for r in requests:
+            yield pb.EchoResponse(text=r.text)
+
+    async def ping(self, request: Any, ctx: RequestContext) -> Any:
+        await ctx.send_headers()  # unary: does nothing
+        ctx.response_headers["x-late"] = "yes"
+        return pb.PingResponse(text=request.text)
+
+
+class EarlySync(PingerSync):
+    def count_up(self, request: Any, ctx: RequestContext) -> Iterator[Any]:
+        ctx.response_headers["x-early"] = "yes"
+        ctx.send_headers()
+        EVENTS.append("handler: headers sent")
+        ctx.send_headers()
+        yield pb.CountUpResponse(number=1)
+
+
+async def _drive(
+    app: ASGIApp,
+    path: str,
+    chunks: list[bytes],
+    content_type: str = STREAM,
+    length: bool = False,
+) -> list[str]:
+    """Run one request; the log of receives and sends, in order."""
+    pending = list(chunks)
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            c = pending.pop(0)
+            EVENTS.append(f"receive {len(c)}")
+            return {"type": "http.request", "body": c, "more_body": bool(pending)}
+        await asyncio.Event().wait()  # pragma: no cover - the app must not get here
+        raise AssertionError
+
+    async def send(msg: MutableMapping[str, Any]) -> None:
+        if msg["type"] == "http.response.start":
+            names = {k.decode() for k, _ in msg["headers"]}
+            EVENTS.append(
+                f"start {msg['status']} {sorted(n for n in names if n.startswith('x-'))}"
+            )
+        elif msg["type"] == "http.response.body":
+            data = msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if content_type == STREAM:
+                kinds = [
+                    "end" if f & 2 else "message" for f, _ in split_envelopes(data)
+                ]
+                EVENTS.append(f"body {kinds} more={more}")
+            else:
+                EVENTS.append(f"body {len(data)} more={more}")
+        else:
+            EVENTS.append(msg["type"])
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "path": path,
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", content_type.encode())]
+        + ([(b"content-length", b"%d" % sum(map(len, chunks)))] if length else []),
+        "client": ("127.0.0.1", 5555),
+        "extensions": {},
+    }
+    EVENTS.clear()
+    await app(scope, receive, send)
+    return list(EVENTS)
+
+
+def test_asgi_send_headers_before_first_message() -> None:
+    app = ASGIApp(Early())
+    req = envelope(pb.CountUpRequest(number=1).SerializeToString())
+    log = asyncio.run(_drive(app, P + "CountUp", [req]))
+    assert log == [
+        f"receive {len(req)}",
+        "start 200 ['x-early']",
+        "handler: headers sent",
+        "body ['message'] more=True",
+        "body ['end'] more=False",
+    ]
+
+
+def test_asgi_send_headers_not_awaited() -> None:
+    app = ASGIApp(Early())
+    req = envelope(pb.EchoRequest(text="a").SerializeToString())
+    log = asyncio.run(_drive(app, P + "Echo", [req]))
+    assert log.count("start 200 []") == 1
+    assert log.index("start 200 []") < log.index("body ['message'] more=True")
+    assert log[-2:] == ["body ['message'] more=True", "body ['end'] more=False"]
+
+
+def test_asgi_send_headers_in_unary_does_nothing() -> None:
+    app = ASGIApp(Early())
+    body = pb.PingRequest(text="a").SerializeToString()
+    log = asyncio.run(_drive(app, P + "Ping", [body], "application/proto"))
+    assert log[1] == "start 200 ['x-late']"
+
+
+def test_wsgi_send_headers_before_first_message() -> None:
+    app = WSGIApp(EarlySync())
+    req = envelope(pb.CountUpRequest(number=1).SerializeToString())
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": P + "CountUp",
+        "CONTENT_TYPE": STREAM,
+        "CONTENT_LENGTH": str(len(req)),
+        "wsgi.input": io.BytesIO(req),
+    }
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> Any:
+        names = sorted(k for k, _ in headers if k.startswith("x-"))
+        EVENTS.append(f"start {status} {names}")
+        return lambda data: EVENTS.append(f"write {data!r}")
+
+    EVENTS.clear()
+    for chunk in app(environ, start_response):
+        kinds = ["end" if f & 2 else "message" for f, _ in split_envelopes(chunk)]
+        EVENTS.append(f"body {kinds}")
+    assert EVENTS == [
+        "start 200 OK ['x-early']",
+        "write b''",
+        "handler: headers sent",
+        "body ['message']",
+        "body ['end']",
+    ]
+
+
+def test_asgi_early_error_drains_after_end_of_stream() -> None:
+    # The first message is over the limit; the rest of the body is still read,
+    # after the end-of-stream message went out and before the response ends.
+    app = ASGIApp(Pinger(), read_max_bytes=100)
+    first = envelope(b"\x08" * 200)
+    rest = [envelope(pb.SumRequest(number=1).SerializeToString())] * 3
+    log = asyncio.run(_drive(app, P + "Sum", [first, *rest]))
+    assert log == [
+        f"receive {len(first)}",
+        "start 200 []",
+        "body ['end'] more=True",
+        *[f"receive {len(r)}" for r in rest],
+        "body [] more=False",
+    ]
+
+
+def test_asgi_early_error_with_content_length_drains_first() -> None:
+    # A body of declared length is taken whole before the response goes out.
+    app = ASGIApp(Pinger(), read_max_bytes=100)
+    first = envelope(b"\x08" * 200)
+    rest = [envelope(pb.SumRequest(number=1).SerializeToString())] * 3
+    log = asyncio.run(_drive(app, P + "Sum", [first, *rest], length=True))
+    assert log == [
+        f"receive {len(first)}",
+        *[f"receive {len(r)}" for r in rest],
+        "start 200 []",
+        "body ['end'] more=False",
+    ]
+
+
+def test_asgi_handler_done_before_body_drains() -> None:
+    # A bidi handler that answers and returns without reading to the end.
+    class Once(Pinger):
+        async def echo(
+            self, requests: AsyncIterator[Any], ctx: RequestContext
+        ) -> AsyncIterator[Any]:
+            async for r in requests:
+                yield pb.EchoResponse(text=r.text)
+                return
+
+    req = envelope(pb.EchoRequest(text="a").SerializeToString())
+    log = asyncio.run(_drive(ASGIApp(Once()), P + "Echo", [req, req, req]))
+    assert log == [
+        f"receive {len(req)}",
+        "start 200 []",
+        "body ['message'] more=True",
+        "body ['end'] more=True",
+        f"receive {len(req)}",
+        f"receive {len(req)}",
+        "body [] more=False",
+    ]
+
+
+# -- real servers over HTTP/1.1 ------------------------------------------------------
+
+SERVERS = [
+    ("hypercorn", "stream_apps:asgi_app"),
+    ("uvicorn", "stream_apps:asgi_app"),
+    ("gunicorn", "stream_apps:wsgi_app"),
+]
+
+
+@pytest.fixture(scope="module", params=SERVERS, ids=[s[0] for s in SERVERS])
+def srv(request: pytest.FixtureRequest) -> Iterator[Server]:
+    name, app = request.param
+    s = start_server(name, app)
+    yield s
+    s.stop()
+
+
+def _head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        assert data, f"connection closed before the response head: {buf!r}"
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers, rest
+
+
+def _chunked(sock: socket.socket, buf: bytes) -> bytes:
+    """The body of a chunked response, read to its last chunk."""
+    body = b""
+    while True:
+        while b"\r\n" not in buf:
+            data = sock.recv(65536)
+            assert data, "connection closed inside the response body"
+            buf += data
+        size_line, _, buf = buf.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        while len(buf) < size + 2:
+            data = sock.recv(65536)
+            assert data, "connection closed inside the response body"
+            buf += data
+        if size == 0:
+            return body
+        body += buf[:size]
+        buf = buf[size + 2 :]
+
+
+def _end_stream(body: bytes) -> dict[str, Any]:
+    frames = split_envelopes(body)
+    assert frames and frames[-1][0] == 2, frames
+    end: dict[str, Any] = json.loads(frames[-1][1])
+    return end
+
+
+def _request_head(path: str, extra: str) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: {STREAM}\r\n{extra}\r\n"
+    ).encode()
+
+
+def test_oversized_first_message_ends_with_resource_exhausted(srv: Server) -> None:
+    # The client sends its whole stream before reading; the server must answer
+    # with the error in the end-of-stream message, not break the connection.
+    first = envelope(b"\x08" * 5000)
+    more = envelope(pb.SumRequest(number=1).SerializeToString() * 1000)
+    # Chunked, as streaming clients send, and more than socket buffers hold.
+    chunks = [first] + [more] * 2000
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    head = _request_head(P + "Sum", "Transfer-Encoding: chunked\r\n")
+    failed: list[BaseException] = []
+
+    def send_all(sock: socket.socket) -> None:
+        try:
+            sock.sendall(head + body)
+        except OSError as e:
+            failed.append(e)
+
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        sender = threading.Thread(target=send_all, args=(sock,))
+        sender.start()
+        try:
+            status, headers, rest = _head(sock)
+            assert status == 200
+            assert headers.get("transfer-encoding") == "chunked"
+            end = _end_stream(_chunked(sock, rest))
+        finally:
+            sender.join()
+    assert end["error"]["code"] == "resource_exhausted"
+    # The server took the whole request: the client could send all of it.
+    assert failed == []
+
+
+def test_send_headers_before_the_request_body(srv: Server) -> None:
+    # The client sends the request body only once it has the response head,
+    # which the handler flushes before it reads anything.
+    head = _request_head(P + "Echo", "Transfer-Encoding: chunked\r\n")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        sock.sendall(head)
+        status, headers, rest = _head(sock)
+        assert status == 200
+        assert headers["x-early"] == "yes"
+        msg = envelope(pb.EchoRequest(text="hi").SerializeToString())
+        sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(msg), msg))
+        frames = split_envelopes(_chunked(sock, rest))
+    assert [f for f, _ in frames] == [0, 2]
+    assert pb.EchoResponse.FromString(frames[0][1]).text == "hi"
+    assert json.loads(frames[1][1]) == {}
