@@ -201,6 +201,39 @@ async def test_unary_error_with_details(env: Env, http: str) -> None:
     assert err.metadata["x-trail-t"] == "t"
 
 
+@pytest.mark.parametrize("http", HTTP)
+def test_unary_error_keeps_headers_and_trailers_apart(env: Env, http: str) -> None:
+    with sclient(env, http) as c, pytest.raises(ConnectError) as info:
+        c.call_unary(
+            env.specs.post,
+            env.pb.Req(error_code="failed_precondition"),
+            headers={"x-echo-e": "h", "x-trail-t": "t"},
+        )
+    err = info.value
+    assert err.response_headers["x-echo-e"] == "h"
+    assert "x-trail-t" not in err.response_headers
+    assert "trailer-x-trail-t" not in err.response_headers
+    assert err.response_trailers["x-trail-t"] == "t"
+    assert "x-echo-e" not in err.response_trailers
+    # The merged view is still there.
+    assert (err.metadata["x-echo-e"], err.metadata["x-trail-t"]) == ("h", "t")
+
+
+async def test_stream_error_keeps_headers_and_trailers_apart(env: Env) -> None:
+    async with aclient(env, "h2") as c:
+        with pytest.raises(ConnectError) as info:
+            await c.call_client_stream(
+                env.specs.client_stream,
+                [env.pb.Req(error_code="aborted")],
+                headers={"x-echo-e": "h", "x-trail-t": "t"},
+            )
+    err = info.value
+    assert err.code is Code.ABORTED
+    assert err.response_headers["x-echo-e"] == "h"
+    assert err.response_trailers["x-trail-t"] == "t"
+    assert "x-echo-e" not in err.response_trailers
+
+
 def test_unary_error_sync(env: Env) -> None:
     with sclient(env) as c, pytest.raises(ConnectError) as info:
         c.call_unary(env.specs.post, env.pb.Req(error_code="not_found"))
@@ -503,6 +536,30 @@ async def test_client_stream(env: Env, http: str) -> None:
         res = await c.call_client_stream(env.specs.client_stream, [])
         assert res.index == 0
     assert closed == [True]
+
+
+@pytest.mark.parametrize("http", HTTP)
+async def test_client_stream_detailed(env: Env, http: str) -> None:
+    async with aclient(env, http) as c:
+        res = await c.call_client_stream_detailed(
+            env.specs.client_stream,
+            [env.pb.Req(text="a"), env.pb.Req(text="b")],
+            headers={"x-echo-h": "v", "x-trail-t": "w"},
+        )
+    assert (res.message.text, res.message.index) == ("a,b", 2)
+    assert res.headers["x-echo-h"] == "v"
+    assert res.trailers["x-trail-t"] == "w"
+
+
+def test_client_stream_detailed_sync(env: Env) -> None:
+    with sclient(env, "h2") as c:
+        res = c.call_client_stream_detailed(
+            env.specs.client_stream,
+            iter([env.pb.Req(text="z")]),
+            headers={"x-echo-h": "v", "x-trail-t": "w"},
+        )
+    assert res.message.text == "z"
+    assert (res.headers["x-echo-h"], res.trailers["x-trail-t"]) == ("v", "w")
 
 
 def test_client_stream_sync(env: Env) -> None:

@@ -165,6 +165,18 @@ def test_unary_error_in_trailers_with_details_and_metadata() -> None:
     assert "grpc-status" not in e.metadata
 
 
+def test_error_headers_and_trailers_are_kept_apart() -> None:
+    head = Headers({"content-type": "application/grpc", "x-h": "1"})
+    e = error_of(unary, grpc_proto(), b"", {"grpc-status": "5", "x-t": "v"}, head=head)
+    assert (e.response_headers["x-h"], e.response_trailers["x-t"]) == ("1", "v")
+    assert "x-t" not in e.response_headers and "x-h" not in e.response_trailers
+    assert "grpc-status" not in e.response_trailers
+    # Trailers-only: the one block of headers counts as trailers.
+    head = Headers({"grpc-status": "5", "x-t": "v"})
+    e = error_of(unary, grpc_proto(), b"", head=head)
+    assert e.response_trailers["x-t"] == "v" and not e.response_headers
+
+
 def test_trailers_only_error() -> None:
     head = Headers(
         {

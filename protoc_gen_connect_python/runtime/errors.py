@@ -89,7 +89,16 @@ class ConnectError(Exception):
     Raise it from a handler to send that code and message to the client; clients
     raise it for every failed call. ``metadata`` holds the headers and trailers the
     error arrived with (client side) or should be sent with (server side).
+
+    Client side, the two are also kept apart: ``response_headers`` holds the
+    response headers and ``response_trailers`` the trailers (for Connect unary
+    calls the ``trailer-`` headers without their prefix; for a gRPC
+    trailers-only response the status headers, as trailers). Both are empty
+    when the call failed before a response arrived.
     """
+
+    response_headers: Headers
+    response_trailers: Headers
 
     def __init__(
         self,
@@ -106,6 +115,8 @@ class ConnectError(Exception):
             d if isinstance(d, ErrorDetail) else ErrorDetail(d) for d in details
         ]
         self.metadata = metadata if metadata is not None else Headers()
+        self.response_headers = Headers()
+        self.response_trailers = Headers()
 
     def __str__(self) -> str:
         if self.message:

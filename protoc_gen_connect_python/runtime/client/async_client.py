@@ -25,6 +25,7 @@ from protoc_gen_connect_python.runtime.client.core import (
     UnaryResponse,
     past_deadline,
     read_limit_error,
+    with_response,
 )
 from protoc_gen_connect_python.runtime.client.interceptors import ClientCall
 from protoc_gen_connect_python.runtime.client.transport import (
@@ -355,16 +356,32 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         timeout: float | None = None,
     ) -> O:
         """Send a stream of requests and return the single response."""
+        res = await self.call_client_stream_detailed(
+            method, requests, headers=headers, timeout=timeout
+        )
+        return res.message
+
+    async def call_client_stream_detailed(
+        self,
+        method: MethodSpec[I, O],
+        requests: AsyncIterable[I] | Iterable[I],
+        *,
+        headers: HeadersInput | None = None,
+        timeout: float | None = None,
+    ) -> UnaryResponse[O]:
+        """Send a stream of requests; the single response with headers and trailers."""
         stream = AsyncStream(self, method, requests, False, headers, timeout)
         async with stream:
             result: O | None = None
             async for msg in stream:
                 if result is not None:
-                    raise too_many_messages_error()
+                    raise with_response(
+                        too_many_messages_error(), stream.headers, stream.trailers
+                    )
                 result = msg
         if result is None:
-            raise no_message_error(stream.headers)
-        return result
+            raise no_message_error(stream.headers, stream.trailers)
+        return UnaryResponse(result, stream.headers, stream.trailers)
 
     def call_server_stream(
         self,

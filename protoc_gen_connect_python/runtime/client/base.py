@@ -28,6 +28,7 @@ from protoc_gen_connect_python.runtime.client.core import (
     PreparedMethod,
     ResponseStream,
     make_protocol,
+    with_response,
 )
 from protoc_gen_connect_python.runtime.client.interceptors import (
     ClientCall,
@@ -68,13 +69,12 @@ def too_many_messages_error() -> ConnectError:
     )
 
 
-def no_message_error(headers: Headers) -> ConnectError:
+def no_message_error(headers: Headers, trailers: Headers | None = None) -> ConnectError:
     """A client-stream call that ended without its response message."""
-    return ConnectError(
-        Code.UNIMPLEMENTED,
-        "protocol error: the response stream has no message",
-        metadata=headers,
+    err = ConnectError(
+        Code.UNIMPLEMENTED, "protocol error: the response stream has no message"
     )
+    return with_response(err, headers, trailers)
 
 
 class ClientBase(Generic[_T, _P]):

@@ -244,12 +244,12 @@ class ClientProtocol(ABC):
             return None
         comp = self._decompressors.get(encoding)
         if comp is None:
-            raise ConnectError(
+            err = ConnectError(
                 Code.INTERNAL,
                 f"unknown encoding {encoding!r}; accepted encodings are "
                 f"{', '.join(self._decompressors) or 'identity'}",
-                metadata=metadata,
             )
+            raise err if metadata is None else with_response(err, metadata)
         return comp
 
     @property
@@ -299,11 +299,14 @@ def past_deadline(
     """
     if deadline is None or now < deadline or err.code not in _TRANSPORT_CODES:
         return err
-    return ConnectError(
+    late = ConnectError(
         Code.DEADLINE_EXCEEDED,
         f"deadline exceeded ({err.message})" if err.message else "deadline exceeded",
         metadata=err.metadata,
     )
+    late.response_headers = err.response_headers
+    late.response_trailers = err.response_trailers
+    return late
 
 
 def read_limit_error(limit: int) -> ConnectError:
@@ -430,9 +433,7 @@ class ConnectProtocol(ClientProtocol):
         try:
             msg = self.codec.decode(data, pm.output)
         except ConnectError as e:
-            err = decode_error(e)
-            err.metadata = merge_metadata(head, trailer_part)
-            raise err from None
+            raise with_response(decode_error(e), head, trailer_part) from None
         return UnaryResponse(msg, head, trailer_part)
 
     def _unary_error(
@@ -443,14 +444,12 @@ class ConnectProtocol(ClientProtocol):
                 body = self._decompress(headers.get(connect.UNARY_ENCODING), body)
             except ConnectError:
                 body = b""
-            return connect.parse_error_body(body, status, headers)
-        # Not a Connect error body (a proxy's page, say): the status decides.
+            err = connect.parse_error_body(body, status, headers)
+        else:
+            # Not a Connect error body (a proxy's page, say): the status decides.
+            err = ConnectError(Code.from_http_status(status), f"HTTP status {status}")
         head, trailers = connect.split_unary_trailers(headers)
-        return ConnectError(
-            Code.from_http_status(status),
-            f"HTTP status {status}",
-            metadata=merge_metadata(head, trailers),
-        )
+        return with_response(err, head, trailers)
 
     def _check_content_type(
         self, ctype: str, prefix: str, head: Headers, trailers: Headers
@@ -464,11 +463,10 @@ class ConnectProtocol(ClientProtocol):
             code = Code.INTERNAL
         else:
             code = Code.UNKNOWN
-        raise ConnectError(
-            code,
-            f"invalid content-type {ctype!r}; expecting {prefix}{self.codec.name}",
-            metadata=merge_metadata(head, trailers),
+        err = ConnectError(
+            code, f"invalid content-type {ctype!r}; expecting {prefix}{self.codec.name}"
         )
+        raise with_response(err, head, trailers)
 
     # -- streams -------------------------------------------------------------
 
@@ -495,11 +493,8 @@ class ConnectProtocol(ClientProtocol):
     ) -> ResponseStream:
         """Validate the streaming response head and return its body decoder."""
         if status != 200:
-            raise ConnectError(
-                Code.from_http_status(status),
-                f"HTTP status {status}",
-                metadata=headers,
-            )
+            err = ConnectError(Code.from_http_status(status), f"HTTP status {status}")
+            raise with_response(err, headers)
         ctype = headers.get("content-type", "")
         if ctype != self._stream_ct:
             self._check_content_type(ctype, connect.STREAM_PREFIX, headers, Headers())
@@ -514,6 +509,23 @@ def merge_metadata(head: Headers, trailers: Headers) -> Headers:
     out = head.copy()
     out.extend(trailers)
     return out
+
+
+def with_response(
+    err: ConnectError, head: Headers, trailers: Headers | None = None
+) -> ConnectError:
+    """Record on ``err`` the response headers and trailers it arrived with.
+
+    ``metadata`` gets both, merged; ``response_headers`` and
+    ``response_trailers`` keep them apart.
+    """
+    err.response_headers = head
+    if trailers:
+        err.response_trailers = trailers
+        err.metadata = merge_metadata(head, trailers)
+    else:
+        err.metadata = head
+    return err
 
 
 class EnvelopeResponseStream(ResponseStream):
@@ -572,19 +584,23 @@ class ConnectResponseStream(EnvelopeResponseStream):
         """Decode the messages completed by ``data``."""
         if self._done:
             if data:
-                raise ConnectError(
-                    Code.INTERNAL,
-                    "protocol error: data after the end-of-stream message",
-                    metadata=self.headers,
+                raise with_response(
+                    ConnectError(
+                        Code.INTERNAL,
+                        "protocol error: data after the end-of-stream message",
+                    ),
+                    self.headers,
                 )
             return []
         out: list[Any] = []
         for flags, payload in self._decoder.feed(data):
             if self._done:
-                raise ConnectError(
-                    Code.INTERNAL,
-                    "protocol error: message after the end-of-stream message",
-                    metadata=self.headers,
+                raise with_response(
+                    ConnectError(
+                        Code.INTERNAL,
+                        "protocol error: message after the end-of-stream message",
+                    ),
+                    self.headers,
                 )
             if flags & FLAG_END_STREAM:
                 self._end(flags, payload)
@@ -603,25 +619,28 @@ class ConnectResponseStream(EnvelopeResponseStream):
         self._done = True
         self.trailers = trailers
         if err is not None:
-            err.metadata = merge_metadata(self.headers, trailers)
-            self._error = err
+            self._error = with_response(err, self.headers, trailers)
 
     def finish(self, http_trailers: Headers) -> Headers:
         """Return the end-of-stream trailers or raise its error."""
         if self._error is not None:
             raise self._error
         if self._done and self._decoder.pending:
-            raise ConnectError(
-                Code.INTERNAL,
-                "protocol error: data after the end-of-stream message",
-                metadata=self.headers,
+            raise with_response(
+                ConnectError(
+                    Code.INTERNAL,
+                    "protocol error: data after the end-of-stream message",
+                ),
+                self.headers,
             )
         if not self._done:
             self._decoder.close(Code.INTERNAL)
-            raise ConnectError(
-                Code.INTERNAL,
-                "protocol error: missing end-of-stream message",
-                metadata=self.headers,
+            raise with_response(
+                ConnectError(
+                    Code.INTERNAL,
+                    "protocol error: missing end-of-stream message",
+                ),
+                self.headers,
             )
         return self.trailers
 

@@ -27,8 +27,8 @@ from protoc_gen_connect_python.runtime.client.core import (
     ResponseStream,
     UnaryResponse,
     decode_error,
-    merge_metadata,
     single_response,
+    with_response,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import Codec
@@ -136,8 +136,7 @@ class GRPCProtocol(ClientProtocol):
         try:
             message = single_response(messages, False)
         except ConnectError as e:
-            e.metadata = merge_metadata(headers, user_trailers)
-            raise
+            raise with_response(e, headers, user_trailers) from None
         return UnaryResponse(message, headers, user_trailers)
 
     def stream_request(
@@ -177,28 +176,25 @@ class GRPCProtocol(ClientProtocol):
         """Raise for a head that does not start a gRPC body; its decompressor."""
         if status != 200:
             # Not from a gRPC server (a proxy, say): the HTTP status decides.
-            raise ConnectError(
-                Code.from_http_status(status),
-                f"HTTP status {status}",
-                metadata=headers,
-            )
+            err = ConnectError(Code.from_http_status(status), f"HTTP status {status}")
+            raise with_response(err, headers)
         ctype = headers.get("content-type", "")
         if ctype != self._content_type:
             media = ctype.split(";", 1)[0].strip().lower()
             codec = wire.codec_from_content_type(media, self.web)
             if codec is None:
-                raise ConnectError(
+                err = ConnectError(
                     Code.UNKNOWN,
                     f"invalid content-type {ctype!r}; expecting {self._content_type}",
-                    metadata=headers,
                 )
+                raise with_response(err, headers)
             if codec != self.codec.name:
-                raise ConnectError(
+                err = ConnectError(
                     Code.INTERNAL,
                     f"response codec {codec!r} differs from the request's "
                     f"{self.codec.name!r}",
-                    metadata=headers,
                 )
+                raise with_response(err, headers)
         return self.response_compression(headers.get(wire.ENCODING), headers)
 
 
@@ -244,8 +240,8 @@ class GRPCResponseStream(EnvelopeResponseStream):
         return self._block is not None
 
     def _protocol_error(self, what: str) -> ConnectError:
-        return ConnectError(
-            Code.INTERNAL, f"protocol error: {what}", metadata=self.headers
+        return with_response(
+            ConnectError(Code.INTERNAL, f"protocol error: {what}"), self.headers
         )
 
     def feed(self, data: bytes) -> list[Any]:
@@ -299,20 +295,20 @@ class GRPCResponseStream(EnvelopeResponseStream):
         if wire.STATUS not in raw:
             if self._web and self._block is None and not self._decoder.pending:
                 raise self._protocol_error("missing trailers")
-            raise ConnectError(
+            missing = ConnectError(
                 Code.INTERNAL,
                 "protocol error: missing grpc-status"
                 + (" (incomplete message)" if self._decoder.pending else ""),
-                metadata=merge_metadata(self.headers, raw),
             )
+            raise with_response(missing, self.headers, raw)
         err = wire.error_from_trailers(raw)
         trailers = _user_trailers(raw)
         self.trailers = trailers
         if err is not None:
-            err.metadata = (
-                trailers if trailers_only else merge_metadata(self.headers, trailers)
-            )
-            raise err
+            if trailers_only:
+                # One block of headers that are the trailers.
+                raise with_response(err, Headers(), trailers)
+            raise with_response(err, self.headers, trailers)
         if self._decoder.pending:
             raise self._protocol_error("incomplete envelope")
         return trailers
