@@ -256,3 +256,20 @@ def test_config_rejects(kw: dict[str, Any]) -> None:
 def test_config_rejects_bad_url() -> None:
     with pytest.raises(ValueError):
         build_config("h:80")
+
+
+def test_zstd_is_safe_to_share_between_threads() -> None:
+    """Sync clients compress from many threads with one Compression object."""
+    pytest.importorskip("zstandard")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protoc_gen_connect_python.runtime.compression import Zstd
+
+    zstd = Zstd()
+    payloads = [bytes([i]) * (50_000 + i) for i in range(64)]
+
+    def round_trip(data: bytes) -> bool:
+        return zstd.decompress(zstd.compress(data), 0) == data
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(round_trip, payloads * 4))

@@ -6,8 +6,9 @@ Decompression is always bounded: a result larger than the caller's limit raises
 
 from __future__ import annotations
 
+import threading
 import zlib
-from typing import Protocol
+from typing import Any, Protocol
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -116,26 +117,41 @@ class Zstd:
         import zstandard
 
         self._mod = zstandard
-        self._c = zstandard.ZstdCompressor(level=level)
-        self._d = zstandard.ZstdDecompressor()
+        self._level = level
+        # zstandard's compressor and decompressor objects must not be used by
+        # two threads at once (sync clients and WSGI servers run many): one
+        # pair per thread.
+        self._local = threading.local()
+
+    def _pair(self) -> tuple[Any, Any]:
+        local = self._local
+        try:
+            pair: tuple[Any, Any] = local.pair
+        except AttributeError:
+            pair = local.pair = (
+                self._mod.ZstdCompressor(level=self._level),
+                self._mod.ZstdDecompressor(),
+            )
+        return pair
 
     def compress(self, data: bytes) -> bytes:
         """Compress ``data`` into one frame."""
-        out: bytes = self._c.compress(data)
+        out: bytes = self._pair()[0].compress(data)
         return out
 
     def decompress(self, data: bytes, max_size: int) -> bytes:
         """Decompress every frame in ``data``, bounded by ``max_size``."""
         if not data:
             return b""
+        d = self._pair()[1]
         try:
-            with self._d.stream_reader(data, read_across_frames=True) as r:
+            with d.stream_reader(data, read_across_frames=True) as r:
                 out: bytes = r.read(max_size + 1) if max_size > 0 else r.readall()
             if max_size > 0 and len(out) > max_size:
                 raise _too_large(max_size)
             # The reader accepts a truncated frame silently; the output is now
             # known to be bounded, so a second pass can check for the end.
-            dobj = self._d.decompressobj()
+            dobj = d.decompressobj()
             dobj.decompress(data)
             if not dobj.eof:
                 raise _corrupt(self.name, ValueError("truncated zstd data"))
