@@ -573,6 +573,11 @@ class SyncCall:
                     time.sleep(self.delay)
                 self.result.sent += 1
                 yield msg
+            # Full duplex: the last response arrives before the request ends.
+            if self.messages and not turn.acquire(timeout=30):
+                return
+            if done.is_set():
+                return
             self._close_send()
 
         self.stream = self.client.bidi_stream(
