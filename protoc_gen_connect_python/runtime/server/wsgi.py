@@ -183,7 +183,9 @@ def _drain(environ: Environ) -> None:
         n = _READ_CHUNK if remaining < 0 else min(_READ_CHUNK, remaining)
         try:
             data = stream.read(n)
-        except OSError:
+        except Exception:
+            # Best effort: the client may be gone, and servers report that
+            # differently (OSError from gunicorn, RuntimeError from pyvoy).
             return
         if not data:
             return
