@@ -47,7 +47,7 @@ calls() {
   step "curl: GET (NO_SIDE_EFFECTS method)"
   curl -sS "$base/greet.v1.GreetService/Greet?encoding=json&message=%7B%22name%22%3A%22GET%22%7D"; echo
   step "curl: an error, with its HTTP status and JSON body"
-  curl -sS -o /dev/stdout -w '\nHTTP %{http_code}\n' -X POST -H 'Content-Type: application/json' \
+  curl -sS -w '\nHTTP %{http_code}\n' -X POST -H 'Content-Type: application/json' \
     -d '{"name":""}' "$base/greet.v1.GreetService/Greet"
   step "curl: server streaming (Connect envelopes, shown as text)"
   local msg='{"name":"stream","count":3,"intervalMs":10}'
