@@ -557,6 +557,14 @@ class EnvelopeResponseStream(ResponseStream):
         self.headers = headers
         self.trailers = Headers()
 
+    def _message(self, flags: int, payload: bytes) -> Message:
+        """One message envelope's payload, decompressed and decoded."""
+        raw = decode_payload(flags, payload, self._comp, self._limit)
+        try:
+            return self._codec.decode(raw, self._output)
+        except ConnectError as e:
+            raise decode_error(e) from None
+
 
 class ConnectResponseStream(EnvelopeResponseStream):
     """Envelopes of messages, then one end-of-stream envelope with JSON."""
@@ -605,11 +613,7 @@ class ConnectResponseStream(EnvelopeResponseStream):
             if flags & FLAG_END_STREAM:
                 self._end(flags, payload)
                 continue
-            raw = decode_payload(flags, payload, self._comp, self._limit)
-            try:
-                out.append(self._codec.decode(raw, self._output))
-            except ConnectError as e:
-                raise decode_error(e) from None
+            out.append(self._message(flags, payload))
         return out
 
     def _end(self, flags: int, payload: bytes) -> None:

@@ -26,7 +26,6 @@ from protoc_gen_connect_python.runtime.client.core import (
     PreparedMethod,
     ResponseStream,
     UnaryResponse,
-    decode_error,
     single_response,
     with_response,
 )
@@ -264,11 +263,7 @@ class GRPCResponseStream(EnvelopeResponseStream):
                 continue
             if flags & ~FLAG_COMPRESSED:
                 raise self._protocol_error(f"invalid envelope flags 0x{flags:02x}")
-            raw = decode_payload(flags, payload, self._comp, self._limit)
-            try:
-                out.append(self._codec.decode(raw, self._output))
-            except ConnectError as e:
-                raise decode_error(e) from None
+            out.append(self._message(flags, payload))
         return out
 
     def _parse_block(self, flags: int, payload: bytes) -> Headers:
