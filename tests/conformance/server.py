@@ -57,6 +57,7 @@ class Settings:
     mode: str
     http2: bool
     tls: bool
+    http3: bool
     cert_file: str | None
     key_file: str | None
     client_ca_file: str | None
@@ -161,15 +162,30 @@ async def start_uvicorn(s: Settings) -> tuple[int, Stop]:
     return port, stop
 
 
+def _tcp_and_udp_port() -> int:
+    """A port of HOST free for TCP and UDP both, when probed."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((HOST, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((HOST, port))
+                except OSError:
+                    continue
+        return port
+    raise SystemExit("no port free for both TCP and UDP")
+
+
 async def start_pyvoy(s: Settings) -> tuple[int, Stop]:
-    from pyvoy import PyvoyServer
+    from pyvoy import PyvoyServer, StartupError
 
     kwargs: dict[str, Any] = {}
     if s.tls:
         kwargs.update(
             tls_cert=Path(s.cert_file or ""),
             tls_key=Path(s.key_file or ""),
-            tls_enable_http3=False,
+            tls_enable_http3=s.http3,
         )
         if s.client_ca_file:
             kwargs.update(
@@ -179,17 +195,34 @@ async def start_pyvoy(s: Settings) -> tuple[int, Stop]:
     for p in (str(HERE), str(GEN_DIR)):
         if p not in sys.path:
             sys.path.insert(0, p)
-    server = PyvoyServer(
-        "conformance_apps:asgi" if s.mode == "async" else "conformance_apps:wsgi",
-        interface="asgi" if s.mode == "async" else "wsgi",
-        address=HOST,
-        port=0,
-        stdout=None,
-        stderr=None,
-        log_level="error",
-        **kwargs,
-    )
-    await server.start()
+    # The runner knows one host:port. Envoy binds the TCP and the QUIC (UDP)
+    # listeners separately, so port 0 would give them two different ports: with
+    # HTTP/3 the adapter picks one free for both, and tries again should
+    # another process take it before Envoy binds it.
+    attempts = 5 if s.http3 else 1
+    for attempt in range(attempts):
+        server = PyvoyServer(
+            "conformance_apps:asgi" if s.mode == "async" else "conformance_apps:wsgi",
+            interface="asgi" if s.mode == "async" else "wsgi",
+            address=HOST,
+            port=_tcp_and_udp_port() if s.http3 else 0,
+            stdout=None,
+            stderr=None,
+            log_level="error",
+            **kwargs,
+        )
+        try:
+            await server.start()
+        except StartupError:
+            if attempt == attempts - 1:
+                raise
+            continue
+        break
+    if s.http3 and server.listener_port_quic != server.listener_port:
+        raise SystemExit(
+            f"pyvoy listens on TCP {server.listener_port}"
+            f" but on UDP {server.listener_port_quic}"
+        )
 
     async def stop() -> None:
         await server.stop()
@@ -356,6 +389,7 @@ def settings_for(req: Any, mode: str, folder: Path) -> tuple[Settings, bytes]:
         mode=mode,
         http2=req.http_version != config_pb2.HTTP_VERSION_1,
         tls=req.use_tls,
+        http3=req.http_version == config_pb2.HTTP_VERSION_3,
         cert_file=cert_file,
         key_file=key_file,
         client_ca_file=ca_file,
