@@ -74,7 +74,11 @@ COMPRESSIONS = {
     config_pb2.COMPRESSION_DEFLATE: "deflate",
     config_pb2.COMPRESSION_SNAPPY: "snappy",
 }
-HTTP_VERSIONS = {config_pb2.HTTP_VERSION_1: "1.1", config_pb2.HTTP_VERSION_2: "2"}
+HTTP_VERSIONS = {
+    config_pb2.HTTP_VERSION_1: "1.1",
+    config_pb2.HTTP_VERSION_2: "2",
+    config_pb2.HTTP_VERSION_3: "3",
+}
 
 
 class Unsupported(Exception):

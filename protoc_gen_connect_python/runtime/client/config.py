@@ -20,7 +20,7 @@ PEMInput = Union[bytes, str, "os.PathLike[str]"]
 """PEM data as bytes, or the path of a PEM file."""
 
 Protocol = Literal["connect", "grpc", "grpc-web"]
-HTTPVersionName = Literal["1.1", "2"]
+HTTPVersionName = Literal["1.1", "2", "3"]
 
 DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024
 DEFAULT_COMPRESS_MIN_BYTES = 1024
@@ -140,16 +140,22 @@ def build_config(
     ):
         if value < 0:
             raise ValueError(f"{name} must not be negative")
-    if http_version not in (None, "1.1", "2"):
-        raise ValueError(f'http_version must be None, "1.1" or "2": {http_version!r}')
+    if http_version not in (None, "1.1", "2", "3"):
+        raise ValueError(
+            f'http_version must be None, "1.1", "2" or "3": {http_version!r}'
+        )
+    if http_version == "3" and not base_url.startswith("https://"):
+        # QUIC always runs TLS: there is no cleartext HTTP/3.
+        raise ValueError('http_version="3" needs an https:// base_url')
     if protocol == "grpc":
-        # gRPC needs HTTP/2 (trailers, full duplex): h2c prior knowledge for
-        # http://, ALPN h2 for https://.
+        # gRPC needs HTTP/2 or later (trailers, full duplex): h2c prior
+        # knowledge for http://, ALPN h2 for https://, or HTTP/3 when asked.
         if http_version == "1.1":
             raise ValueError(
-                'protocol "grpc" needs HTTP/2; use http_version="2" or None'
+                'protocol "grpc" needs HTTP/2; use http_version="2", "3" or None'
             )
-        http_version = "2"
+        if http_version is None:
+            http_version = "2"
     cert = _read_pem(tls_cert, "tls_cert")
     key = _read_pem(tls_key, "tls_key")
     if (cert is None) != (key is None):

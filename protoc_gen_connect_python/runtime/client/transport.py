@@ -11,8 +11,9 @@ another HTTP stack, or to test without a network.
 Two implementations come with the runtime: the pure-Python HTTP/1.1 transports
 of ``http1_transport.py``, used for HTTP/1.1 (``http://`` without
 ``http_version``, or ``http_version="1.1"``), and pyqwest's for HTTP/2 (and so
-gRPC) and for ``https://`` without ``http_version``, where ALPN picks the
-version. :func:`async_transport_for` and :func:`sync_transport_for` choose.
+gRPC), for HTTP/3 (QUIC) and for ``https://`` without ``http_version``, where
+ALPN picks the version. :func:`async_transport_for` and
+:func:`sync_transport_for` choose.
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ def _headers(h: pyqwest.Headers) -> Headers:
 
 
 def _version(config: ClientConfig) -> pyqwest.HTTPVersion | None:
+    if config.http_version == "3":
+        return pyqwest.HTTPVersion.HTTP3
     if config.http_version == "2":
         return pyqwest.HTTPVersion.HTTP2
     if config.http_version == "1.1":
@@ -155,6 +158,14 @@ def _version(config: ClientConfig) -> pyqwest.HTTPVersion | None:
 
 
 def _transport_options(config: ClientConfig) -> dict[str, object]:
+    if config.protocol == "grpc" and config.http_version == "3":
+        # pyqwest's HTTP/3 responses end with the last DATA frame: the trailers
+        # after it, where gRPC puts its status, never reach the caller.
+        raise ValueError(
+            'protocol "grpc" over http_version="3" needs response trailers,'
+            " which pyqwest's HTTP/3 client does not deliver; use HTTP/2, or"
+            ' protocol "connect" or "grpc-web" over HTTP/3'
+        )
     return {
         "tls_ca_cert": config.tls_ca_cert,
         # A CA given explicitly replaces the system's trust store.
@@ -308,8 +319,8 @@ def uses_http1(config: ClientConfig) -> bool:
     """Whether the default transport of a client is the pure-Python HTTP/1.1 one.
 
     It is when the client speaks HTTP/1.1 for sure: ``http_version="1.1"``, or
-    no ``http_version`` with an ``http://`` URL. HTTP/2, and ``https://``
-    without ``http_version`` (ALPN), go to pyqwest.
+    no ``http_version`` with an ``http://`` URL. HTTP/2, HTTP/3, and
+    ``https://`` without ``http_version`` (ALPN), go to pyqwest.
     """
     if config.http_version == "1.1":
         return True
