@@ -8,7 +8,8 @@ and payload bytes moved.
 
 Scenarios: ``unary16``, ``unary16k`` (calls), ``download`` (server stream of
 1000 x 16 KiB), ``upload`` (client stream of 1000 x 16 KiB), ``pingpong``
-(bidi, one 16 B message per round trip, HTTP/2, async only).
+(bidi, one 16 B message per round trip, HTTP/2, async only), ``download_h2``
+(the server stream over HTTP/2, async only).
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def _cpu() -> float:
 
 
 async def run_async(args: argparse.Namespace, meter: Meter) -> None:
-    client = make_async_client(args.impl, args.url, args.scenario == "pingpong")
+    h2 = args.scenario in ("pingpong", "download_h2")
+    client = make_async_client(args.impl, args.url, h2)
     async with client:
         op: Callable[[], Any]
         if args.scenario.startswith("unary"):
@@ -124,7 +126,7 @@ async def run_async(args: argparse.Namespace, meter: Meter) -> None:
                 resp = await client.echo(req)
                 return len(resp.payload.data)
 
-        elif args.scenario == "download":
+        elif args.scenario in ("download", "download_h2"):
             sreq = pb.StreamRequest(count=STREAM_COUNT, size=LARGE)
 
             async def op() -> int:
@@ -172,7 +174,7 @@ def run_sync(args: argparse.Namespace, meter: Meter) -> None:
             def op() -> int:
                 return len(client.echo(req).payload.data)
 
-        elif args.scenario == "download":
+        elif args.scenario in ("download", "download_h2"):
             sreq = pb.StreamRequest(count=STREAM_COUNT, size=LARGE)
 
             def op() -> int:
@@ -210,7 +212,14 @@ def main() -> None:
     p.add_argument("--url", required=True)
     p.add_argument(
         "--scenario",
-        choices=("unary16", "unary16k", "download", "upload", "pingpong"),
+        choices=(
+            "unary16",
+            "unary16k",
+            "download",
+            "download_h2",
+            "upload",
+            "pingpong",
+        ),
         required=True,
     )
     p.add_argument("--mode", choices=("sync", "async"), default="async")

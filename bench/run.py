@@ -70,19 +70,32 @@ def _bin(venv: Path, tool: str) -> str:
     return str(venv / "bin" / tool)
 
 
+def _uvicorn(venv: Path, app: str, port: int, http: str) -> list[str]:
+    # h11 is what a plain `pip install uvicorn` gets; httptools comes with
+    # `uvicorn[standard]`, the usual production install.
+    return [
+        _bin(venv, "uvicorn"),
+        app,
+        "--port",
+        str(port),
+        "--http",
+        http,
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+
+
 SERVERS = [
     ServerKind(
         "uvicorn",
         "asgi",
-        lambda v, app, p: [
-            _bin(v, "uvicorn"),
-            app,
-            "--port",
-            str(p),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        lambda v, app, p: _uvicorn(v, app, p, "h11"),
+    ),
+    ServerKind(
+        "uvicorn-httptools",
+        "asgi",
+        lambda v, app, p: _uvicorn(v, app, p, "httptools"),
     ),
     ServerKind(
         "granian",
@@ -346,6 +359,7 @@ CLIENT_CASES = [
     ("unary16k", "async", 1),
     ("download", "sync", 1),
     ("download", "async", 1),
+    ("download_h2", "async", 1),
     ("upload", "sync", 1),
     ("upload", "async", 1),
     ("pingpong", "async", 1),

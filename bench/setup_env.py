@@ -45,11 +45,14 @@ SHARED = (
     "grpcio-tools",
     "uvicorn",
     "uvloop",
+    "httptools",
     "granian",
     "hypercorn",
     "pyvoy",
     "gunicorn",
 )
+BENCH_EXTRAS = ("py-spy", "httptools")
+"""Bench-only extras of the project's venv (httptools: the uvicorn-httptools kind)."""
 TOOLS = {"h2load": "nghttp2-client", "wrk": "wrk", "curl": "curl"}
 
 
@@ -75,8 +78,18 @@ def ours_venv() -> None:
     if not venv_python(OURS_VENV).exists():
         eprint("[setup] creating the project's .venv (scripts/setup.sh)")
         run(["bash", ROOT / "scripts" / "setup.sh"])
-    if not (OURS_VENV / "bin" / "py-spy").exists():
-        run([venv_python(OURS_VENV), "-m", "pip", "install", "-q", "py-spy"])
+    missing = [p for p in BENCH_EXTRAS if not _installed(p)]
+    if missing:
+        run([venv_python(OURS_VENV), "-m", "pip", "install", "-q", *missing])
+
+
+def _installed(dist: str) -> bool:
+    # run.py runs in the project's venv, so its metadata is the venv's.
+    try:
+        importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def shared_pins() -> list[str]:
