@@ -1,7 +1,8 @@
 """gRPC interop with grpcio, the reference implementation, in both directions.
 
 - grpcio's client calls our ASGI app (``interop/py_service.py``) on hypercorn
-  and on pyvoy, both over cleartext HTTP/2: the four kinds of call, errors with
+  and on pyvoy, and our WSGI app on pyvoy (which offers a trailers extension),
+  all over cleartext HTTP/2: the four kinds of call, errors with
   details read back through ``grpc_status.rpc_status.from_call``, deadlines,
   and metadata both ways, ``-bin`` values included.
 - our async and sync gRPC clients call a ``grpc.server`` in this process
@@ -27,7 +28,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_status import rpc_status
-from servers import run_server
+from servers import WSGI_SERVERS, run_server
 
 from protoc_gen_connect_python.runtime import Code, ConnectError, Headers
 from protoc_gen_connect_python.runtime.headers import encode_binary_header
@@ -80,12 +81,11 @@ def pb(gen: Generated) -> Any:
 # --- grpcio client -> our ASGI app ------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["hypercorn", "pyvoy"])
+@pytest.fixture(scope="module", params=["hypercorn", "pyvoy", "pyvoy-wsgi"])
 def our_server(request: pytest.FixtureRequest, gen: Generated) -> Iterator[str]:
-    """py_service's ASGI app on a server that speaks h2c; yields host:port."""
-    with run_server(
-        request.param, "py_service:asgi_app", pythonpath=[gen.python, INTEROP]
-    ) as srv:
+    """py_service's ASGI or WSGI app on a server that speaks h2c; yields host:port."""
+    app = "py_service:" + ("wsgi_app" if request.param in WSGI_SERVERS else "asgi_app")
+    with run_server(request.param, app, pythonpath=[gen.python, INTEROP]) as srv:
         yield f"127.0.0.1:{srv.port}"
 
 

@@ -197,7 +197,7 @@ class ServerCall(abc.ABC):
     __slots__ = ("codec", "core", "ctx", "endpoint", "head", "preread")
 
     needs_trailers = False
-    """Whether the protocol needs HTTP trailers (gRPC): WSGI cannot serve it."""
+    """Whether the protocol needs HTTP trailers (gRPC): WSGI needs a server extension."""
 
     def __init__(
         self,

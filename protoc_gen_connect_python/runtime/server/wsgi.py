@@ -4,7 +4,9 @@ WSGI cannot interrupt a running handler, so deadlines are checked before the
 handler runs, between streamed messages and after the handler returns; a
 handler that blocks past its deadline finishes its work, and the client then
 gets ``deadline_exceeded`` instead of the result. WSGI also has no HTTP
-trailers, so protocols that need them (gRPC) are refused with a clear error.
+trailers: gRPC, which needs them, is served only where the server offers the
+``wsgi.ext.http.send_trailers`` extension (pyvoy), and refused with a clear
+error elsewhere.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerOptions,
     check_deadline,
     close_iterator,
+    logger,
     status_line,
 )
 from protoc_gen_connect_python.runtime.service import SyncService
@@ -44,6 +47,14 @@ if TYPE_CHECKING:
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
+SendTrailers = Callable[[list[tuple[str, str]]], Any]
+
+SEND_TRAILERS = "wsgi.ext.http.send_trailers"
+"""The environ key of the trailers extension (pyvoy): ``send([(name, value)])``.
+
+It ends the response: body bytes the app yields after the call are dropped, so
+the shell calls it from its response iterator once the last bytes were yielded.
+"""
 
 _READ_CHUNK = 65536
 
@@ -103,6 +114,16 @@ def _str_headers(raw: RawHeaders) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
 
 
+def _trailer_sender(environ: Environ) -> SendTrailers | None:
+    """The server's trailers extension, if trailers reach the client with it."""
+    if environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1"):
+        # pyvoy (Envoy) offers the extension on HTTP/1.1 too but drops the
+        # trailers there; gRPC needs HTTP/2 anyway.
+        return None
+    send: SendTrailers | None = environ.get(SEND_TRAILERS)
+    return send
+
+
 def _too_large(limit: int) -> ConnectError:
     return ConnectError(
         Code.RESOURCE_EXHAUSTED,
@@ -122,7 +143,7 @@ def _read_body(environ: Environ, limit: int) -> bytes:
             ) from None
         if limit and n > limit:
             raise _too_large(limit)
-        return stream.read(n) if n else b""
+        return _read_exactly(stream, n)
     # Chunked request: read until the server reports the end, within the limit.
     chunks: list[bytes] = []
     size = 0
@@ -134,6 +155,26 @@ def _read_body(environ: Environ, limit: int) -> bytes:
         if limit and size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
+
+
+def _read_exactly(stream: IO[bytes], n: int) -> bytes:
+    """``n`` bytes, or fewer if the body ends first.
+
+    A read may return less than asked before the end (pyvoy hands over what
+    has arrived), so one read is not enough for a whole body.
+    """
+    data = stream.read(n) if n else b""
+    if len(data) == n or not data:
+        return data
+    chunks = [data]
+    size = len(data)
+    while size < n:
+        chunk = stream.read(n - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _requests(environ: Environ, call: ServerCall, eof: list[bool]) -> Iterator[Message]:
@@ -171,9 +212,16 @@ def _drain(environ: Environ) -> None:
     connection (gunicorn), and a client still sending gets a broken pipe
     instead of reading the answer. Bounded by ``_DRAIN_MAX_BYTES`` and, between
     reads, ``_DRAIN_SECONDS``.
+
+    Over HTTP/2 and later, a body without a declared length is left unread: a
+    full-duplex client may send nothing more until it sees the response end,
+    and a blocking read would wait for it for good (WSGI cannot time a read
+    out). These protocols let a response end before its request.
     """
     stream: IO[bytes] = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH")
+    if not length and not environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1"):
+        return
     # With a declared length, never ask for more than is left: the server
     # may not stop a read at the end of the body.
     remaining = int(length) if length and length.isdigit() else -1
@@ -218,6 +266,7 @@ class WSGIApp:
         self.options = ServerOptions(**options)
         self._core = ServerCore(services, self.options, interceptors, is_async=False)
         self._routes = self._core.routes
+        self._warned_trailers = False
 
     def __call__(
         self, environ: Environ, start_response: StartResponse
@@ -232,15 +281,31 @@ class WSGIApp:
             )
         except HTTPReject as r:
             return _reply(start_response, r.reply)
+        send_trailers = None
         if call.needs_trailers:
-            err = ConnectError(
-                Code.UNIMPLEMENTED,
-                f"WSGI cannot send HTTP trailers, which {call.ctx.protocol} needs",
-            )
-            return _reply(start_response, call.encode_refusal(err))
+            send_trailers = _trailer_sender(environ)
+            if send_trailers is None:
+                return _reply(start_response, self._no_trailers(call))
         if ep.unary is not None:
-            return _reply(start_response, self._unary(ep, call, environ))
-        return self._stream(ep, call, environ, start_response)
+            return _reply(start_response, self._unary(ep, call, environ), send_trailers)
+        return self._stream(ep, call, environ, start_response, send_trailers)
+
+    def _no_trailers(self, call: ServerCall) -> Reply:
+        if not self._warned_trailers:
+            self._warned_trailers = True
+            logger.warning(
+                "this WSGI server cannot send HTTP trailers (no %s extension, "
+                "or HTTP/1.1); %s requests are refused",
+                SEND_TRAILERS,
+                call.ctx.protocol,
+            )
+        return call.encode_refusal(
+            ConnectError(
+                Code.UNIMPLEMENTED,
+                f"this WSGI server cannot send HTTP trailers, which "
+                f"{call.ctx.protocol} needs",
+            )
+        )
 
     def _unary(self, ep: Endpoint, call: ServerCall, environ: Environ) -> Reply:
         ctx = call.ctx
@@ -262,7 +327,7 @@ class WSGIApp:
         except HTTPReject as r:
             return r.reply
         except Exception as e:
-            return call.encode_error(self._core.to_error(e, ep))
+            return _error_reply(call, self._core.to_error(e, ep))
 
     def _stream(
         self,
@@ -270,6 +335,7 @@ class WSGIApp:
         call: ServerCall,
         environ: Environ,
         start_response: StartResponse,
+        send_trailers: SendTrailers | None,
     ) -> Iterator[bytes]:
         ctx = call.ctx
         started = False
@@ -318,17 +384,58 @@ class WSGIApp:
         except Exception as e:
             err = self._core.to_error(e, ep)
         if not started and err is not None:
-            yield from _reply(start_response, call.encode_error(err))
+            reply = _error_reply(call, err)
+            start_response(status_line(reply.status), _str_headers(reply.headers))
+            body, trailers = reply.body, reply.trailers
         else:
             if not started:
                 status, head = call.stream_head()
                 start_response(status_line(status), _str_headers(head))
-            body, _ = call.encode_stream_end(err)
-            yield body
-        if not eof[0]:
-            _drain(environ)
+            body, trailers = call.encode_stream_end(err)
+        yield from _end(body, trailers, send_trailers, None if eof[0] else environ)
 
 
-def _reply(start_response: StartResponse, reply: Reply) -> list[bytes]:
+def _error_reply(call: ServerCall, err: ConnectError) -> Reply:
+    """The response for an error before anything was sent.
+
+    gRPC (served here only with the trailers extension) answers trailers-only,
+    the status in the headers of a response the server ends with its HEADERS
+    frame, unless the handler set response headers: those are sent apart from
+    the trailers, as clients see them as headers only then.
+    """
+    if call.needs_trailers and not call.ctx._response_headers:
+        return call.encode_refusal(err)
+    return call.encode_error(err)
+
+
+def _reply(
+    start_response: StartResponse,
+    reply: Reply,
+    send_trailers: SendTrailers | None = None,
+) -> Iterable[bytes]:
     start_response(status_line(reply.status), _str_headers(reply.headers))
-    return [reply.body]
+    if reply.trailers is None:
+        return [reply.body] if reply.body else []
+    return _end(reply.body, reply.trailers, send_trailers, None)
+
+
+def _end(
+    body: bytes,
+    trailers: RawHeaders | None,
+    send_trailers: SendTrailers | None,
+    unread: Environ | None,
+) -> Iterator[bytes]:
+    """The last body bytes, then the drain of an ``unread`` request, then the end.
+
+    As on ASGI, gRPC's status comes last, with the trailers, which end the
+    response. Nothing is yielded for an empty body: pyvoy sends the head at the
+    first yield, and would then end a gRPC trailers-only response with an empty
+    DATA frame instead of its HEADERS frame.
+    """
+    if body:
+        yield body
+    if unread is not None:
+        _drain(unread)
+    if trailers is not None:
+        assert send_trailers is not None
+        send_trailers(_str_headers(trailers))
