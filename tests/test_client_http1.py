@@ -40,6 +40,9 @@ from protoc_gen_connect_python.runtime.client.http1_transport import (
     AsyncHTTP1Transport,
     SyncHTTP1Transport,
 )
+from protoc_gen_connect_python.runtime.client.http2_transport import (
+    AsyncHTTP2Transport,
+)
 from protoc_gen_connect_python.runtime.client.transport import (
     PyqwestAsyncTransport,
     PyqwestSyncTransport,
@@ -704,8 +707,12 @@ def test_default_transport_choice() -> None:
     )
     pyq = (PyqwestAsyncTransport, PyqwestSyncTransport)
     assert pick("https://h") == pyq  # ALPN
-    assert pick("http://h", http_version="2") == pyq
-    assert pick("http://h", protocol="grpc") == pyq
+    h2 = (AsyncHTTP2Transport, PyqwestSyncTransport)
+    assert pick("http://h", http_version="2") == h2
+    assert pick("https://h", http_version="2") == h2
+    assert pick("http://h", protocol="grpc") == h2
+    assert pick("https://h", protocol="grpc") == h2
+    assert pick("https://h", http_version="3") == pyq
     assert pick("http://h", protocol="grpc-web") == (
         AsyncHTTP1Transport,
         SyncHTTP1Transport,

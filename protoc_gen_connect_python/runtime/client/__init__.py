@@ -16,6 +16,9 @@ from protoc_gen_connect_python.runtime.client.http1_transport import (
     AsyncHTTP1Transport,
     SyncHTTP1Transport,
 )
+from protoc_gen_connect_python.runtime.client.http2_transport import (
+    AsyncHTTP2Transport,
+)
 from protoc_gen_connect_python.runtime.client.transport import (
     AsyncResponse,
     AsyncTransport,
@@ -27,6 +30,7 @@ from protoc_gen_connect_python.runtime.client.transport import (
 
 __all__ = [
     "AsyncHTTP1Transport",
+    "AsyncHTTP2Transport",
     "AsyncResponse",
     "AsyncTransport",
     "ClientConfig",

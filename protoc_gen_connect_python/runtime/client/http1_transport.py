@@ -11,7 +11,7 @@ connection instead.
 Why not pyqwest here: pyqwest runs its I/O on native threads, and every await
 of it is a cross-thread wake-up of the event loop. This transport reads on the
 loop itself, so a small unary call costs one wake-up for the whole response.
-HTTP/2 (and so gRPC) stays with pyqwest.
+``http2_transport.py`` does the same for HTTP/2.
 
 Streamed request bodies use the chunked coding. The async shell sends them from
 a task while the response is read (servers that answer early get their answer
@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import select
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +39,15 @@ from protoc_gen_connect_python.runtime.client.http1 import (
     request_end,
     request_head,
     request_start,
+)
+from protoc_gen_connect_python.runtime.client.net import (
+    Key,
+    Target,
+    TargetCache,
+    canceled,
+    map_error,
+    shutdown_now,
+    ssl_context,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -62,65 +69,24 @@ RECV_BYTES = 64 * 1024
 """Largest read of the sync shell."""
 _JOIN_MAX = 64 * 1024  # bodies up to this size are sent with the head in one write
 
-_Key = tuple[str, str, int]
 
-
-# -- shared --------------------------------------------------------------------
-
-
-class _Target:
-    """Where a URL goes: pool key, host to connect to, Host header, request target."""
-
-    __slots__ = ("host", "host_header", "key", "port", "tls")
-
-    def __init__(self, scheme: str, authority: str) -> None:
-        if scheme not in ("http", "https"):
-            raise ConnectError(Code.INTERNAL, f"unsupported URL scheme {scheme!r}")
-        self.tls = scheme == "https"
-        host, port = authority, 443 if self.tls else 80
-        if authority.startswith("["):  # IPv6 literal
-            end = authority.find("]")
-            if end == -1:
-                raise ConnectError(Code.INTERNAL, f"invalid host {authority!r}")
-            host = authority[1:end]
-            rest = authority[end + 1 :]
-            if rest.startswith(":") and rest[1:]:
-                port = _port(rest[1:], authority)
-        elif ":" in authority:
-            host, _, p = authority.rpartition(":")
-            if p:
-                port = _port(p, authority)
-        if not host:
-            raise ConnectError(Code.INTERNAL, f"no host in {authority!r}")
-        self.host = host
-        self.port = port
-        self.host_header = authority
-        self.key: _Key = (scheme, host, port)
-
-
-def _port(text: str, authority: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ConnectError(Code.INTERNAL, f"invalid port in {authority!r}")
-    return int(text)
-
-
-class _Targets:
-    """Parses request URLs, remembering each authority seen, and encodes heads.
+class Targets(TargetCache):
+    """Parses request URLs (see :class:`TargetCache`) and encodes heads.
 
     The encoded start of the head of requests with a :class:`RequestPrefix`
     (request line, ``host`` and the method's constant headers) is kept per
     prefix, so that a call encodes only its own headers and the framing.
     """
 
-    __slots__ = ("_cache", "_starts")
+    __slots__ = ("_starts",)
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], _Target] = {}
-        self._starts: dict[RequestPrefix, tuple[_Target, bytes]] = {}
+        super().__init__()
+        self._starts: dict[RequestPrefix, tuple[Target, bytes]] = {}
 
     def head(
         self, request: HTTPRequest, content_length: int | None
-    ) -> tuple[_Target, bytes]:
+    ) -> tuple[Target, bytes]:
         """Where ``request`` goes and its head; ``content_length`` as for request_head."""
         pre = request.prefix
         headers = request.headers
@@ -144,7 +110,7 @@ class _Targets:
 
     def _start(
         self, pre: RequestPrefix, headers: list[tuple[str, str]]
-    ) -> tuple[_Target, bytes] | None:
+    ) -> tuple[Target, bytes] | None:
         target, path = self.parse(pre.url)
         try:
             start = request_start(
@@ -157,31 +123,9 @@ class _Targets:
         found = self._starts[pre] = (target, start)
         return found
 
-    def parse(self, url: str) -> tuple[_Target, str]:
-        scheme, sep, rest = url.partition("://")
-        if not sep:
-            raise ConnectError(Code.INTERNAL, f"not an absolute URL: {url!r}")
-        slash = rest.find("/")
-        if slash == -1:
-            authority, path = rest, "/"
-        else:
-            authority, path = rest[:slash], rest[slash:]
-        q = authority.find("?")
-        if q != -1:
-            authority, path = authority[:q], "/" + authority[q:]
-        if "@" in authority:
-            raise ConnectError(Code.INTERNAL, "credentials in URLs are not supported")
-        key = (scheme, authority)
-        target = self._cache.get(key)
-        if target is None:
-            if len(self._cache) > 256:
-                self._cache.clear()
-            target = self._cache[key] = _Target(scheme, authority)
-        return target, path
-
 
 def _head_bytes(
-    request: HTTPRequest, target: _Target, path: str, length: int | None
+    request: HTTPRequest, target: Target, path: str, length: int | None
 ) -> bytes:
     try:
         return request_head(
@@ -189,60 +133,6 @@ def _head_bytes(
         )
     except ValueError as e:
         raise ConnectError(Code.INTERNAL, f"invalid request: {e}") from None
-
-
-def _load_pem_chain(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
-    # ssl loads certificate chains from files only: write them to a private
-    # temporary directory for the time of the call.
-    with tempfile.TemporaryDirectory(prefix="connect-tls-") as d:
-        cert_path = os.path.join(d, "cert.pem")
-        key_path = os.path.join(d, "key.pem")
-        for path, data in ((cert_path, cert), (key_path, key)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        ctx.load_cert_chain(cert_path, key_path)
-
-
-def ssl_context(config: ClientConfig | None) -> ssl.SSLContext:
-    """The TLS settings of a client: its CA (or the system's), its certificate."""
-    ca = config.tls_ca_cert if config is not None else None
-    if ca is not None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        try:
-            ctx.load_verify_locations(cadata=ca.decode("ascii"))
-        except (ssl.SSLError, ValueError) as e:
-            raise ValueError(f"tls_ca_cert: {e}") from e
-    else:
-        ctx = ssl.create_default_context()
-    if (
-        config is not None
-        and config.tls_cert is not None
-        and config.tls_key is not None
-    ):
-        try:
-            _load_pem_chain(ctx, config.tls_cert, config.tls_key)
-        except ssl.SSLError as e:
-            raise ValueError(f"tls_cert/tls_key: {e}") from e
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
-
-
-def map_error(e: BaseException) -> ConnectError:
-    """The RPC error for a failure of the network or of HTTP (as for pyqwest)."""
-    if isinstance(e, ConnectError):
-        return e
-    if isinstance(e, TimeoutError):
-        code = Code.DEADLINE_EXCEEDED
-    elif isinstance(e, (OSError, ProtocolError, EOFError)):
-        code = Code.UNAVAILABLE
-    else:
-        code = Code.UNKNOWN
-    return ConnectError(code, f"{type(e).__name__}: {e}")
-
-
-def _canceled() -> ConnectError:
-    return ConnectError(Code.CANCELED, "request canceled by the client")
 
 
 def _trailers(parser: ResponseParser) -> Headers:
@@ -255,7 +145,7 @@ def _trailers(parser: ResponseParser) -> Headers:
 class _Connection(asyncio.Protocol):
     """One connection on the event loop; carries one exchange at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, key: _Key) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, key: Key) -> None:
         self.loop = loop
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -336,7 +226,7 @@ class _Connection(asyncio.Protocol):
     async def wait(self) -> None:
         """Until more bytes arrive or the connection ends."""
         if self.aborted:
-            raise _canceled()
+            raise canceled()
         if self.closed:
             # The parser has seen the end; it raises or finishes.
             return
@@ -347,7 +237,7 @@ class _Connection(asyncio.Protocol):
         finally:
             self._waiter = None
         if self.aborted:
-            raise _canceled()
+            raise canceled()
 
     def write(self, data: bytes) -> None:
         if self.closed:
@@ -392,7 +282,7 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             if self.transport is not None:
-                _shutdown_now(self.transport)
+                shutdown_now(self.transport)
                 self.transport.abort()
         self._wake()
 
@@ -400,19 +290,6 @@ class _Connection(asyncio.Protocol):
         """Close because this side gave up on the exchange."""
         self.aborted = True
         self.close()
-
-
-def _shutdown_now(transport: asyncio.BaseTransport) -> None:
-    # abort() closes the socket on the loop's next iteration; shut it down now
-    # so that the server learns at once, even if the caller blocks the loop.
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        fd = sock.fileno()
-        if fd >= 0:
-            with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as dup:
-                dup.shutdown(socket.SHUT_RDWR)
 
 
 class _AsyncResponse:
@@ -449,7 +326,7 @@ class _AsyncResponse:
                     self._finish()
                     return b""
                 if self._done:
-                    raise _canceled()
+                    raise canceled()
                 if conn.read_paused:
                     conn.resume_reading()
                 await conn.wait()
@@ -515,13 +392,13 @@ class AsyncHTTP1Transport:
     def __init__(self, config: ClientConfig | None = None) -> None:
         self._config = config
         self._ssl: ssl.SSLContext | None = None
-        self._idle: dict[_Key, list[_Connection]] = {}
-        self._targets = _Targets()
+        self._idle: dict[Key, list[_Connection]] = {}
+        self._targets = Targets()
         self._closed = False
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            self._ssl = ssl_context(self._config)
+            self._ssl = ssl_context(self._config, "http/1.1")
         return self._ssl
 
     async def send(
@@ -577,7 +454,7 @@ class AsyncHTTP1Transport:
             )
 
     def _pooled(
-        self, target: _Target, loop: asyncio.AbstractEventLoop
+        self, target: Target, loop: asyncio.AbstractEventLoop
     ) -> _Connection | None:
         """An idle connection to ``target`` on this loop, if there is one."""
         idle = self._idle.get(target.key)
@@ -590,7 +467,7 @@ class AsyncHTTP1Transport:
         return None
 
     async def _connect(
-        self, target: _Target, loop: asyncio.AbstractEventLoop
+        self, target: Target, loop: asyncio.AbstractEventLoop
     ) -> _Connection:
         """A new connection to ``target``."""
         try:
@@ -682,7 +559,7 @@ class _SyncConn:
         "timeout",
     )
 
-    def __init__(self, sock: socket.socket, key: _Key) -> None:
+    def __init__(self, sock: socket.socket, key: Key) -> None:
         self.sock = sock
         self.key = key
         self.closed = False
@@ -720,7 +597,7 @@ class _SyncConn:
     def recv(self) -> bytes:
         with self._lock:
             if self.closed:
-                raise _canceled()
+                raise canceled()
             self._reading = True
         try:
             return self.sock.recv(RECV_BYTES)
@@ -796,7 +673,7 @@ class _SyncResponse:
                         conn.close()
                 return b""
             if self._done or conn.closed:
-                raise _canceled()
+                raise canceled()
             try:
                 conn.set_deadline(self._deadline)
                 chunk = conn.recv()
@@ -806,10 +683,10 @@ class _SyncResponse:
             except Exception as e:
                 closed = conn.closed
                 self._fail()
-                raise _canceled() if closed else map_error(e) from e
+                raise canceled() if closed else map_error(e, ProtocolError) from e
             if conn.closed:
                 self._fail()
-                raise _canceled()
+                raise canceled()
             if chunk:
                 p.feed(chunk)
             else:
@@ -841,16 +718,16 @@ class SyncHTTP1Transport:
     def __init__(self, config: ClientConfig | None = None) -> None:
         self._config = config
         self._ssl: ssl.SSLContext | None = None
-        self._idle: dict[_Key, list[_SyncConn]] = {}
+        self._idle: dict[Key, list[_SyncConn]] = {}
         self._busy: set[_SyncConn] = set()
         self._lock = threading.Lock()
-        self._targets = _Targets()
+        self._targets = Targets()
         self._closed = False
 
     def _ssl_context(self) -> ssl.SSLContext:
         with self._lock:
             if self._ssl is None:
-                self._ssl = ssl_context(self._config)
+                self._ssl = ssl_context(self._config, "http/1.1")
             return self._ssl
 
     def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> SyncResponse:
@@ -897,16 +774,16 @@ class SyncHTTP1Transport:
             except ProtocolError as e:
                 conn.close()
                 if self._closed:
-                    raise _canceled() from None
+                    raise canceled() from None
                 if reused and body is None and not received:
                     continue
                 if write_error is not None:
-                    raise map_error(write_error) from write_error
+                    raise map_error(write_error, ProtocolError) from write_error
                 raise ConnectError(Code.UNAVAILABLE, str(e)) from None
             except BaseException as e:
                 conn.close()
                 if self._closed and isinstance(e, Exception):
-                    raise _canceled() from e
+                    raise canceled() from e
                 if isinstance(e, Exception) and not isinstance(e, ConnectError):
                     if body is not None and not isinstance(e, OSError):
                         raise  # the request iterator's own exception
@@ -917,7 +794,7 @@ class SyncHTTP1Transport:
                         and not isinstance(e, TimeoutError)
                     ):
                         continue
-                    raise map_error(e) from e
+                    raise map_error(e, ProtocolError) from e
                 raise
             if write_error is not None:
                 # Only the response may be read; the connection is done after it.
@@ -951,7 +828,7 @@ class SyncHTTP1Transport:
         sock.sendall(held + LAST_CHUNK)
 
     def _acquire(
-        self, target: _Target, deadline: float | None
+        self, target: Target, deadline: float | None
     ) -> tuple[_SyncConn, bool]:
         with self._lock:
             if self._closed:

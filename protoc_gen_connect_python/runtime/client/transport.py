@@ -8,10 +8,12 @@ are raised as :class:`ConnectError` (``unavailable``, ``deadline_exceeded``...).
 Implement :class:`AsyncTransport` or :class:`SyncTransport` to run clients over
 another HTTP stack, or to test without a network.
 
-Two implementations come with the runtime: the pure-Python HTTP/1.1 transports
-of ``http1_transport.py``, used for HTTP/1.1 (``http://`` without
-``http_version``, or ``http_version="1.1"``), and pyqwest's for HTTP/2 (and so
-gRPC), for HTTP/3 (QUIC) and for ``https://`` without ``http_version``, where
+Three implementations come with the runtime: the pure-Python HTTP/1.1
+transports of ``http1_transport.py``, used for HTTP/1.1 (``http://`` without
+``http_version``, or ``http_version="1.1"``); the pure-Python HTTP/2 transport
+of ``http2_transport.py``, used by the async client for ``http_version="2"``
+(and so for gRPC, which defaults to it); and pyqwest's, for the sync client's
+HTTP/2, for HTTP/3 (QUIC) and for ``https://`` without ``http_version``, where
 ALPN picks the version. :func:`async_transport_for` and
 :func:`sync_transport_for` choose.
 """
@@ -29,6 +31,9 @@ from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.client.http1_transport import (
     AsyncHTTP1Transport,
     SyncHTTP1Transport,
+)
+from protoc_gen_connect_python.runtime.client.http2_transport import (
+    AsyncHTTP2Transport,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -338,6 +343,8 @@ def async_transport_for(
         return transport
     if uses_http1(config):
         return AsyncHTTP1Transport(config)
+    if config.http_version == "2":
+        return AsyncHTTP2Transport(config)
     return PyqwestAsyncTransport(config)
 
 

@@ -1,0 +1,514 @@
+"""HTTP/2 transport in pure Python for the async client, on the event loop.
+
+:class:`AsyncHTTP2Transport` drives the sans-IO connection of ``http2.py`` from
+an asyncio protocol and implements the transport interface of
+``transport.py``. It keeps one connection per (scheme, host, port) and
+multiplexes concurrent calls on it; another connection opens when the server's
+MAX_CONCURRENT_STREAMS is reached or after a GOAWAY. ``http://`` URLs speak
+HTTP/2 with prior knowledge (h2c), ``https://`` URLs negotiate ``h2`` by ALPN
+with the client's TLS options.
+
+Why not pyqwest here: pyqwest runs its I/O on native threads, and every await
+of it is a cross-thread wake-up of the event loop. This transport reads on the
+loop itself: a burst of DATA frames costs one wake-up of the reading task.
+
+Streamed request bodies are sent from a task while the response is read (full
+duplex). Cancelling a call, or closing its response early, resets its stream
+(RST_STREAM with CANCEL); a failing request iterator does the same, and the
+client reports the iterator's exception.
+
+Backpressure is HTTP/2 flow control: response window is returned to the server
+only as the application reads, so a stream never holds more than its window of
+unread bytes, and a connection never more than its own window, whatever the
+size of the response. The socket is never paused: a stream the application
+does not read must not stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.core import HTTPRequest
+from protoc_gen_connect_python.runtime.client.http2 import (
+    Connection,
+    ErrorCode,
+    ProtocolError,
+    Stream,
+    StreamReset,
+)
+from protoc_gen_connect_python.runtime.client.net import (
+    Key,
+    Target,
+    TargetCache,
+    canceled,
+    ssl_context,
+)
+from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.errors import ConnectError
+from protoc_gen_connect_python.runtime.headers import Headers
+
+if TYPE_CHECKING:
+    from protoc_gen_connect_python.runtime.client.transport import AsyncResponse
+
+__all__ = ["AsyncHTTP2Transport", "stream_error"]
+
+_RETRIES = 2  # sends of a refused request (never processed by the server)
+
+# RST_STREAM codes to RPC codes, as the gRPC HTTP/2 mapping defines them.
+_RESET_CODES = {
+    ErrorCode.REFUSED_STREAM: Code.UNAVAILABLE,
+    ErrorCode.CANCEL: Code.CANCELED,
+    ErrorCode.ENHANCE_YOUR_CALM: Code.RESOURCE_EXHAUSTED,
+    ErrorCode.INADEQUATE_SECURITY: Code.PERMISSION_DENIED,
+}
+
+
+def stream_error(e: BaseException) -> ConnectError:
+    """The RPC error for why an HTTP/2 stream failed."""
+    if isinstance(e, ConnectError):
+        return e
+    if isinstance(e, StreamReset):
+        if not e.remote and e.code == ErrorCode.CANCEL:
+            return canceled()
+        return ConnectError(_RESET_CODES.get(e.code, Code.INTERNAL), str(e))
+    if isinstance(e, (ProtocolError, OSError, EOFError)):
+        return ConnectError(Code.UNAVAILABLE, str(e))
+    return ConnectError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
+
+
+def _wake(f: object) -> None:
+    if f is not None:
+        fut: asyncio.Future[None] = f  # type: ignore[assignment]
+        if not fut.done():
+            fut.set_result(None)
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection on the event loop, shared by concurrent calls."""
+
+    def __init__(
+        self, owner: AsyncHTTP2Transport, loop: asyncio.AbstractEventLoop, key: Key
+    ) -> None:
+        self.owner = owner
+        self.loop = loop
+        self.key = key
+        self.h2 = Connection()
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.blocked: set[Stream] = set()  # streams waiting for send window
+        self._write_paused = False
+        self._drains: list[asyncio.Future[None]] = []
+
+    # protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.flush()  # the preface and SETTINGS
+
+    def data_received(self, data: bytes) -> None:
+        h2 = self.h2
+        touched = h2.receive(data)
+        if h2.has_output:
+            self.flush()
+        for s in touched:
+            _wake(s.waiter)
+            _wake(s.send_waiter)
+        if h2.window_opened:
+            h2.window_opened = False
+            for s in self.blocked:
+                _wake(s.send_waiter)
+        if h2.error is not None:
+            self.abort()
+        elif h2.closed:
+            self.maybe_close()
+
+    def eof_received(self) -> bool:
+        return False  # connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        why = "connection closed by the server"
+        if exc is not None:
+            why = f"connection lost: {type(exc).__name__}: {exc}"
+        for s in self.h2.connection_lost(why):
+            _wake(s.waiter)
+            _wake(s.send_waiter)
+        for s in self.blocked:
+            _wake(s.send_waiter)
+        drains, self._drains = self._drains, []
+        for d in drains:
+            _wake(d)
+        self.owner._forget(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drains, self._drains = self._drains, []
+        for d in drains:
+            _wake(d)
+
+    # for the transport and its calls
+
+    @property
+    def usable(self) -> bool:
+        """Whether a new call may start a stream here now."""
+        return not self.lost and self.h2.can_open
+
+    def flush(self) -> None:
+        """Write what the connection queued."""
+        if not self.lost and self.transport is not None:
+            data = self.h2.data_to_send()
+            if data:
+                self.transport.write(data)
+
+    async def wait(self, s: Stream) -> None:
+        """Until something happens on ``s`` (or the connection ends)."""
+        f = self.loop.create_future()
+        s.waiter = f
+        try:
+            await f
+        finally:
+            s.waiter = None
+
+    async def drain(self) -> None:
+        while self._write_paused and not self.lost:
+            d = self.loop.create_future()
+            self._drains.append(d)
+            await d
+
+    async def send_body(self, s: Stream, data: bytes, end: bool) -> None:
+        """Send ``data`` on ``s`` as the windows allow; stops if the stream ends."""
+        h2 = self.h2
+        total = len(data)
+        view = memoryview(data) if total > h2.peer_max_frame else None
+        pos = 0
+        while True:
+            if s.error is not None or s.remote_ended or h2.error is not None:
+                return  # the reader reports why
+            chunk = data if pos == 0 else view[pos:]  # type: ignore[index]
+            pos += h2.send_data(s, chunk, end)
+            self.flush()
+            if pos >= total and (s.local_ended or not end):
+                break
+            if self.lost:
+                return
+            f = self.loop.create_future()
+            s.send_waiter = f
+            self.blocked.add(s)
+            try:
+                await f
+            finally:
+                s.send_waiter = None
+                self.blocked.discard(s)
+        if self._write_paused:
+            await self.drain()
+
+    def reset(self, s: Stream) -> None:
+        """Give up on ``s``: RST_STREAM(CANCEL) if it is still open."""
+        self.h2.reset(s, ErrorCode.CANCEL)
+        self.flush()
+        _wake(s.send_waiter)
+        self.maybe_close()
+
+    def finish(self, s: Stream) -> None:
+        """``s`` is over for the caller; close the connection if it is retired."""
+        if s.id in self.h2.streams:
+            # The response ended before the request did: the rest is unwanted.
+            self.reset(s)
+        else:
+            self.h2.release(s)
+            self.flush()
+            self.maybe_close()
+
+    def maybe_close(self) -> None:
+        """Close once no stream may start and none is left."""
+        if self.h2.closed and not self.h2.streams and not self.lost:
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+
+    def shutdown(self) -> None:
+        """No new calls: GOAWAY now, close when the last stream ends."""
+        if not self.lost:
+            self.h2.close()
+            self.flush()
+            self.maybe_close()
+
+    def abort(self) -> None:
+        """Close at once (after writing what is queued, e.g. a GOAWAY)."""
+        if not self.lost and self.transport is not None:
+            self.flush()
+            self.transport.close()
+
+
+class _Response:
+    __slots__ = ("_conn", "_done", "_pump", "_stream", "headers", "status")
+
+    def __init__(
+        self, conn: _Connection, stream: Stream, pump: asyncio.Task[None] | None
+    ) -> None:
+        self._conn = conn
+        self._stream = stream
+        self._pump = pump
+        self._done = False
+        self.status = stream.status
+        self.headers = Headers._from_lower(stream.headers)
+
+    async def read(self) -> bytes:
+        s = self._stream
+        conn = self._conn
+        try:
+            while True:
+                if s.buffered:
+                    data = s.take()
+                    conn.h2.consume(s, len(data))
+                    if conn.h2.has_output:
+                        conn.flush()
+                    return data
+                if s.error is not None:
+                    err = s.error
+                    self._fail()
+                    raise stream_error(err) from None
+                if s.remote_ended:
+                    self._finish()
+                    return b""
+                if self._done:
+                    raise canceled()
+                await conn.wait(s)
+        except BaseException:
+            self._fail()
+            raise
+
+    @property
+    def trailers(self) -> Headers:
+        return Headers._from_lower(self._stream.trailers)
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        pump = self._pump
+        if pump is not None and not pump.done():
+            pump.cancel()
+        self._conn.finish(self._stream)
+
+    def _fail(self) -> None:
+        if not self._done:
+            self._done = True
+            if self._pump is not None:
+                self._pump.cancel()
+            self._conn.reset(self._stream)
+
+    async def aclose(self) -> None:
+        s = self._stream
+        if s.remote_ended and not s.buffered and s.error is None:
+            self._finish()
+        else:
+            self._fail()
+
+
+class AsyncHTTP2Transport:
+    """:class:`~.transport.AsyncTransport` speaking HTTP/2 on the event loop.
+
+    ``config`` supplies the TLS options (``tls_ca_cert``, ``tls_cert``,
+    ``tls_key``); ``https://`` URLs negotiate ``h2`` by ALPN, ``http://`` URLs
+    use HTTP/2 without TLS (prior knowledge). Calls share one connection per
+    (scheme, host, port) as long as the server lets them.
+    """
+
+    def __init__(self, config: ClientConfig | None = None) -> None:
+        self._config = config
+        self._ssl: ssl.SSLContext | None = None
+        self._conns: dict[Key, list[_Connection]] = {}
+        self._connecting: dict[Key, asyncio.Task[_Connection]] = {}
+        self._targets = TargetCache()
+        self._closed = False
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl_context(self._config, "h2")
+        return self._ssl
+
+    async def send(
+        self, request: HTTPRequest, body: AsyncIterator[bytes] | None
+    ) -> AsyncResponse:
+        """Send ``request``; returns once the response head has arrived."""
+        if self._closed:
+            raise ConnectError(Code.CANCELED, "transport closed")
+        target, path = self._targets.parse(request.url)
+        data = request.body or b""
+        headers = request.headers
+        if data and body is None:
+            headers = [*headers, ("content-length", str(len(data)))]
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            attempt += 1
+            conn = self._usable(target.key, loop) or await self._acquire(target, loop)
+            try:
+                s = conn.h2.open_stream(
+                    request.method,
+                    target.scheme,
+                    target.host_header,
+                    path,
+                    headers,
+                    body is None and not data,
+                )
+            except ValueError as e:
+                raise ConnectError(Code.INTERNAL, f"invalid request: {e}") from None
+            except ProtocolError:
+                continue  # the connection closed meanwhile: take another
+            pump: asyncio.Task[None] | None = None
+            try:
+                if body is not None:
+                    conn.flush()
+                    pump = loop.create_task(_pump(conn, s, body))
+                elif data:
+                    await conn.send_body(s, data, True)
+                else:
+                    conn.flush()
+                while not s.head_received:
+                    if s.error is not None:
+                        break
+                    await conn.wait(s)
+            except BaseException:
+                if pump is not None:
+                    pump.cancel()
+                conn.reset(s)
+                raise
+            if s.head_received:
+                return _Response(conn, s, pump)
+            err = s.error
+            if pump is not None:
+                pump.cancel()
+            conn.reset(s)
+            if (
+                isinstance(err, StreamReset)
+                and err.refused
+                and body is None
+                and attempt <= _RETRIES
+            ):
+                continue
+            assert err is not None
+            raise stream_error(err) from None
+
+    def _usable(self, key: Key, loop: asyncio.AbstractEventLoop) -> _Connection | None:
+        for conn in self._conns.get(key, ()):
+            if conn.loop is loop and conn.usable:
+                return conn
+        return None
+
+    async def _acquire(
+        self, target: Target, loop: asyncio.AbstractEventLoop
+    ) -> _Connection:
+        """A connection that may start a stream now, opened if need be."""
+        while True:
+            if self._closed:
+                raise ConnectError(Code.CANCELED, "transport closed")
+            conn = self._usable(target.key, loop)
+            if conn is not None:
+                return conn
+            task = self._connecting.get(target.key)
+            if task is None or task.get_loop() is not loop:
+                task = loop.create_task(self._connect(target, loop))
+                self._connecting[target.key] = task
+                task.add_done_callback(
+                    lambda t, k=target.key: self._connected(k, t)  # type: ignore[misc]
+                )
+            # Every call waiting for the new connection shares the attempt;
+            # one of them being cancelled does not stop it.
+            conn = await asyncio.shield(task)
+            if conn.usable:
+                return conn
+
+    def _connected(self, key: Key, task: asyncio.Task[_Connection]) -> None:
+        if self._connecting.get(key) is task:
+            del self._connecting[key]
+        if task.cancelled() or task.exception() is not None:
+            return
+        conn = task.result()
+        if self._closed:
+            conn.shutdown()
+        elif not conn.lost:
+            self._conns.setdefault(key, []).append(conn)
+
+    async def _connect(
+        self, target: Target, loop: asyncio.AbstractEventLoop
+    ) -> _Connection:
+        """A new connection to ``target``: TCP, TLS with ALPN ``h2`` if https."""
+        try:
+            if target.tls:
+                transport, conn = await loop.create_connection(
+                    lambda: _Connection(self, loop, target.key),
+                    target.host,
+                    target.port,
+                    ssl=self._ssl_context(),
+                    server_hostname=target.host,
+                )
+                tls = transport.get_extra_info("ssl_object")
+                alpn = tls.selected_alpn_protocol() if tls is not None else None
+                if alpn != "h2":
+                    transport.abort()
+                    raise ConnectError(
+                        Code.UNAVAILABLE,
+                        f"{target.host}:{target.port} does not speak HTTP/2"
+                        f" over TLS (ALPN: {alpn})",
+                    )
+            else:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self, loop, target.key),
+                    target.host,
+                    target.port,
+                )
+        except (OSError, asyncio.TimeoutError) as e:
+            raise ConnectError(
+                Code.UNAVAILABLE,
+                f"cannot connect to {target.host}:{target.port}: {type(e).__name__}: {e}",
+            ) from e
+        return conn
+
+    def _forget(self, conn: _Connection) -> None:
+        conns = self._conns.get(conn.key)
+        if conns is not None and conn in conns:
+            conns.remove(conn)
+            if not conns:
+                del self._conns[conn.key]
+
+    async def aclose(self) -> None:
+        """Close connections: idle ones now, the others when their calls end."""
+        self._closed = True
+        for conns in list(self._conns.values()):
+            for conn in list(conns):
+                with contextlib.suppress(RuntimeError):  # its loop may be gone
+                    conn.shutdown()
+
+
+async def _pump(conn: _Connection, s: Stream, body: AsyncIterator[bytes]) -> None:
+    """Send a streamed request body, then end the stream."""
+    try:
+        async for chunk in body:
+            if not chunk:
+                continue
+            if s.done or s.local_ended:
+                return
+            await conn.send_body(s, chunk, False)
+        if not s.done:
+            await conn.send_body(s, b"", True)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # The client reports the body's own exception; the reader just stops.
+        conn.reset(s)
+        _wake(s.waiter)
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
