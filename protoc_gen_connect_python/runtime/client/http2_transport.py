@@ -100,6 +100,7 @@ class _Connection(asyncio.Protocol):
         self.h2 = Connection()
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.retiring = False  # no new calls; closes when the last one ends
         self.blocked: set[Stream] = set()  # streams waiting for send window
         self._write_paused = False
         self._drains: list[asyncio.Future[None]] = []
@@ -159,7 +160,7 @@ class _Connection(asyncio.Protocol):
     @property
     def usable(self) -> bool:
         """Whether a new call may start a stream here now."""
-        return not self.lost and self.h2.can_open
+        return not self.lost and not self.retiring and self.h2.can_open
 
     def flush(self) -> None:
         """Write what the connection queued."""
@@ -228,18 +229,22 @@ class _Connection(asyncio.Protocol):
             self.maybe_close()
 
     def maybe_close(self) -> None:
-        """Close once no stream may start and none is left."""
-        if self.h2.closed and not self.h2.streams and not self.lost:
+        """Close (with GOAWAY) once no stream may start and none is left."""
+        h2 = self.h2
+        if (h2.closed or self.retiring) and not h2.streams and not self.lost:
+            h2.close()
             self.flush()
             if self.transport is not None:
                 self.transport.close()
 
     def shutdown(self) -> None:
-        """No new calls: GOAWAY now, close when the last stream ends."""
-        if not self.lost:
-            self.h2.close()
-            self.flush()
-            self.maybe_close()
+        """No new calls; close when the last stream ends.
+
+        The GOAWAY waits until then: some servers close the connection as soon
+        as they receive one, even with streams open.
+        """
+        self.retiring = True
+        self.maybe_close()
 
     def abort(self) -> None:
         """Close at once (after writing what is queued, e.g. a GOAWAY)."""
