@@ -674,6 +674,46 @@ async def test_goaway_moves_calls_to_a_new_connection(scripted: Any) -> None:
         await t.aclose()
 
 
+async def test_request_on_a_connection_closing_meanwhile_is_sent_again(
+    scripted: Any,
+) -> None:
+    seen: list[int] = []
+
+    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
+        seen.append(sid)
+        if len(seen) == 2:
+            c.writer.close()  # as if it timed out idle just then
+        else:
+            await answer(c, sid)
+
+    url, log = await scripted(script)
+    t = AsyncHTTP2Transport()
+    try:
+        assert (await read_all(t, raw_request(url)))[:2] == (200, b"ok")
+        assert (await read_all(t, raw_request(url)))[:2] == (200, b"ok")
+        assert seen == [1, 3, 1] and log.count("connection") == 2
+    finally:
+        await t.aclose()
+
+
+async def test_streamed_request_is_not_sent_again(scripted: Any) -> None:
+    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
+        c.send(frame(RST, 0, sid, u32(ErrorCode.REFUSED_STREAM)))
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    url, log = await scripted(script)
+    t = AsyncHTTP2Transport()
+    try:
+        with pytest.raises(ConnectError) as info:
+            await t.send(raw_request(url, b""), body())
+        assert info.value.code is Code.UNAVAILABLE
+        assert len([f for f in log if isinstance(f, tuple) and f[0] == HEADERS]) == 1
+    finally:
+        await t.aclose()
+
+
 @pytest.mark.parametrize(
     ("h2code", "code"),
     [

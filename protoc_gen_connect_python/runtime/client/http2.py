@@ -59,6 +59,8 @@ MAX_HEADER_BLOCK = 256 * 1024
 """Largest header block (HEADERS and CONTINUATION together), before decoding."""
 MAX_HEADER_LIST = 256 * 1024
 """Largest decoded header list (RFC 7541 size: names, values, 32 per field)."""
+TAKE_BYTES = 16 * 1024
+"""Buffered chunks smaller than this are joined into one read, up to its size."""
 DEFAULT_MAX_STREAMS = 100
 """Concurrent streams assumed until the server's SETTINGS say otherwise."""
 
@@ -214,11 +216,23 @@ class Stream:
         return self.remote_ended or self.error is not None
 
     def take(self) -> bytes:
-        """All buffered body bytes (call :meth:`Connection.consume` with their size)."""
+        """Buffered body bytes: small chunks joined, up to :data:`TAKE_BYTES`.
+
+        Call :meth:`Connection.consume` with their size. Large reads are not
+        joined: the consumer would copy them again, and the copies grow with
+        the size of a read.
+        """
         chunks = self.chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self.buffered = 0
+        data = chunks.popleft()
+        if chunks and len(data) < TAKE_BYTES:
+            parts = [data]
+            size = len(data)
+            while chunks and size < TAKE_BYTES:
+                data = chunks.popleft()
+                parts.append(data)
+                size += len(data)
+            data = b"".join(parts)
+        self.buffered -= len(data)
         return data
 
 
@@ -538,6 +552,8 @@ class Connection:
         pos = 0
         end = len(data)
         buf = self._buf
+        streams = self.streams
+        touched = self._touched
         while True:
             if self._in_data:
                 if self._data_left:
@@ -616,6 +632,32 @@ class Connection:
             if length > self.max_frame_size:
                 self._oversize(length)
             if kind == DATA:
+                # The common case in one step: a whole unpadded frame for a
+                # stream in good standing.
+                s = streams.get(sid)
+                if (
+                    s is not None
+                    and not flags & PADDED
+                    and left >= 9 + length
+                    and s.head_received
+                    and not s.remote_ended
+                    and length <= s.recv_window
+                    and length <= self.recv_window
+                    and not self._block_stream
+                ):
+                    self.recv_window -= length
+                    s.recv_window -= length
+                    if length:
+                        pos += 9
+                        s.chunks.append(data[pos : pos + length])
+                        s.buffered += length
+                        pos += length
+                        touched[sid] = s
+                    else:
+                        pos += 9
+                    if flags & END_STREAM:
+                        self._remote_end(s)
+                    continue
                 if flags & PADDED:
                     if left < 10:
                         buf += data[pos:]

@@ -81,6 +81,20 @@ def stream_error(e: BaseException) -> ConnectError:
     return ConnectError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
 
 
+def _retryable(err: Exception | None, s: Stream) -> bool:
+    """Whether a request that got no response may be sent again.
+
+    Refused streams were never processed. A connection that closed under a
+    reused connection's request most likely timed out idle as the request
+    went out (as the HTTP/1.1 transport assumes).
+    """
+    if isinstance(err, StreamReset):
+        return err.refused
+    return (
+        isinstance(err, ProtocolError) and err.code == ErrorCode.NO_ERROR and s.id > 1
+    )
+
+
 def _wake(f: object) -> None:
     if f is not None:
         fut: asyncio.Future[None] = f  # type: ignore[assignment]
@@ -394,12 +408,7 @@ class AsyncHTTP2Transport:
             if pump is not None:
                 pump.cancel()
             conn.reset(s)
-            if (
-                isinstance(err, StreamReset)
-                and err.refused
-                and body is None
-                and attempt <= _RETRIES
-            ):
+            if body is None and attempt <= _RETRIES and _retryable(err, s):
                 continue
             assert err is not None
             raise stream_error(err) from None
