@@ -480,6 +480,7 @@ def test_goaway_with_an_error_fails_the_remaining_streams() -> None:
         frame(PUSH, END_HEADERS, 1, b"\0\0\0\2"),
         frame(DATA, 0, 0, b"x"),
         frame(DATA, 0, 7, b"x"),  # a stream never opened
+        frame(DATA, 0, 2, b"x"),  # a stream only the server could open
         frame(CONT, END_HEADERS, 1, b""),
         frame(RST, 0, 0, u32(0)),
         frame(GOAWAY, 0, 1, b"\0" * 8),
@@ -1122,3 +1123,18 @@ async def test_transport_aclose_with_a_call_in_flight(env: Env) -> None:
         await c.call_unary(env.specs.post, env.pb.Req())
     assert info.value.code is Code.CANCELED
     gc.collect()
+
+
+async def test_pyqwest_stays_available_for_http2(env: Env) -> None:
+    import pyqwest
+
+    from protoc_gen_connect_python.runtime.client import PyqwestAsyncTransport
+
+    pool = pyqwest.HTTPTransport(http_version=pyqwest.HTTPVersion.HTTP2)
+    try:
+        async with AsyncClient(env.urls["h2c"], http_version="2", transport=pool) as c:
+            assert isinstance(c._transport, PyqwestAsyncTransport)
+            res = await c.call_unary(env.specs.post, env.pb.Req(text="via pyqwest"))
+            assert res.text == "via pyqwest"
+    finally:
+        await pool.aclose()

@@ -715,7 +715,7 @@ class Connection:
                 s, ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the stream window"
             )
             s = None
-        elif s is None and sid >= self.next_stream_id:
+        elif s is None and (sid >= self.next_stream_id or not sid % 2):
             raise ProtocolError(f"DATA on idle stream {sid}")
         if s is not None:
             s.recv_window -= length

@@ -324,7 +324,8 @@ def uses_http1(config: ClientConfig) -> bool:
     """Whether the default transport of a client is the pure-Python HTTP/1.1 one.
 
     It is when the client speaks HTTP/1.1 for sure: ``http_version="1.1"``, or
-    no ``http_version`` with an ``http://`` URL. HTTP/2, HTTP/3, and
+    no ``http_version`` with an ``http://`` URL. HTTP/2 goes to the pure-Python
+    HTTP/2 transport (async client) or to pyqwest (sync client); HTTP/3, and
     ``https://`` without ``http_version`` (ALPN), go to pyqwest.
     """
     if config.http_version == "1.1":
