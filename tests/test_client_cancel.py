@@ -8,6 +8,7 @@ the same way on every machine and for every protocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -385,3 +386,71 @@ def test_async_stream_reset_after_the_deadline_is_deadline_exceeded(
         return raised.value
 
     assert asyncio.run(main()).code is Code.DEADLINE_EXCEEDED
+
+
+# -- async: the deadline passes while the transport pulls the request stream --------
+
+
+class _PullingAsync:
+    """Pulls request messages in a task of its own and never sends a head.
+
+    Like a transport that streams the request while it waits for the response:
+    when the deadline passes, the caller's generator is in the middle of
+    producing its next message for that task.
+    """
+
+    def __init__(self) -> None:
+        self.pulled = 0
+        self.pull_started = asyncio.Event()
+        self.pull: asyncio.Task[None] | None = None
+
+    async def send(
+        self, request: HTTPRequest, body: AsyncIterator[bytes] | None
+    ) -> Any:
+        assert body is not None
+
+        async def pull() -> None:
+            self.pull_started.set()
+            async for _ in body:
+                self.pulled += 1
+
+        self.pull = asyncio.ensure_future(pull())
+        await asyncio.sleep(60)
+
+    async def aclose(self) -> None:
+        if self.pull is not None:
+            self.pull.cancel()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_async_deadline_while_the_transport_pulls_requests(protocol: Proto) -> None:
+    async def main() -> tuple[ConnectError, int, bool]:
+        transport = _PullingAsync()
+        answered = asyncio.Event()
+        finished = []
+
+        async def requests() -> AsyncIterator[StringValue]:
+            # A full-duplex caller: the next message waits for an answer that
+            # never comes.
+            try:
+                yield StringValue(value="a")
+                await answered.wait()
+                yield StringValue(value="b")
+            finally:
+                finished.append(True)
+
+        client = AsyncClient("https://h", protocol=protocol, transport=transport)
+        with pytest.raises(ConnectError) as raised:
+            async for _ in client.call_bidi_stream(BIDI, requests(), timeout=0.05):
+                pass
+        await client.aclose()
+        if transport.pull is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await transport.pull
+        return raised.value, transport.pulled, bool(finished)
+
+    err, pulled, finished = asyncio.run(main())
+    assert err.code is Code.DEADLINE_EXCEEDED, err
+    assert pulled == 1
+    # Once the transport stops pulling, the caller's generator is closed.
+    assert finished

@@ -203,9 +203,12 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
         if self._resp is not None:
             await self._resp.aclose()
         elif not self._single:
-            # Never started: still close the caller's async generator.
+            # Never started: still close the caller's async generator, unless
+            # the transport is pulling from it right now (a deadline passed
+            # while the head was awaited): closing it would raise, and the
+            # transport's pull, when it ends, closes it through _body.
             aclose = getattr(self._requests, "aclose", None)
-            if aclose is not None:
+            if aclose is not None and not getattr(self._requests, "ag_running", False):
                 await aclose()
         self._report_end(error)
 
