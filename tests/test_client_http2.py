@@ -1050,6 +1050,25 @@ async def test_large_download_beyond_the_windows(env: Env) -> None:
         assert 0 < most <= STREAM_WINDOW
 
 
+async def test_an_unread_stream_does_not_block_other_calls(env: Env) -> None:
+    size = 1024 * 1024
+    count = 2 * STREAM_WINDOW // size
+    async with h2client(env) as c:
+        stream = c.call_server_stream(
+            env.specs.server_stream, env.pb.Req(count=count, size=size)
+        )
+        assert len((await stream.__anext__()).padding) == size
+        # The stream's window fills up unread; calls on the same connection
+        # still get through.
+        for i in range(3):
+            await asyncio.sleep(0.1)
+            res = await c.call_unary(env.specs.post, env.pb.Req(text=str(i)))
+            assert res.text == str(i)
+        assert connections(c) == 1
+        rest = [len(m.padding) async for m in stream]
+        assert rest == [size] * (count - 1)
+
+
 async def test_full_duplex_bidi(env: Env) -> None:
     queue: asyncio.Queue[Any] = asyncio.Queue()
 

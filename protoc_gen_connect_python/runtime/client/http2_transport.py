@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncHTTP2Transport", "stream_error"]
 
-_RETRIES = 2  # sends of a refused request (never processed by the server)
+_RETRIES = 2  # extra sends of a request that got no response (see _retryable)
 
 # RST_STREAM codes to RPC codes, as the gRPC HTTP/2 mapping defines them.
 _RESET_CODES = {
@@ -84,9 +84,9 @@ def stream_error(e: BaseException) -> ConnectError:
 def _retryable(err: Exception | None, s: Stream) -> bool:
     """Whether a request that got no response may be sent again.
 
-    Refused streams were never processed. A connection that closed under a
-    reused connection's request most likely timed out idle as the request
-    went out (as the HTTP/1.1 transport assumes).
+    Refused streams were never processed. A connection that already carried
+    other streams and closes without answering most likely timed out idle just
+    as the request went out (the HTTP/1.1 transport assumes the same).
     """
     if isinstance(err, StreamReset):
         return err.refused
