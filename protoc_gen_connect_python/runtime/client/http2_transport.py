@@ -81,17 +81,21 @@ def stream_error(e: BaseException) -> ConnectError:
     return ConnectError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
 
 
-def _retryable(err: Exception | None, s: Stream) -> bool:
+def _retryable(err: Exception | None, s: Stream, method: str) -> bool:
     """Whether a request that got no response may be sent again.
 
-    Refused streams were never processed. A connection that already carried
-    other streams and closes without answering most likely timed out idle just
-    as the request went out (the HTTP/1.1 transport assumes the same).
+    Refused streams were never processed. A reused connection lost without a
+    GOAWAY may have processed the request (HTTP/2 servers close idle
+    connections with a GOAWAY first), so only GET, which Connect sends for
+    side-effect-free methods, is sent again then.
     """
     if isinstance(err, StreamReset):
         return err.refused
     return (
-        isinstance(err, ProtocolError) and err.code == ErrorCode.NO_ERROR and s.id > 1
+        method == "GET"
+        and isinstance(err, ProtocolError)
+        and err.code == ErrorCode.NO_ERROR
+        and s.id > 1
     )
 
 
@@ -408,7 +412,11 @@ class AsyncHTTP2Transport:
             if pump is not None:
                 pump.cancel()
             conn.reset(s)
-            if body is None and attempt <= _RETRIES and _retryable(err, s):
+            if (
+                body is None
+                and attempt <= _RETRIES
+                and _retryable(err, s, request.method)
+            ):
                 continue
             assert err is not None
             raise stream_error(err) from None
