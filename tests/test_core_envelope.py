@@ -45,6 +45,28 @@ def test_any_chunking_yields_the_same_frames(
     assert not d.pending
 
 
+@given(
+    frames,
+    st.lists(st.integers(0, 10_000), max_size=20),
+    st.sampled_from([bytes, bytearray, memoryview]),
+)
+def test_chunks_of_any_buffer_type(
+    items: list[tuple[int, bytes]], cuts: list[int], kind: type
+) -> None:
+    # Transports hand over bytes, bytearray or memoryview slices; the decoder
+    # must not keep views of them past feed() (the caller reuses its buffer).
+    wire = b"".join(encode_envelope(f, p) for f, p in items)
+    d = EnvelopeDecoder()
+    got = []
+    for chunk in chunked(wire, cuts):
+        scratch = bytearray(chunk)
+        got.extend(d.feed(kind(scratch)))
+        scratch[:] = b"\xff" * len(scratch)
+    d.close()
+    assert got == items
+    assert all(type(p) is bytes for _, p in got)
+
+
 @given(frames, st.integers(1, 7))
 def test_reading_exactly_what_is_needed(
     items: list[tuple[int, bytes]], extra: int

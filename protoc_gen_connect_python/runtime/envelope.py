@@ -100,25 +100,47 @@ class EnvelopeDecoder:
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Add bytes; return every frame now complete, in order."""
         buf = self._buf
-        buf += data
+        # Walk an offset and drop what was used once at the end: deleting
+        # each frame from the front would move the rest of a big read each
+        # time. With nothing buffered, frames are cut from ``data`` directly.
+        src: bytes | bytearray | memoryview
+        if buf:
+            buf += data
+            src = memoryview(buf)
+        elif type(data) is bytes:
+            src = data
+        else:
+            src = memoryview(data)
         out: list[tuple[int, bytes]] = []
-        while True:
-            if self._need < 0:
-                if len(buf) < HEADER_SIZE:
+        pos = 0
+        end = len(src)
+        need = self._need
+        try:
+            while True:
+                if need < 0:
+                    if end - pos < HEADER_SIZE:
+                        break
+                    self._flags, need = _HEADER.unpack_from(src, pos)
+                    pos += HEADER_SIZE
+                    limit = self.read_max_bytes
+                    if limit and need > limit:
+                        raise ConnectError(
+                            Code.RESOURCE_EXHAUSTED,
+                            f"message size {need} is larger than configured max {limit}",
+                        )
+                if end - pos < need:
                     break
-                self._flags, self._need = _HEADER.unpack_from(buf)
-                del buf[:HEADER_SIZE]
-                limit = self.read_max_bytes
-                if limit and self._need > limit:
-                    raise ConnectError(
-                        Code.RESOURCE_EXHAUSTED,
-                        f"message size {self._need} is larger than configured max {limit}",
-                    )
-            if len(buf) < self._need:
-                break
-            out.append((self._flags, bytes(buf[: self._need])))
-            del buf[: self._need]
-            self._need = -1
+                out.append((self._flags, bytes(src[pos : pos + need])))
+                pos += need
+                need = -1
+        finally:
+            self._need = need
+            if isinstance(src, memoryview):
+                src.release()
+            if buf:
+                del buf[:pos]
+            elif pos < end:
+                buf += data[pos:]
         return out
 
     @property
