@@ -531,14 +531,17 @@ class ASGIApp:
                 guard.arm(ctx.deadline)
             for hook in ep.hooks:
                 await hook(ctx)
-            body = call.preread
-            if body is None:
-                body = await _read_body(
-                    receive,
-                    call.unary_body_limit,
-                    call.head.get("content-length"),
-                    guard,
-                )
+            # The body is read to its end even for a Connect GET, whose message
+            # came in the query: an HTTP/2 client may end a GET's stream with
+            # an empty DATA frame after the HEADERS, and a reply that ended
+            # first makes hypercorn fail the whole connection on that frame.
+            request_body = await _read_body(
+                receive,
+                call.unary_body_limit,
+                call.head.get("content-length"),
+                guard,
+            )
+            body = request_body if call.preread is None else call.preread
             unread = False
             request = call.decode_unary(body)
             assert ep.unary is not None
