@@ -262,6 +262,21 @@ def test_early_error_on_http2_does_not_wait_for_the_client(content_type: str) ->
         assert end[0] == 2 and b"permission_denied" in end[1]
 
 
+def test_early_error_on_http2_drains_a_server_stream_request() -> None:
+    """Only a bidi client waits: other requests are read to their end.
+
+    (Envoy resets an HTTP/3 stream whose request is unread when it ends.)
+    """
+    rest = envelope(pb.CountUpRequest(number=1).SerializeToString())
+    body = io.BytesIO(rest)
+    server = TrailersServer(server_apps.wsgi_app, input=body, chunked=True)
+    hs = [("content-type", "application/connect+proto"), ("x-deny", "1")]
+    r = call_wsgi(server, "POST", P + "CountUp", hs, b"")
+    assert body.tell() == len(rest)
+    end = split_envelopes(r.body)[-1]
+    assert end[0] == 2 and b"permission_denied" in end[1]
+
+
 def test_early_error_on_http1_still_drains() -> None:
     """HTTP/1.1 clients send their whole body first; it is read to its end."""
     rest = envelope(pb.EchoRequest(text="a").SerializeToString())

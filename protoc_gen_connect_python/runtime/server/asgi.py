@@ -24,6 +24,8 @@ from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import AsyncServerInterceptor
 from protoc_gen_connect_python.runtime.server.core import (
+    DRAIN_MAX_BYTES,
+    DRAIN_SECONDS,
     HEAD_NAMES,
     NOT_FOUND,
     Endpoint,
@@ -36,6 +38,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerOptions,
     aclose_iterator,
     deadline_exceeded,
+    drain_first,
     logger,
 )
 from protoc_gen_connect_python.runtime.service import AsyncService
@@ -242,10 +245,6 @@ async def _read_body(
             return b"".join(chunks)
 
 
-_DRAIN_MAX_BYTES = 8 * 1024 * 1024
-_DRAIN_SECONDS = 2.0
-
-
 async def _drain(receive: Receive) -> bool:
     """Read and drop the rest of a request body the reply did not need.
 
@@ -254,19 +253,19 @@ async def _drain(receive: Receive) -> bool:
     lose the response in the reset), and over HTTP/2 fails the whole connection
     when data arrives for a stream whose response finished. The shells send the
     reply up to its last event, drain, and then end it. Draining stops at the
-    end of the body, after ``_DRAIN_MAX_BYTES`` or after ``_DRAIN_SECONDS``, so
+    end of the body, after ``DRAIN_MAX_BYTES`` or after ``DRAIN_SECONDS``, so
     a client that waits for the end of the response before it stops sending
     costs a bounded wait. False if the client went away.
     """
     try:
-        return await asyncio.wait_for(_drain_body(receive), _DRAIN_SECONDS)
+        return await asyncio.wait_for(_drain_body(receive), DRAIN_SECONDS)
     except asyncio.TimeoutError:
         return True
 
 
 async def _drain_body(receive: Receive) -> bool:
     size = 0
-    while size <= _DRAIN_MAX_BYTES:
+    while size <= DRAIN_MAX_BYTES:
         msg = await receive()
         if msg["type"] != "http.request":
             return False
@@ -368,17 +367,10 @@ async def _end_draining(
 ) -> None:
     """Send the rest of a response (``start`` unless sent), draining the request.
 
-    A body of a declared, moderate length is drained first: the client has
-    committed to sending it, and a client that sees the response end early may
-    cut its request short (Go's HTTP/2 client then ends the stream before the
-    declared length, which hypercorn's h2 treats as an error of the whole
-    connection). Otherwise the last body bytes go first, so a client that waits
-    for the answer before it stops sending gets it (the Connect end-of-stream
-    message, or a body of its declared length; gRPC's status comes with the
-    trailers, after the drain), then the request is drained and the response
-    ended.
+    In the order ``drain_first`` says; gRPC's status comes with the trailers,
+    after the drain either way.
     """
-    if length is not None and length.isdigit() and int(length) <= _DRAIN_MAX_BYTES:
+    if drain_first(length):
         if not await _drain(receive):
             return
         if start is not None:

@@ -162,6 +162,25 @@ class HTTPReject(Exception):
         self.reply = reply
 
 
+DRAIN_MAX_BYTES = 8 * 1024 * 1024
+"""The most of an unread request body the shells read and drop after a reply."""
+DRAIN_SECONDS = 2.0
+"""How long the shells wait for more of an unread request body."""
+
+
+def drain_first(length: str | None) -> bool:
+    """Whether to drain an unread request body before the last reply bytes.
+
+    A body of a declared, moderate length: the client has committed to
+    sending it, and one that sees the response end early may cut its request
+    short of the declared length, which servers treat as an error of the
+    stream (Envoy over HTTP/3) or of the whole connection (hypercorn's h2).
+    Otherwise the last bytes go first, so a client that waits for the answer
+    before it stops sending gets it, and the drain follows.
+    """
+    return length is not None and length.isdigit() and int(length) <= DRAIN_MAX_BYTES
+
+
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
 _STATUS_LINES[499] = "499 Client Closed Request"
 

@@ -22,7 +22,10 @@ from protoc_gen_connect_python.runtime.context import SENT
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import SyncServerInterceptor
+from protoc_gen_connect_python.runtime.method import StreamType
 from protoc_gen_connect_python.runtime.server.core import (
+    DRAIN_MAX_BYTES,
+    DRAIN_SECONDS,
     HEAD_NAMES,
     NOT_FOUND,
     Endpoint,
@@ -35,6 +38,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerOptions,
     check_deadline,
     close_iterator,
+    drain_first,
     logger,
     status_line,
 )
@@ -201,33 +205,23 @@ def _requests(environ: Environ, call: ServerCall, eof: list[bool]) -> Iterator[M
     call.close_input()
 
 
-_DRAIN_MAX_BYTES = 8 * 1024 * 1024
-_DRAIN_SECONDS = 2.0
-
-
 def _drain(environ: Environ) -> None:
     """Read and drop the rest of a request body after the response was sent.
 
     A server that finds request bytes unread when the response ends closes the
     connection (gunicorn), and a client still sending gets a broken pipe
-    instead of reading the answer. Bounded by ``_DRAIN_MAX_BYTES`` and, between
-    reads, ``_DRAIN_SECONDS``.
-
-    Over HTTP/2 and later, a body without a declared length is left unread: a
-    full-duplex client may send nothing more until it sees the response end,
-    and a blocking read would wait for it for good (WSGI cannot time a read
-    out). These protocols let a response end before its request.
+    instead of reading the answer; Envoy resets an HTTP/3 stream whose request
+    is still coming in when its response ends. Bounded by ``DRAIN_MAX_BYTES``
+    and, between reads, ``DRAIN_SECONDS``.
     """
     stream: IO[bytes] = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH")
-    if not length and not environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1"):
-        return
     # With a declared length, never ask for more than is left: the server
     # may not stop a read at the end of the body.
     remaining = int(length) if length and length.isdigit() else -1
-    until = time.monotonic() + _DRAIN_SECONDS
+    until = time.monotonic() + DRAIN_SECONDS
     size = 0
-    while remaining != 0 and size <= _DRAIN_MAX_BYTES and time.monotonic() < until:
+    while remaining != 0 and size <= DRAIN_MAX_BYTES and time.monotonic() < until:
         n = _READ_CHUNK if remaining < 0 else min(_READ_CHUNK, remaining)
         try:
             data = stream.read(n)
@@ -240,6 +234,21 @@ def _drain(environ: Environ) -> None:
         size += len(data)
         if remaining > 0:
             remaining -= len(data)
+
+
+def _left_open(environ: Environ, ep: Endpoint) -> bool:
+    """Whether the rest of a bidi request must be left unread.
+
+    Over HTTP/2 and later a full-duplex client may send nothing more until it
+    sees the response end, and a blocking read would wait for that for good
+    (WSGI cannot time a read out). These protocols let a response end before
+    its request. Other clients send their whole request regardless.
+    """
+    return (
+        ep.spec.stream_type is StreamType.BIDI_STREAM
+        and not environ.get("CONTENT_LENGTH")
+        and not environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1")
+    )
 
 
 class WSGIApp:
@@ -392,7 +401,8 @@ class WSGIApp:
                 status, head = call.stream_head()
                 start_response(status_line(status), _str_headers(head))
             body, trailers = call.encode_stream_end(err)
-        yield from _end(body, trailers, send_trailers, None if eof[0] else environ)
+        unread = None if eof[0] or _left_open(environ, ep) else environ
+        yield from _end(body, trailers, send_trailers, unread)
 
 
 def _error_reply(call: ServerCall, err: ConnectError) -> Reply:
@@ -425,13 +435,17 @@ def _end(
     send_trailers: SendTrailers | None,
     unread: Environ | None,
 ) -> Iterator[bytes]:
-    """The last body bytes, then the drain of an ``unread`` request, then the end.
+    """The last body bytes and the drain of an ``unread`` request (in the order
+    ``drain_first`` says), then the end.
 
     As on ASGI, gRPC's status comes last, with the trailers, which end the
     response. Nothing is yielded for an empty body: pyvoy sends the head at the
     first yield, and would then end a gRPC trailers-only response with an empty
     DATA frame instead of its HEADERS frame.
     """
+    if unread is not None and drain_first(unread.get("CONTENT_LENGTH")):
+        _drain(unread)
+        unread = None
     if body:
         yield body
     if unread is not None:
