@@ -10,15 +10,24 @@ import io
 import json
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
 import pytest
-from server_apps import Pinger, PingerSync, pb
+from server_apps import PING, Pinger, PingerSync, pb
 from server_harness import envelope, split_envelopes
 from servers import Server, start_server
 
-from protoc_gen_connect_python.runtime import ASGIApp, RequestContext, WSGIApp
+from protoc_gen_connect_python.runtime import (
+    ASGIApp,
+    Code,
+    ConnectError,
+    RequestContext,
+    WSGIApp,
+)
+from protoc_gen_connect_python.runtime.headers import Headers
+from protoc_gen_connect_python.runtime.server.core import DEADLINE_GRACE, check_deadline
 
 P = "/testing.v1.PingService/"
 STREAM = "application/connect+proto"
@@ -359,3 +368,15 @@ def test_send_headers_before_the_request_body(srv: Server) -> None:
     assert [f for f, _ in frames] == [0, 2]
     assert pb.EchoResponse.FromString(frames[0][1]).text == "hi"
     assert json.loads(frames[1][1]) == {}
+
+
+def test_server_deadline_allows_a_grace_past_the_clients() -> None:
+    """The server ends a call a little after the client's deadline, never before."""
+    ctx = RequestContext(PING, "connect", Headers())
+    now = time.monotonic()
+    ctx.deadline = now - DEADLINE_GRACE / 2  # just past: the client ends it
+    check_deadline(ctx)
+    ctx.deadline = now - DEADLINE_GRACE * 20
+    with pytest.raises(ConnectError) as info:
+        check_deadline(ctx)
+    assert info.value.code is Code.DEADLINE_EXCEEDED

@@ -24,6 +24,7 @@ from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import AsyncServerInterceptor
 from protoc_gen_connect_python.runtime.server.core import (
+    DEADLINE_GRACE,
     DRAIN_MAX_BYTES,
     DRAIN_SECONDS,
     HEAD_NAMES,
@@ -520,7 +521,7 @@ class ASGIApp:
         try:
             call.parse_head()
             if ctx.deadline is not None:
-                guard.arm(ctx.deadline)
+                guard.arm(ctx.deadline + DEADLINE_GRACE)
             for hook in ep.hooks:
                 await hook(ctx)
             # The body is read to its end even for a Connect GET, whose message
@@ -582,7 +583,7 @@ class ASGIApp:
             try:
                 call.parse_head()
                 if ctx.deadline is not None:
-                    guard.arm(ctx.deadline)
+                    guard.arm(ctx.deadline + DEADLINE_GRACE)
                 for hook in ep.hooks:
                     await hook(ctx)
                 assert ep.stream is not None

@@ -672,9 +672,22 @@ def deadline_exceeded() -> ConnectError:
     return ConnectError(Code.DEADLINE_EXCEEDED, "the call exceeded its deadline")
 
 
+DEADLINE_GRACE = 0.005
+"""Seconds past ``ctx.deadline`` before the server itself ends a call.
+
+Clients round their timeout header down (to milliseconds, for Connect), so
+the deadline seen here can fall just before the client's own. Answering
+``deadline_exceeded`` at that moment races the client's timer: ASGI servers
+write a reply's head and body separately, and a client whose timer fires
+between the two has read a head but no error body. A little later, the client
+has always given up first, and its own ``deadline_exceeded`` stands.
+Handlers see the client's deadline unchanged.
+"""
+
+
 def check_deadline(ctx: RequestContext) -> None:
     """Raise deadline_exceeded when the call is past its deadline (sync apps)."""
-    if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+    if ctx.deadline is not None and time.monotonic() >= ctx.deadline + DEADLINE_GRACE:
         raise deadline_exceeded()
 
 
