@@ -220,7 +220,7 @@ SERVER_SCENARIOS = [
         "download",
         "application/connect+proto",
         2,
-        requests=8,
+        requests=32,
     ),
     Scenario(
         "client stream 64x16 KiB", "Upload", "upload", "application/connect+proto", 4
@@ -758,14 +758,14 @@ def server_tables(rows: list[Row]) -> list[str]:
         out.append(f"\n#### {sc.name}\n")
         if stream:
             out.append(
-                "| server | impl | streams/s | MB/s | server CPU ms/stream | p50 ms | ours/official CPU |"
+                "| server | impl | streams/s | MB/s | server CPU ms/stream | p50 ms | ours/official CPU | ours/bare CPU |"
             )
-            out.append("|---|---|---:|---:|---:|---:|---:|")
+            out.append("|---|---|---:|---:|---:|---:|---:|---:|")
         else:
             out.append(
-                "| server | impl | req/s | p50 ms | p99 ms | server CPU µs/req | ours/official CPU |"
+                "| server | impl | req/s | p50 ms | p99 ms | server CPU µs/req | ours/official CPU | ours/bare CPU |"
             )
-            out.append("|---|---|---:|---:|---:|---:|---:|")
+            out.append("|---|---|---:|---:|---:|---:|---:|---:|")
         servers = [k.name if k.h1 else f"{k.name} (h2c)" for k in SERVERS]
         if sc.name == "unary 16 B":
             servers.append("grpcio (gRPC, h2)")
@@ -775,19 +775,47 @@ def server_tables(rows: list[Row]) -> list[str]:
                 if r is None:
                     continue
                 off = by.get((srv, "official", sc.name))
-                rel = (
-                    ratio(r["cpu_us"], off["cpu_us"]) if impl == "ours" and off else ""
-                )
+                bare = by.get((srv, "bare", sc.name))
+                ours = impl == "ours"
+                rel = ratio(r["cpu_us"], off["cpu_us"]) if ours and off else ""
+                rel_bare = ratio(r["cpu_us"], bare["cpu_us"]) if ours and bare else ""
                 if stream:
                     out.append(
                         f"| {srv} | {impl} | {fmt(r['rps'], 1)} | {fmt(r['mbps'])} | "
-                        f"{fmt(r['cpu_us'] / 1000, 1)} | {fmt(r['p50_ms'], 1)} | {rel} |"
+                        f"{fmt(r['cpu_us'] / 1000, 1)} | {fmt(r['p50_ms'], 1)} | {rel} | {rel_bare} |"
                     )
                 else:
                     out.append(
                         f"| {srv} | {impl} | {fmt(r['rps'])} | {fmt(r['p50_ms'], 2)} | "
-                        f"{fmt(r['p99_ms'], 2)} | {fmt(r['cpu_us'])} | {rel} |"
+                        f"{fmt(r['p99_ms'], 2)} | {fmt(r['cpu_us'])} | {rel} | {rel_bare} |"
                     )
+    return out
+
+
+def targets_table(rows: list[Row]) -> list[str]:
+    """The server-side targets per server, with the floor the bare app sets."""
+    med = median_rows(rows, ("server", "impl", "scenario"))
+    by = {(r["server"], r["impl"], r["scenario"]): r for r in med}
+    unary, stream = SERVER_SCENARIOS[0].name, SERVER_SCENARIOS[3].name
+    out = [
+        "| server | unary 16 B CPU ours/official (target <= 0.67x) | bare/official (floor) "
+        "| ours/bare (target <= 1.3x) | stream MB/s ours/official (target >= 1.5x) "
+        "| bare/official MB/s (ceiling) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for k in SERVERS:
+        srv = k.name if k.h1 else f"{k.name} (h2c)"
+        u = {i: by.get((srv, i, unary)) for i in IMPLS}
+        st = {i: by.get((srv, i, stream)) for i in IMPLS}
+        if not all(u.values()) or not all(st.values()):
+            continue
+        cpu = {i: r["cpu_us"] for i, r in u.items() if r}
+        mb = {i: r["mbps"] for i, r in st.items() if r}
+        out.append(
+            f"| {srv} | {ratio(cpu['ours'], cpu['official'])} "
+            f"| {ratio(cpu['bare'], cpu['official'])} | {ratio(cpu['ours'], cpu['bare'])} "
+            f"| {ratio(mb['ours'], mb['official'])} | {ratio(mb['bare'], mb['official'])} |"
+        )
     return out
 
 
@@ -885,6 +913,10 @@ def write_doc(results: dict[str, Any], args: argparse.Namespace) -> None:
     ]
     if "server" in results:
         lines += [
+            "### Targets (server side)",
+            "",
+            *targets_table(results["server"]),
+            "",
             "### Server side (h2load, HTTP/1.1 unless noted)",
             *server_tables(results["server"]),
             "",
