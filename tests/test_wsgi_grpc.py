@@ -27,7 +27,7 @@ from server_apps import pb
 from server_harness import Result, call_wsgi, envelope, split_envelopes
 from servers import run_server
 
-from protoc_gen_connect_python.runtime import Code, ConnectError, Headers
+from protoc_gen_connect_python.runtime import Code, ConnectError, Headers, WSGIApp
 from protoc_gen_connect_python.runtime.headers import decode_binary_header
 from protoc_gen_connect_python.runtime.protocol import grpc as wire
 from protoc_gen_connect_python.runtime.server.wsgi import SEND_TRAILERS
@@ -275,6 +275,23 @@ def test_early_error_on_http2_drains_a_server_stream_request() -> None:
     assert body.tell() == len(rest)
     end = split_envelopes(r.body)[-1]
     assert end[0] == 2 and b"permission_denied" in end[1]
+
+
+def test_oversized_unary_request_is_drained_by_the_app() -> None:
+    """A unary body refused unread is drained before the reply ends.
+
+    gunicorn drains only 64 KiB itself and then closes a connection whose
+    response announced keep-alive; a client reusing it loses its next call.
+    """
+    app = WSGIApp(server_apps.PingerSync(), read_max_bytes=100)
+    data = pb.PingRequest(text="x" * 200_000).SerializeToString()
+    body = io.BytesIO(data)
+    server = TrailersServer(app, protocol="HTTP/1.1", input=body)
+    r = call_wsgi(
+        server, "POST", P + "Ping", [("content-type", "application/proto")], data
+    )
+    assert r.status == 429 and b"resource_exhausted" in r.body
+    assert body.tell() == len(data)
 
 
 def test_early_error_on_http1_still_drains() -> None:

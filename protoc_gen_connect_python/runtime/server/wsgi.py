@@ -296,7 +296,9 @@ class WSGIApp:
             if send_trailers is None:
                 return _reply(start_response, self._no_trailers(call))
         if ep.unary is not None:
-            return _reply(start_response, self._unary(ep, call, environ), send_trailers)
+            reply, read = self._unary(ep, call, environ)
+            unread = None if read else environ
+            return _reply(start_response, reply, send_trailers, unread)
         return self._stream(ep, call, environ, start_response, send_trailers)
 
     def _no_trailers(self, call: ServerCall) -> Reply:
@@ -316,8 +318,12 @@ class WSGIApp:
             )
         )
 
-    def _unary(self, ep: Endpoint, call: ServerCall, environ: Environ) -> Reply:
+    def _unary(
+        self, ep: Endpoint, call: ServerCall, environ: Environ
+    ) -> tuple[Reply, bool]:
+        """The reply, and whether the request body was read to its end."""
         ctx = call.ctx
+        read = False
         try:
             call.parse_head()
             for hook in ep.hooks:
@@ -325,6 +331,7 @@ class WSGIApp:
             body = call.preread
             if body is None:
                 body = _read_body(environ, call.unary_body_limit)
+            read = True
             request = call.decode_unary(body)
             if ctx.deadline is not None:
                 check_deadline(ctx)
@@ -332,11 +339,11 @@ class WSGIApp:
             response = ep.unary(request, ctx)
             if ctx.deadline is not None:
                 check_deadline(ctx)
-            return call.encode_unary(response)
+            return call.encode_unary(response), read
         except HTTPReject as r:
-            return r.reply
+            return r.reply, read
         except Exception as e:
-            return _error_reply(call, self._core.to_error(e, ep))
+            return _error_reply(call, self._core.to_error(e, ep)), read
 
     def _stream(
         self,
@@ -422,11 +429,15 @@ def _reply(
     start_response: StartResponse,
     reply: Reply,
     send_trailers: SendTrailers | None = None,
+    unread: Environ | None = None,
 ) -> Iterable[bytes]:
+    # An early reply drains the request itself: a server that drains less
+    # (gunicorn: 64 KiB) closes the connection after a keep-alive response,
+    # and a client reusing it meanwhile loses its next call.
     start_response(status_line(reply.status), _str_headers(reply.headers))
-    if reply.trailers is None:
+    if reply.trailers is None and unread is None:
         return [reply.body] if reply.body else []
-    return _end(reply.body, reply.trailers, send_trailers, None)
+    return _end(reply.body, reply.trailers, send_trailers, unread)
 
 
 def _end(
