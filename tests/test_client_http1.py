@@ -27,6 +27,7 @@ from protoc_gen_connect_python.runtime import (
     ConnectError,
     SyncClient,
 )
+from protoc_gen_connect_python.runtime.client import net
 from protoc_gen_connect_python.runtime.client.config import build_config
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.client.http1 import (
@@ -830,3 +831,25 @@ async def test_tls_with_client_certificate(
         ):
             s.call_unary(specs.post, pb.Req())
         assert info.value.code is Code.UNAVAILABLE
+
+
+def test_lazy_ssl_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built at the first use only, once, offering its ALPN name; a failed
+    build is tried again."""
+    built: list[str] = []
+    real = net.ssl_context
+
+    def counting(config: Any, alpn: str) -> Any:
+        built.append(alpn)
+        if len(built) == 1:
+            raise ValueError("first build fails")
+        return real(config, alpn)
+
+    monkeypatch.setattr(net, "ssl_context", counting)
+    lazy = net.LazySSLContext(build_config("https://h"), "h2")
+    assert built == []
+    with pytest.raises(ValueError, match="first build fails"):
+        lazy.get()
+    ctx = lazy.get()
+    assert lazy.get() is ctx
+    assert built == ["h2", "h2"]

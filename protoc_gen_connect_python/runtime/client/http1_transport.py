@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -42,12 +41,12 @@ from protoc_gen_connect_python.runtime.client.http1 import (
 )
 from protoc_gen_connect_python.runtime.client.net import (
     Key,
+    LazySSLContext,
     Target,
     TargetCache,
     canceled,
     map_error,
     shutdown_now,
-    ssl_context,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -390,16 +389,10 @@ class AsyncHTTP1Transport:
     """
 
     def __init__(self, config: ClientConfig | None = None) -> None:
-        self._config = config
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = LazySSLContext(config, "http/1.1")
         self._idle: dict[Key, list[_Connection]] = {}
         self._targets = Targets()
         self._closed = False
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = ssl_context(self._config, "http/1.1")
-        return self._ssl
 
     async def send(
         self, request: HTTPRequest, body: AsyncIterator[bytes] | None
@@ -476,7 +469,7 @@ class AsyncHTTP1Transport:
                     lambda: _Connection(loop, target.key),
                     target.host,
                     target.port,
-                    ssl=self._ssl_context(),
+                    ssl=self._ssl.get(),
                     server_hostname=target.host,
                 )
             else:
@@ -716,19 +709,12 @@ class SyncHTTP1Transport:
     """
 
     def __init__(self, config: ClientConfig | None = None) -> None:
-        self._config = config
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = LazySSLContext(config, "http/1.1")
         self._idle: dict[Key, list[_SyncConn]] = {}
         self._busy: set[_SyncConn] = set()
         self._lock = threading.Lock()
         self._targets = Targets()
         self._closed = False
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        with self._lock:
-            if self._ssl is None:
-                self._ssl = ssl_context(self._config, "http/1.1")
-            return self._ssl
 
     def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> SyncResponse:
         """Send ``request`` and read the response head, within ``request.timeout``."""
@@ -858,9 +844,7 @@ class SyncHTTP1Transport:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if target.tls:
-                sock = self._ssl_context().wrap_socket(
-                    sock, server_hostname=target.host
-                )
+                sock = self._ssl.get().wrap_socket(sock, server_hostname=target.host)
         except BaseException as e:
             sock.close()
             if isinstance(e, TimeoutError):

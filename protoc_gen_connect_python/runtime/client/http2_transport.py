@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -43,10 +42,10 @@ from protoc_gen_connect_python.runtime.client.http2 import (
 )
 from protoc_gen_connect_python.runtime.client.net import (
     Key,
+    LazySSLContext,
     Target,
     TargetCache,
     canceled,
-    ssl_context,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -347,17 +346,11 @@ class AsyncHTTP2Transport:
     """
 
     def __init__(self, config: ClientConfig | None = None) -> None:
-        self._config = config
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = LazySSLContext(config, "h2")
         self._conns: dict[Key, list[_Connection]] = {}
         self._connecting: dict[Key, asyncio.Task[_Connection]] = {}
         self._targets = TargetCache()
         self._closed = False
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = ssl_context(self._config, "h2")
-        return self._ssl
 
     async def send(
         self, request: HTTPRequest, body: AsyncIterator[bytes] | None
@@ -471,7 +464,7 @@ class AsyncHTTP2Transport:
                     lambda: _Connection(self, loop, target.key),
                     target.host,
                     target.port,
-                    ssl=self._ssl_context(),
+                    ssl=self._ssl.get(),
                     server_hostname=target.host,
                 )
                 tls = transport.get_extra_info("ssl_object")

@@ -2,8 +2,8 @@
 
 ``http1_transport.py`` and ``http2_transport.py`` both parse request URLs into
 a :class:`Target` (pool key, host, port, authority), build their TLS context
-from the client's options with :func:`ssl_context`, and turn failures of the
-network into :class:`ConnectError` with :func:`map_error`.
+from the client's options on first use with :class:`LazySSLContext`, and turn
+failures of the network into :class:`ConnectError` with :func:`map_error`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.code import Code
@@ -21,6 +22,7 @@ from protoc_gen_connect_python.runtime.errors import ConnectError
 
 __all__ = [
     "Key",
+    "LazySSLContext",
     "Target",
     "TargetCache",
     "canceled",
@@ -140,6 +142,33 @@ def ssl_context(config: ClientConfig | None, alpn: str) -> ssl.SSLContext:
             raise ValueError(f"tls_cert/tls_key: {e}") from e
     ctx.set_alpn_protocols([alpn])
     return ctx
+
+
+class LazySSLContext:
+    """A client's TLS context offering one ALPN protocol, built on first use.
+
+    Plain-text clients never pay for loading certificates. Thread-safe: the
+    context is built once even when threads ask for it together; a build that
+    fails raises its error and is tried again at the next call.
+    """
+
+    __slots__ = ("_alpn", "_config", "_ctx", "_lock")
+
+    def __init__(self, config: ClientConfig | None, alpn: str) -> None:
+        self._config = config
+        self._alpn = alpn
+        self._ctx: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ssl.SSLContext:
+        """The context, built by :func:`ssl_context` at the first call."""
+        ctx = self._ctx
+        if ctx is None:
+            with self._lock:
+                if self._ctx is None:
+                    self._ctx = ssl_context(self._config, self._alpn)
+                ctx = self._ctx
+        return ctx
 
 
 def map_error(
