@@ -3,7 +3,9 @@
 ``compile_proto`` builds ``clienttest.v1`` with grpcio-tools; ``serve_peer``
 runs ``client_peer:app`` under uvicorn (HTTP/1.1) or hypercorn (HTTP/2 without
 TLS, or TLS with ALPN); ``make_certs`` creates a CA, a server and a client
-certificate with the openssl command.
+certificate with the openssl command. ``call_all_kinds_async`` and
+``call_all_kinds_sync`` make every kind of call to ``server_apps``' service,
+wherever it is served, and check the answers.
 """
 
 from __future__ import annotations
@@ -16,13 +18,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from protoc_gen_connect_python.runtime import (
+    AsyncClient,
+    Code,
+    ConnectError,
+    SyncClient,
+)
 from protoc_gen_connect_python.runtime.method import Idempotency, MethodSpec, StreamType
 
 TESTS = Path(__file__).resolve().parent
@@ -168,3 +176,67 @@ def make_certs(d: Path) -> dict[str, Path]:
         "client_cert": d / "client.pem",
         "client_key": d / "client.key",
     }
+
+
+def _check_version(headers: Any, http_version: str | None) -> None:
+    # Set by http3_app: the HTTP version the server saw.
+    if http_version is not None:
+        assert headers["x-http-version"] == http_version
+
+
+async def call_all_kinds_async(
+    c: AsyncClient, apps: Any, http_version: str | None = None
+) -> None:
+    """Every kind of call to ``apps`` (``server_apps``), with headers,
+    trailers and an error; ``http_version`` is checked where given."""
+    pb = apps.pb
+    res = await c.call_unary_detailed(apps.PING, pb.PingRequest(text="hi", number=3))
+    _check_version(res.headers, http_version)
+    assert (res.message.text, res.message.number) == ("hi", 3)
+    assert res.headers["x-ping"] == "pong"
+    assert res.trailers["x-ping-trailer"] == "done"
+    with pytest.raises(ConnectError) as info:
+        await c.call_unary(apps.FAIL, pb.FailRequest(code=5, message="gone"))
+    assert info.value.code is Code.NOT_FOUND
+    assert info.value.message == "gone"
+    assert info.value.metadata["x-error-meta"] == "yes"
+    stream = c.call_server_stream(apps.COUNT_UP, pb.CountUpRequest(number=3))
+    assert [m.number async for m in stream] == [1, 2, 3]
+    _check_version(stream.headers, http_version)
+    assert stream.trailers["x-sent"] == "3"
+
+    async def numbers() -> AsyncIterator[Any]:
+        for n in (1, 2, 3):
+            yield pb.SumRequest(number=n)
+
+    total = await c.call_client_stream(apps.SUM, numbers())
+    assert (total.sum, total.count) == (6, 3)
+    echo = c.call_bidi_stream(apps.ECHO, [pb.EchoRequest(text=t) for t in "ab"])
+    assert [m.text async for m in echo] == ["a", "b"]
+
+
+def call_all_kinds_sync(
+    c: SyncClient, apps: Any, http_version: str | None = None
+) -> None:
+    """:func:`call_all_kinds_async` for the sync client, with a stream that
+    fails after its messages and an unimplemented method."""
+    pb = apps.pb
+    res = c.call_unary_detailed(apps.PING, pb.PingRequest(text="sync"))
+    _check_version(res.headers, http_version)
+    assert res.message.text == "sync"
+    with pytest.raises(ConnectError) as info:
+        c.call_unary(apps.UNIMPLEMENTED, pb.PingRequest())
+    assert info.value.code is Code.UNIMPLEMENTED
+    with c.call_server_stream(
+        apps.COUNT_UP, pb.CountUpRequest(number=2, fail_code=10)
+    ) as stream:
+        got = []
+        with pytest.raises(ConnectError) as info:
+            for m in stream:
+                got.append(m.number)
+    assert got == [1, 2]
+    assert info.value.code is Code.ABORTED
+    total = c.call_client_stream(apps.SUM, (pb.SumRequest(number=n) for n in (4, 5)))
+    assert total.sum == 9
+    echo = c.call_bidi_stream(apps.ECHO, [pb.EchoRequest(text="x")])
+    assert [m.text for m in echo] == ["x"]

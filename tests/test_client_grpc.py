@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
-from servers import WSGI_SERVERS, run_server
+from interop_env import (
+    Call,
+    Generated,
+    check_all,
+    generated_code,
+    run_python_client,
+    serve_py_service,
+)
 
 from protoc_gen_connect_python.runtime import (
     AsyncClient,
@@ -40,13 +45,6 @@ from protoc_gen_connect_python.runtime.client.grpc import (
 from protoc_gen_connect_python.runtime.envelope import encode_envelope
 from protoc_gen_connect_python.runtime.headers import encode_binary_header
 from protoc_gen_connect_python.runtime.protocol import grpc as wire
-
-TESTS = Path(__file__).resolve().parent
-INTEROP = TESTS / "interop"
-sys.path.insert(0, str(INTEROP))
-
-from codegen import Generated, forget_modules, generate  # noqa: E402
-from expectations import SCENARIOS, Call, check  # noqa: E402
 
 UNARY: MethodSpec[Any, Any] = MethodSpec(
     "t.v1.S", "Get", "get", StreamType.UNARY, StringValue, StringValue,
@@ -373,21 +371,12 @@ def test_bin_metadata_round_trip() -> None:
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
-    try:
-        out = generate(tmp_path_factory.mktemp("grpc-client-gen"))
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    sys.path.insert(0, str(out.python))
-    try:
+    with generated_code(tmp_path_factory) as out:
         yield out
-    finally:
-        sys.path.remove(str(out.python))
-        forget_modules()
 
 
 def serve(gen: Generated, server: str) -> Iterator[str]:
-    app = "py_service:" + ("wsgi_app" if server in WSGI_SERVERS else "asgi_app")
-    with run_server(server, app, pythonpath=[gen.python, INTEROP]) as srv:
+    with serve_py_service(gen, server) as srv:
         yield srv.url
 
 
@@ -435,28 +424,15 @@ def test_scenarios_against_our_server(
     gz: bool,
 ) -> None:
     """Every interop scenario, our client and our server, over gRPC or gRPC-Web."""
-    import py_scenarios
-
-    options = py_scenarios.ClientOptions(
-        base_url=request.getfixturevalue(server),
+    results = run_python_client(
+        flavor,
+        request.getfixturevalue(server),
         protocol=protocol,
         http2=http2,
         json=json,
         gzip=gz,
     )
-    if flavor == "async":
-        observed = asyncio.run(py_scenarios.AsyncScenarios(options).run())
-    else:
-        observed = py_scenarios.SyncScenarios(options).run()
-    results = {obs["scenario"]: obs for obs in observed}
-    call = Call(protocol, http2, gz, client="python", server="python")
-    failures = []
-    for scenario in SCENARIOS:
-        try:
-            check(results[scenario], call)
-        except (AssertionError, KeyError) as e:
-            failures.append(f"--- {scenario}: {e!r}")
-    assert not failures, "\n".join(failures)
+    check_all(results, Call(protocol, http2, gz, client="python", server="python"))
 
 
 class _ResetAfterDeadline:

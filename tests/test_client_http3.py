@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from client_env import make_certs
+from client_env import call_all_kinds_async, call_all_kinds_sync, make_certs
 
-from protoc_gen_connect_python.runtime import (
-    AsyncClient,
-    Code,
-    ConnectError,
-    SyncClient,
-)
+from protoc_gen_connect_python.runtime import AsyncClient, SyncClient
 from protoc_gen_connect_python.runtime.client.config import build_config
 
 pytestmark = pytest.mark.anyio
@@ -110,7 +105,6 @@ def test_config_http3_needs_https() -> None:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_async_over_http3(h3: H3, protocol: str) -> None:
-    pb, apps = h3.pb, h3.apps
     async with AsyncClient(
         h3.url,
         protocol=protocol,  # type: ignore[arg-type]
@@ -119,34 +113,11 @@ async def test_async_over_http3(h3: H3, protocol: str) -> None:
         send_compression="gzip",
         compress_min_bytes=1,
     ) as c:
-        res = await c.call_unary_detailed(
-            apps.PING, pb.PingRequest(text="hi", number=3)
-        )
-        assert res.headers["x-http-version"] == "3"
-        assert (res.message.text, res.message.number) == ("hi", 3)
-        assert res.trailers["x-ping-trailer"] == "done"
-        with pytest.raises(ConnectError) as info:
-            await c.call_unary(apps.FAIL, pb.FailRequest(code=5, message="gone"))
-        assert info.value.code is Code.NOT_FOUND
-        assert info.value.metadata["x-error-meta"] == "yes"
-        stream = c.call_server_stream(apps.COUNT_UP, pb.CountUpRequest(number=3))
-        assert [m.number async for m in stream] == [1, 2, 3]
-        assert stream.headers["x-http-version"] == "3"
-        assert stream.trailers["x-sent"] == "3"
-
-        async def numbers() -> AsyncIterator[Any]:
-            for n in (1, 2, 3):
-                yield pb.SumRequest(number=n)
-
-        total = await c.call_client_stream(apps.SUM, numbers())
-        assert (total.sum, total.count) == (6, 3)
-        echo = c.call_bidi_stream(apps.ECHO, [pb.EchoRequest(text=t) for t in "ab"])
-        assert [m.text async for m in echo] == ["a", "b"]
+        await call_all_kinds_async(c, h3.apps, http_version="3")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_sync_over_http3(h3: H3, protocol: str) -> None:
-    pb, apps = h3.pb, h3.apps
     with SyncClient(
         h3.url,
         protocol=protocol,  # type: ignore[arg-type]
@@ -154,24 +125,7 @@ def test_sync_over_http3(h3: H3, protocol: str) -> None:
         tls_ca_cert=h3.certs["ca"].read_bytes(),
         codec="json",
     ) as c:
-        res = c.call_unary_detailed(apps.PING, pb.PingRequest(text="sync"))
-        assert res.headers["x-http-version"] == "3"
-        assert res.message.text == "sync"
-        with c.call_server_stream(
-            apps.COUNT_UP, pb.CountUpRequest(number=2, fail_code=10)
-        ) as stream:
-            got = []
-            with pytest.raises(ConnectError) as info:
-                for m in stream:
-                    got.append(m.number)
-        assert got == [1, 2]
-        assert info.value.code is Code.ABORTED
-        total = c.call_client_stream(
-            apps.SUM, (pb.SumRequest(number=n) for n in (4, 5))
-        )
-        assert total.sum == 9
-        echo = c.call_bidi_stream(apps.ECHO, [pb.EchoRequest(text="x")])
-        assert [m.text for m in echo] == ["x"]
+        call_all_kinds_sync(c, h3.apps, http_version="3")
 
 
 async def test_connect_get_over_http3(h3: H3) -> None:

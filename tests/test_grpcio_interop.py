@@ -17,28 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib
 import queue
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from grpc_status import rpc_status
-from servers import WSGI_SERVERS, run_server
+from interop_env import (
+    Call,
+    Generated,
+    check_all,
+    generated_code,
+    generated_module,
+    run_python_client,
+    serve_py_service,
+)
 
 from protoc_gen_connect_python.runtime import Code, ConnectError, Headers
 from protoc_gen_connect_python.runtime.headers import encode_binary_header
-
-TESTS = Path(__file__).resolve().parent
-INTEROP = TESTS / "interop"
-sys.path.insert(0, str(INTEROP))
-
-from codegen import Generated, forget_modules, generate  # noqa: E402
-from expectations import SCENARIOS, Call, check  # noqa: E402
 
 BIN_VALUE = b"\x00\xff\xfe binary \x01"
 BIN_REPLY = b"\x10\x00reply\xff"
@@ -52,23 +50,10 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-def generated_module(name: str) -> Any:
-    """A module of the generated ``interop.v1`` package (on ``sys.path`` only here)."""
-    return importlib.import_module(f"interop.v1.{name}")
-
-
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
-    try:
-        out = generate(tmp_path_factory.mktemp("grpcio-gen"), grpc_stubs=True)
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    sys.path.insert(0, str(out.python))
-    try:
+    with generated_code(tmp_path_factory, grpc_stubs=True) as out:
         yield out
-    finally:
-        sys.path.remove(str(out.python))
-        forget_modules()
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +69,7 @@ def pb(gen: Generated) -> Any:
 @pytest.fixture(scope="module", params=["hypercorn", "pyvoy", "pyvoy-wsgi"])
 def our_server(request: pytest.FixtureRequest, gen: Generated) -> Iterator[str]:
     """py_service's ASGI or WSGI app on a server that speaks h2c; yields host:port."""
-    app = "py_service:" + ("wsgi_app" if request.param in WSGI_SERVERS else "asgi_app")
-    with run_server(request.param, app, pythonpath=[gen.python, INTEROP]) as srv:
+    with serve_py_service(gen, request.param) as srv:
         yield f"127.0.0.1:{srv.port}"
 
 
@@ -262,24 +246,10 @@ def test_scenarios_against_grpcio(
     grpcio_servers: dict[bool, str], flavor: str, gzip: bool
 ) -> None:
     """Every interop scenario, with our client over gRPC and grpcio serving."""
-    import py_scenarios
-
-    options = py_scenarios.ClientOptions(
-        base_url=grpcio_servers[gzip], protocol="grpc", http2=True, gzip=gzip
+    results = run_python_client(
+        flavor, grpcio_servers[gzip], protocol="grpc", http2=True, gzip=gzip
     )
-    if flavor == "async":
-        observed = asyncio.run(py_scenarios.AsyncScenarios(options).run())
-    else:
-        observed = py_scenarios.SyncScenarios(options).run()
-    results = {obs["scenario"]: obs for obs in observed}
-    call = Call("grpc", True, gzip, client="python", server="grpcio")
-    failures = []
-    for scenario in SCENARIOS:
-        try:
-            check(results[scenario], call)
-        except (AssertionError, KeyError) as e:
-            failures.append(f"--- {scenario}: {e!r}")
-    assert not failures, "\n".join(failures)
+    check_all(results, Call("grpc", True, gzip, client="python", server="grpcio"))
 
 
 def _bin_request(pb: Any) -> Any:

@@ -22,7 +22,6 @@ Set-up: ``npm ci --prefix tests/interop/node`` (``scripts/setup.sh`` runs it).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import selectors
@@ -36,17 +35,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import WSGI_SERVERS, run_server
+from interop_env import (
+    INTEROP,
+    SCENARIOS,
+    Call,
+    Generated,
+    Observation,
+    check,
+    check_all,
+    generated_code,
+    observation,
+    run_python_client,
+    serve_py_service,
+)
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-INTEROP = TESTS / "interop"
+ROOT = INTEROP.parent.parent
 NODE_DIR = INTEROP / "node"
-
-sys.path.insert(0, str(INTEROP))
-
-from codegen import Generated, forget_modules, generate  # noqa: E402
-from expectations import SCENARIOS, Call, Observation, check  # noqa: E402
 
 NODE_START_SECONDS = 15.0
 NODE_CLIENT_SECONDS = 60.0
@@ -98,16 +102,8 @@ PY_SERVERS = [
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     """Run protoc once: Python messages, our Connect code, and a descriptor set."""
-    try:
-        gen = generate(tmp_path_factory.mktemp("interop-gen"))
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    sys.path.insert(0, str(gen.python))
-    try:
+    with generated_code(tmp_path_factory) as gen:
         yield gen
-    finally:
-        sys.path.remove(str(gen.python))
-        forget_modules()
 
 
 # --- node ------------------------------------------------------------------------
@@ -222,31 +218,23 @@ def run_node_client(
 # --- our servers -----------------------------------------------------------------
 
 
-@contextmanager
-def python_server(gen: Generated, server: str) -> Iterator[str]:
-    """Serve py_service's ASGI app (uvicorn, hypercorn) or WSGI app (gunicorn)."""
-    app = "py_service:wsgi_app" if server in WSGI_SERVERS else "py_service:asgi_app"
-    with run_server(server, app, pythonpath=[gen.python, INTEROP]) as srv:
-        yield srv.url
-
-
 @pytest.fixture(scope="module")
 def py_uvicorn(generated: Generated) -> Iterator[str]:
-    with python_server(generated, "uvicorn") as url:
-        yield url
+    with serve_py_service(generated, "uvicorn") as srv:
+        yield srv.url
 
 
 @pytest.fixture(scope="module")
 def py_hypercorn(generated: Generated) -> Iterator[str]:
     """hypercorn answers cleartext HTTP/2 with prior knowledge, as connect-node sends it."""
-    with python_server(generated, "hypercorn") as url:
-        yield url
+    with serve_py_service(generated, "hypercorn") as srv:
+        yield srv.url
 
 
 @pytest.fixture(scope="module")
 def py_gunicorn(generated: Generated) -> Iterator[str]:
-    with python_server(generated, "gunicorn") as url:
-        yield url
+    with serve_py_service(generated, "gunicorn") as srv:
+        yield srv.url
 
 
 # --- running each combination once ---------------------------------------------
@@ -279,42 +267,6 @@ class Runs:
 @pytest.fixture(scope="module")
 def runs() -> Runs:
     return Runs()
-
-
-def run_python_client(
-    flavor: str, base_url: str, *, protocol: str, http2: bool, variant: Variant
-) -> dict[str, Observation]:
-    """Run every scenario with our async or sync client."""
-    import py_scenarios
-
-    options = py_scenarios.ClientOptions(
-        base_url=base_url,
-        protocol=protocol,
-        http2=http2,
-        json=variant.json,
-        gzip=variant.gzip,
-    )
-    if flavor == "async":
-        observed = asyncio.run(py_scenarios.AsyncScenarios(options).run())
-    else:
-        observed = py_scenarios.SyncScenarios(options).run()
-    return {obs["scenario"]: obs for obs in observed}
-
-
-def observation(results: dict[str, Observation], scenario: str) -> Observation:
-    assert scenario in results, f"{scenario} did not report; got {sorted(results)}"
-    return results[scenario]
-
-
-def check_all(results: dict[str, Observation], call: Call) -> None:
-    """Check every scenario of a run; one AssertionError listing all failures."""
-    failures = []
-    for scenario in SCENARIOS:
-        try:
-            check(observation(results, scenario), call)
-        except AssertionError as e:
-            failures.append(f"--- {scenario}: {e}")
-    assert not failures, "\n".join(failures)
 
 
 # --- the Python side against the real generated code ------------------------------
@@ -438,7 +390,12 @@ def test_python_client_to_node_server(
     results = runs.get(
         ("py->node", flavor, "connect", http2, variant),
         lambda: run_python_client(
-            flavor, base_url, protocol="connect", http2=http2, variant=variant
+            flavor,
+            base_url,
+            protocol="connect",
+            http2=http2,
+            json=variant.json,
+            gzip=variant.gzip,
         ),
     )
     call = Call("connect", http2, variant.gzip, client="python", server="node")
@@ -505,7 +462,12 @@ def test_grpc_python_client_to_node_server(
     results = runs.get(
         ("py->node", flavor, protocol, http2, variant),
         lambda: run_python_client(
-            flavor, base_url, protocol=protocol, http2=http2, variant=variant
+            flavor,
+            base_url,
+            protocol=protocol,
+            http2=http2,
+            json=variant.json,
+            gzip=variant.gzip,
         ),
     )
     check_all(

@@ -13,31 +13,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import server_apps
+from interop_env import (
+    Call,
+    Generated,
+    check_all,
+    generated_code,
+    generated_module,
+    run_python_client,
+    serve_py_service,
+)
 from server_apps import pb
 from server_harness import Result, call_wsgi, envelope, split_envelopes
-from servers import run_server
 
 from protoc_gen_connect_python.runtime import Code, ConnectError, Headers, WSGIApp
 from protoc_gen_connect_python.runtime.headers import decode_binary_header
 from protoc_gen_connect_python.runtime.protocol import grpc as wire
 from protoc_gen_connect_python.runtime.server.wsgi import SEND_TRAILERS
-
-TESTS = Path(__file__).resolve().parent
-INTEROP = TESTS / "interop"
-sys.path.insert(0, str(INTEROP))
-
-from codegen import Generated, forget_modules, generate  # noqa: E402
-from expectations import SCENARIOS, Call, check  # noqa: E402
 
 P = "/testing.v1.PingService/"
 GRPC = [("content-type", "application/grpc"), ("te", "trailers")]
@@ -311,23 +309,13 @@ def test_early_error_on_http1_still_drains() -> None:
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
-    try:
-        out = generate(tmp_path_factory.mktemp("wsgi-grpc-gen"), grpc_stubs=True)
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    sys.path.insert(0, str(out.python))
-    try:
+    with generated_code(tmp_path_factory, grpc_stubs=True) as out:
         yield out
-    finally:
-        sys.path.remove(str(out.python))
-        forget_modules()
 
 
 @pytest.fixture(scope="module")
 def pyvoy_wsgi(gen: Generated) -> Iterator[str]:
-    with run_server(
-        "pyvoy-wsgi", "py_service:wsgi_app", pythonpath=[gen.python, INTEROP]
-    ) as srv:
+    with serve_py_service(gen, "pyvoy-wsgi") as srv:
         yield srv.url
 
 
@@ -337,36 +325,18 @@ def test_scenarios_over_grpc_on_pyvoy_wsgi(
     pyvoy_wsgi: str, flavor: str, gz: bool
 ) -> None:
     """Every interop scenario: our gRPC client, the sync service on pyvoy."""
-    import py_scenarios
-
-    options = py_scenarios.ClientOptions(
-        base_url=pyvoy_wsgi, protocol="grpc", http2=True, gzip=gz
+    results = run_python_client(
+        flavor, pyvoy_wsgi, protocol="grpc", http2=True, gzip=gz
     )
-    if flavor == "async":
-        observed = asyncio.run(py_scenarios.AsyncScenarios(options).run())
-    else:
-        observed = py_scenarios.SyncScenarios(options).run()
-    results = {obs["scenario"]: obs for obs in observed}
-    call = Call("grpc", True, gz, client="python", server="python")
-    failures = []
-    for scenario in SCENARIOS:
-        try:
-            check(results[scenario], call)
-        except (AssertionError, KeyError) as e:
-            failures.append(f"--- {scenario}: {e!r}")
-    assert not failures, "\n".join(failures)
+    check_all(results, Call("grpc", True, gz, client="python", server="python"))
 
 
 def test_granian_wsgi_refuses_grpc_clearly(gen: Generated) -> None:
     """No trailers extension: grpcio and our client both read why."""
-    import importlib
-
-    interop_pb2 = importlib.import_module("interop.v1.interop_pb2")
-    interop_pb2_grpc = importlib.import_module("interop.v1.interop_pb2_grpc")
-    interop_connect = importlib.import_module("interop.v1.interop_connect")
-    with run_server(
-        "granian-wsgi", "py_service:wsgi_app", pythonpath=[gen.python, INTEROP]
-    ) as srv:
+    interop_pb2 = generated_module("interop_pb2")
+    interop_pb2_grpc = generated_module("interop_pb2_grpc")
+    interop_connect = generated_module("interop_connect")
+    with serve_py_service(gen, "granian-wsgi") as srv:
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
             stub = interop_pb2_grpc.InteropServiceStub(channel)
             with pytest.raises(grpc.RpcError) as raised:
