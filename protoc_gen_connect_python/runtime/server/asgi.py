@@ -218,14 +218,13 @@ async def _disconnected(guard: _Guard) -> None:
 
 
 async def _read_body(
-    receive: Receive, limit: int, length: str | None, guard: _Guard
+    receive: Receive, msg: Message_, limit: int, length: str | None, guard: _Guard
 ) -> bytes:
-    msg = await receive()
+    """The whole request body, from its first event ``msg`` on."""
     if msg["type"] != "http.request":
         await _disconnected(guard)
     body: bytes = msg.get("body", b"")
     if not msg.get("more_body", False):
-        # The usual case: the server had the whole body in one event.
         if limit and len(body) > limit:
             raise _too_large(limit)
         return body
@@ -457,16 +456,10 @@ class ASGIApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI 3 entry point."""
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await _lifespan(receive, send)
-        elif kind == "websocket":
-            await receive()
-            await send({"type": "websocket.close", "code": 1003})
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # HTTP requests are served in this frame: one coroutine less per call.
+        if scope["type"] != "http":
+            await _not_http(scope, receive, send)
+            return
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):
@@ -528,13 +521,20 @@ class ASGIApp:
             # came in the query: an HTTP/2 client may end a GET's stream with
             # an empty DATA frame after the HEADERS, and a reply that ended
             # first makes hypercorn fail the whole connection on that frame.
-            request_body = await _read_body(
-                receive,
-                call.unary_body_limit,
-                call.head.get("content-length"),
-                guard,
-            )
-            body = request_body if call.preread is None else call.preread
+            msg = await receive()
+            limit = call.unary_body_limit
+            body = msg.get("body", b"")
+            if (
+                msg["type"] != "http.request"
+                or msg.get("more_body", False)
+                or (limit and len(body) > limit)
+            ):
+                # Not the usual whole body in one event: the careful reader.
+                body = await _read_body(
+                    receive, msg, limit, call.head.get("content-length"), guard
+                )
+            if call.preread is not None:
+                body = call.preread
             unread = False
             request = call.decode_unary(body)
             assert ep.unary is not None
@@ -567,6 +567,16 @@ class ASGIApp:
             await _send_reply_draining(
                 send, receive, reply, call.head.get("content-length")
             )
+        elif reply.trailers is None:
+            # The usual unary reply, sent from this frame.
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": reply.status,
+                    "headers": reply.headers,
+                }
+            )
+            await send({"type": "http.response.body", "body": reply.body})
         else:
             await _send_reply(send, reply)
 
@@ -661,6 +671,15 @@ def _stream_start(call: ServerCall) -> Message_:
 async def _start_response(send: Send, call: ServerCall) -> None:
     """Send the head of a streaming response."""
     await send(_stream_start(call))
+
+
+async def _not_http(scope: Scope, receive: Receive, send: Send) -> None:
+    kind = scope["type"]
+    if kind == "lifespan":
+        await _lifespan(receive, send)
+    elif kind == "websocket":
+        await receive()
+        await send({"type": "websocket.close", "code": 1003})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -118,7 +118,8 @@ class EnvelopeCall(ServerCall):
         head: Head,
         proto: CodecProtocol,
     ) -> None:
-        super().__init__(core, endpoint, codec, ctx, head)
+        # Not super(): on 3.11 it costs about 1k instructions per call.
+        ServerCall.__init__(self, core, endpoint, codec, ctx, head)
         self._proto = proto
         self._recv_comp: Compression | None = None
         self._send_comp: Compression | None = None

@@ -114,8 +114,21 @@ class _EnvironSource:
 _ENVIRON = _EnvironSource()
 
 
+_STR_PAIRS: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+
+
+def _str_pair(pair: tuple[bytes, bytes]) -> tuple[str, str]:
+    found = (pair[0].decode("latin-1"), pair[1].decode("latin-1"))
+    if len(_STR_PAIRS) < 1024:
+        _STR_PAIRS[pair] = found
+    return found
+
+
 def _str_headers(raw: RawHeaders) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    # Most pairs repeat from call to call (content type, accepted encodings,
+    # common lengths): decode each once.
+    get = _STR_PAIRS.get
+    return [get(p) or _str_pair(p) for p in raw]
 
 
 def _trailer_sender(environ: Environ) -> SendTrailers | None:
