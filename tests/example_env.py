@@ -121,14 +121,18 @@ def serve(
     *,
     server: str = "uvicorn",
     cors_origins: str = "*",
+    app: str | None = None,
 ) -> Iterator[str]:
     """Serve ``example_app`` with ``servers.run_server``; yields its base URL.
 
-    ASGI servers get ``example_app:app``, WSGI servers ``example_app:wsgi_app``.
-    hypercorn also speaks HTTP/2 without TLS (prior knowledge), which gRPC
-    clients such as ``buf curl`` need.
+    ASGI servers get ``example_app:app``, WSGI servers ``example_app:wsgi_app``,
+    unless ``app`` names another ``module:attribute`` that serves the example's
+    service. hypercorn also speaks HTTP/2 without TLS (prior knowledge), which
+    gRPC clients such as ``buf curl`` need.
     """
-    app = "example_app:wsgi_app" if server in WSGI_SERVERS else "example_app:app"
+    if app is None:
+        wsgi = server in WSGI_SERVERS
+        app = "example_app:wsgi_app" if wsgi else "example_app:app"
     with run_server(
         server,
         app,
@@ -150,12 +154,18 @@ def static_server(directory: Path, tmp: Path) -> Iterator[str]:
 
 DOC = ROOT / "docs" / "http.md"
 DOC_ADDRESS = "http://localhost:8080"
-_CHECK = re.compile(r"<!-- check: ([\w-]+) -->\n```(?:bash|sh)\n(.*?)\n```", re.DOTALL)
+_CHECK = re.compile(r"<!-- check: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", re.DOTALL)
+
+
+def checked_blocks(doc: Path, *languages: str) -> dict[str, str]:
+    """The code blocks of ``doc`` in one of ``languages`` that a
+    ``<!-- check: ID -->`` line marks as tested, by ID."""
+    return {m[1]: m[3] for m in _CHECK.finditer(doc.read_text()) if m[2] in languages}
 
 
 def doc_commands() -> dict[str, str]:
     """The shell commands of docs/http.md, by the id of their ``check`` marker."""
-    return {m[1]: m[2] for m in _CHECK.finditer(DOC.read_text())}
+    return checked_blocks(DOC, "bash", "sh")
 
 
 def run_doc_command(
