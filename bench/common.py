@@ -181,7 +181,11 @@ def impl_env(impl: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serving(
-    name: str, argv: list[str], env: dict[str, str], port: int
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    start_timeout: float = 30,
 ) -> Iterator[Server]:
     """Run a server pinned to the server core for the duration of the block."""
     log = open(GEN / f"server-{name}.log", "ab")  # noqa: SIM115
@@ -195,7 +199,7 @@ def serving(
     )
     server = Server(proc, port, name)
     try:
-        wait_port(port, proc)
+        wait_port(port, proc, start_timeout)
         yield server
     finally:
         server.stop()

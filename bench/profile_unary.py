@@ -130,8 +130,27 @@ def main() -> None:
     p.add_argument("--impl", choices=("ours", "official", "bare"), required=True)
     p.add_argument("-n", type=int, default=20000)
     p.add_argument("--profile", action="store_true")
+    p.add_argument(
+        "--calls-only",
+        choices=("asgi", "wsgi"),
+        help="make -n calls through this interface, untimed (for instruction counts)",
+    )
     args = p.parse_args()
     mod = importlib.import_module(args.impl)
+    if args.calls_only == "asgi":
+        aone = asgi_call(mod.app)
+
+        async def calls() -> None:
+            for _ in range(args.n):
+                await aone()
+
+        asyncio.run(calls())
+        return
+    if args.calls_only == "wsgi":
+        wone = wsgi_call(mod.wsgi_app)
+        for _ in range(args.n):
+            wone()
+        return
     aone = asgi_call(mod.app)
     wone = wsgi_call(mod.wsgi_app)
     loop = asyncio.new_event_loop()

@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py --quick    # 1 round, 2 s, fewer servers' streams
 
 Installs what it needs first (bench/setup_env.py). Parts can be chosen with
-``--only server,client,memory,profile``. Raw results go to bench/results/.
+``--only server,client,memory,instructions,profile``. Raw results go to bench/results/.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import instructions
 from common import (
     BENCH,
     CLIENT_CORE,
@@ -935,6 +936,13 @@ def write_doc(results: dict[str, Any], args: argparse.Namespace) -> None:
             *memory_table(results["memory"]),
             "",
         ]
+    if "instructions" in results:
+        lines += [
+            "### Instructions per unary 16 B call (callgrind)",
+            "",
+            *instructions.table(results["instructions"]),
+            "",
+        ]
     if "profile" in results:
         lines += [
             "### Profile data (py-spy, our app on uvicorn, unary 16 B)",
@@ -961,7 +969,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="1 round of 2 s, short streams")
     p.add_argument("--rounds", type=int)
     p.add_argument("--duration", type=float)
-    p.add_argument("--only", default="server,client,memory,profile")
+    p.add_argument("--only", default="server,client,memory,instructions,profile")
     p.add_argument("--from-json", help="only rewrite the doc from a results file")
     p.add_argument(
         "--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md"
@@ -982,6 +990,8 @@ def main() -> None:
         results["client"] = client_suite(args.rounds, args.duration)
     if "memory" in parts:
         results["memory"] = memory_suite(0.25 if args.quick else 1.0)
+    if "instructions" in parts:
+        results["instructions"] = instructions.suite()
     if "profile" in parts:
         results["profile"] = profile_suite(max(args.duration, 5.0))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

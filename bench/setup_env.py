@@ -53,7 +53,12 @@ SHARED = (
 )
 BENCH_EXTRAS = ("py-spy", "httptools")
 """Bench-only extras of the project's venv (httptools: the uvicorn-httptools kind)."""
-TOOLS = {"h2load": "nghttp2-client", "wrk": "wrk", "curl": "curl"}
+TOOLS = {
+    "h2load": "nghttp2-client",
+    "wrk": "wrk",
+    "curl": "curl",
+    "valgrind": "valgrind",
+}
 
 
 def run(argv: list[str | Path], **kw: object) -> None:
