@@ -21,7 +21,12 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
 from protoc_gen_connect_python.plugin import main as plugin_main
-from protoc_gen_connect_python.plugin.model import TypeIndex, build_file
+from protoc_gen_connect_python.plugin.model import (
+    TypeIndex,
+    build_file,
+    method_python_name,
+    runtime_attributes,
+)
 from protoc_gen_connect_python.plugin.options import Options
 from protoc_gen_connect_python.plugin.render import Renderer
 
@@ -215,8 +220,11 @@ def test_black_stable_and_fast_path(
     assert renderer.black_runs == 0
 
 
-def test_mypy_strict(generated: Path) -> None:
-    """The generated modules type-check with ``mypy --strict`` against the stubs."""
+@pytest.mark.parametrize("python_version", ["3.10", "3.13"])
+def test_mypy_strict(generated: Path, python_version: str) -> None:
+    """The generated modules type-check with ``mypy --strict`` against the stubs,
+    for the oldest and the newest Python the project supports.
+    """
     modules = sorted(
         p.relative_to(generated).as_posix() for p in generated.rglob("*_connect.py")
     )
@@ -240,7 +248,7 @@ def test_mypy_strict(generated: Path) -> None:
             "--explicit-package-bases",
             "--follow-imports=silent",
             "--no-incremental",
-            "--python-version=3.10",
+            f"--python-version={python_version}",
             *modules,
         ],
         cwd=generated,
@@ -370,6 +378,23 @@ def test_naming(generated: Path) -> None:
     assert "output=acme_dot_common_dot_v1_dot_money__pb2.Money.Rounding," in store
     top = (generated / "top_level_connect.py").read_text()
     assert "\nimport top_level_pb2\n" in top
+
+
+@pytest.mark.parametrize(
+    ("rpc", "python_name"),
+    [
+        ("__init__", "__init___"),
+        ("__getstate__", "__getstate___"),  # object's since 3.11
+        ("__static_attributes__", "__static_attributes___"),  # 3.13
+        ("__Hidden", "_hidden"),
+        ("_IsProtocol", "_is_protocol"),  # typing.Generic's up to 3.11
+    ],
+)
+def test_names_do_not_depend_on_python_version(rpc: str, python_name: str) -> None:
+    """Names Python itself defines, which differ between versions, are never used."""
+    assert method_python_name(rpc) == python_name
+    assert python_name not in runtime_attributes()
+    assert not any(n.startswith("__") for n in runtime_attributes())
 
 
 def test_response_features(

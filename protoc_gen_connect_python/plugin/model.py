@@ -62,8 +62,11 @@ def runtime_attributes() -> frozenset[str]:
     """Every attribute of the runtime's client and service base classes.
 
     Generated methods must not override these. Read from the classes themselves,
-    so new runtime methods are avoided without touching the generator: ``dir()``
-    plus class annotations plus attributes that methods assign on ``self``.
+    so new runtime methods are avoided without touching the generator: class
+    attributes and annotations plus attributes that methods assign on ``self``.
+    Only the runtime's own classes count, and no dunder names: what ``object``,
+    ``Generic`` and ``ABC`` define differs between Python versions, and the
+    output must not (:func:`method_python_name` keeps clear of dunder names).
     """
     from protoc_gen_connect_python import runtime
 
@@ -74,13 +77,19 @@ def runtime_attributes() -> frozenset[str]:
         runtime.AsyncService,
         runtime.SyncService,
     ):
-        names.update(dir(base))
         for cls in base.__mro__:
+            if not cls.__module__.startswith("protoc_gen_connect_python."):
+                continue
+            names.update(cls.__dict__)
             names.update(inspect.get_annotations(cls))
             names.update(getattr(cls, "__slots__", ()))
             for value in cls.__dict__.values():
                 names.update(_stored_attributes(value))
-    return frozenset(names)
+    return frozenset(n for n in names if not _is_dunder(n))
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 def _stored_attributes(value: object) -> Iterator[str]:
@@ -109,7 +118,10 @@ class _Namespace:
 def method_python_name(rpc_name: str) -> str:
     """The PEP 8 name of an RPC before clash handling."""
     name = snake_case(rpc_name)
-    if name.startswith("__") and not name.endswith("__"):
+    if _is_dunder(name):
+        # Python's own names, and which exist depends on the Python version.
+        name += "_"
+    elif name.startswith("__") and not name.endswith("__"):
         # A class-private name would be mangled and no longer match the spec.
         name = "_" + name.lstrip("_")
     return name
