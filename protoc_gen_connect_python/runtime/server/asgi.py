@@ -60,14 +60,27 @@ _DISCONNECT = "disconnect"
 _HEAD_NAMES = {n.encode("latin-1"): n for n in HEAD_NAMES}
 
 
+_VALUES: dict[bytes, str] = {}
+
+
+def _value(v: bytes) -> str:
+    s = v.decode("latin-1")
+    if len(v) <= 64 and len(_VALUES) < 1024:  # bounded: at most 64 KiB
+        _VALUES[v] = s
+    return s
+
+
 def _head(raw: Sequence[tuple[bytes, bytes]]) -> Head:
     """The headers the protocols read, in one pass (ASGI names are lower case)."""
     head: Head = {}
     names = _HEAD_NAMES
+    # Values repeat from call to call (content type, version, lengths): a
+    # lookup is cheaper than decoding each again.
+    values = _VALUES
     for k, v in raw:
         name = names.get(k)
         if name is not None and name not in head:
-            head[name] = v.decode("latin-1")
+            head[name] = values.get(v) or _value(v)
     return head
 
 
@@ -508,12 +521,15 @@ class ASGIApp:
     async def _unary(
         self, ep: Endpoint, call: ServerCall, receive: Receive, send: Send
     ) -> None:
-        guard = _Guard()
+        # The guard is made only when something needs it (a deadline, a body
+        # in several events, a handler that suspends): most calls need none.
+        guard: _Guard | None = None
         ctx = call.ctx
         unread = True
         try:
             call.parse_head()
             if ctx.deadline is not None:
+                guard = _Guard()
                 guard.arm(ctx.deadline + DEADLINE_GRACE)
             for hook in ep.hooks:
                 await hook(ctx)
@@ -530,6 +546,7 @@ class ASGIApp:
                 or (limit and len(body) > limit)
             ):
                 # Not the usual whole body in one event: the careful reader.
+                guard = guard or _Guard()
                 body = await _read_body(
                     receive, msg, limit, call.head.get("content-length"), guard
                 )
@@ -546,22 +563,26 @@ class ASGIApp:
             except StopIteration as done:
                 response = done.value
             else:
+                guard = guard or _Guard()
                 guard.watch_later(receive)
                 response = await _resume(steps, pending)
-            guard.disarm()
+            if guard is not None:
+                guard.disarm()
             reply = call.encode_unary(response)
         except asyncio.CancelledError:
-            reason = guard.cancelled()
+            reason = None if guard is None else guard.cancelled()
             if reason is None:
                 raise
             if reason == _DISCONNECT:
                 return
             reply = call.encode_error(deadline_exceeded())
         except HTTPReject as r:
-            guard.disarm()
+            if guard is not None:
+                guard.disarm()
             reply = r.reply
         except Exception as e:
-            guard.disarm()
+            if guard is not None:
+                guard.disarm()
             reply = call.encode_error(self._core.to_error(e, ep))
         if unread:
             await _send_reply_draining(

@@ -119,7 +119,7 @@ _STR_PAIRS: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 
 def _str_pair(pair: tuple[bytes, bytes]) -> tuple[str, str]:
     found = (pair[0].decode("latin-1"), pair[1].decode("latin-1"))
-    if len(_STR_PAIRS) < 1024:
+    if len(pair[0]) + len(pair[1]) <= 128 and len(_STR_PAIRS) < 1024:  # bounded
         _STR_PAIRS[pair] = found
     return found
 
