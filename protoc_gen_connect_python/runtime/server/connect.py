@@ -31,11 +31,13 @@ from protoc_gen_connect_python.runtime.server.base import (
     response_compression,
 )
 from protoc_gen_connect_python.runtime.server.core import (
+    CONTENT_LENGTHS,
     Endpoint,
     Head,
     RawHeaders,
     Reply,
     ServerCall,
+    content_length,
     to_raw,
 )
 
@@ -205,7 +207,7 @@ class ConnectUnaryCall(ServerCall):
             )
         proto = self._proto
         head = proto._heads.get((codec, comp)) or proto.unary_head(codec, comp)
-        length = (b"content-length", b"%d" % size)
+        length = CONTENT_LENGTHS.get(size) or content_length(size)
         ctx = self.ctx
         if not (ctx._response_headers or ctx._response_trailers):
             return Reply(200, [*head, length], data)
@@ -223,7 +225,7 @@ class ConnectUnaryCall(ServerCall):
         _add_headers(headers, ctx._response_headers)
         _add_headers(headers, err.metadata)
         _add_trailers(headers, ctx._response_trailers)
-        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append(content_length(len(body)))
         return Reply(err.code.http_status, headers, body)
 
     # Unary calls never stream; the shells do not call these.

@@ -185,6 +185,23 @@ _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
 _STATUS_LINES[499] = "499 Client Closed Request"
 
 
+CONTENT_LENGTHS: dict[int, tuple[bytes, bytes]] = {}
+
+
+def content_length(size: int) -> tuple[bytes, bytes]:
+    """The ``content-length`` header pair for ``size``.
+
+    Reply sizes repeat; one pair object per size saves formatting the number
+    and, in WSGI, hashing a new value to find its decoded form.
+    """
+    pair = CONTENT_LENGTHS.get(size)
+    if pair is None:
+        pair = (b"content-length", b"%d" % size)
+        if len(CONTENT_LENGTHS) < 1024:
+            CONTENT_LENGTHS[size] = pair
+    return pair
+
+
 def status_line(status: int) -> str:
     """A WSGI status line (``"200 OK"``)."""
     line = _STATUS_LINES.get(status)
