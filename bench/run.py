@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -307,34 +308,50 @@ def measure(
 
 
 def server_suite(rounds: int, duration: float, quick: bool) -> list[Row]:
+    """Every scenario on every server, the implementations measured back to back.
+
+    The three apps run side by side under each server kind (all pinned to the
+    server core; the two not being measured sit idle), and each scenario is
+    measured round by round, one implementation right after the other with the
+    order rotating: a machine whose speed drifts over minutes (a shared
+    virtual machine does) then moves all three alike.
+    """
     rows: list[Row] = []
-    for r in range(rounds):
-        for kind in SERVERS:
-            order = IMPLS[r % 3 :] + IMPLS[: r % 3]
-            for impl in order:
-                eprint(f"[server] round {r + 1}/{rounds} {kind.name} {impl}")
+    for kind in SERVERS:
+        label = kind.name if kind.h1 else f"{kind.name} (h2c)"
+        with contextlib.ExitStack() as stack:
+            servers: dict[str, Server] = {}
+            for impl in IMPLS:
                 try:
-                    with start(kind, impl) as server:
-                        for sc in SERVER_SCENARIOS:
-                            n = 2 if quick and sc.requests else 0
-                            row = measure(server, sc, duration, requests=n, h1=kind.h1)
-                            rows.append(
-                                {
-                                    "server": kind.name
-                                    if kind.h1
-                                    else f"{kind.name} (h2c)",
-                                    "impl": impl,
-                                    "scenario": sc.name,
-                                }
-                                | row
-                            )
+                    servers[impl] = stack.enter_context(start(kind, impl))
                 except Exception as e:  # a server that fails is reported, not fatal
                     eprint(f"  ! {kind.name} {impl}: {e}")
-        eprint(f"[server] round {r + 1}/{rounds} grpcio")
-        port = free_port()
-        argv = [str(venv_python(OURS_VENV)), "grpc_server.py", str(port)]
-        try:
-            with serving("grpcio", argv, impl_env("ours"), port) as server:
+            for sc in SERVER_SCENARIOS:
+                n = 2 if quick and sc.requests else 0
+                for r in range(rounds):
+                    order = IMPLS[r % 3 :] + IMPLS[: r % 3]
+                    for impl in order:
+                        if impl not in servers:
+                            continue
+                        eprint(
+                            f"[server] {kind.name} {sc.name} round {r + 1}/{rounds} {impl}"
+                        )
+                        try:
+                            row = measure(
+                                servers[impl], sc, duration, requests=n, h1=kind.h1
+                            )
+                        except Exception as e:
+                            eprint(f"  ! {kind.name} {impl} {sc.name}: {e}")
+                            continue
+                        rows.append(
+                            {"server": label, "impl": impl, "scenario": sc.name} | row
+                        )
+    port = free_port()
+    argv = [str(venv_python(OURS_VENV)), "grpc_server.py", str(port)]
+    try:
+        with serving("grpcio", argv, impl_env("ours"), port) as server:
+            for r in range(rounds):
+                eprint(f"[server] grpcio round {r + 1}/{rounds}")
                 row = measure(server, GRPC_SCENARIO, duration, h1=False)
                 rows.append(
                     {
@@ -344,8 +361,8 @@ def server_suite(rounds: int, duration: float, quick: bool) -> list[Row]:
                     }
                     | row
                 )
-        except Exception as e:
-            eprint(f"  ! grpcio: {e}")
+    except Exception as e:
+        eprint(f"  ! grpcio: {e}")
     return rows
 
 
