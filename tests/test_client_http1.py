@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -378,13 +379,15 @@ class RawServer:
 
     A route's reply may end in ``b"<close>"`` to close the connection after
     writing, or ``b"<hang>"`` to stay silent. ``connections`` counts accepted
-    connections; ``bodies`` holds every request body received.
+    connections; ``bodies`` holds every request body received and ``chunks``
+    the (size, arrival time) of each chunk of every chunked one.
     """
 
     def __init__(self, routes: dict[str, bytes | Reply]) -> None:
         self.routes = routes
         self.connections = 0
         self.bodies: list[bytes] = []
+        self.chunks: list[list[tuple[int, float]]] = []
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -422,11 +425,14 @@ class RawServer:
                 )
                 if fields.get("transfer-encoding") == "chunked":
                     body = b""
+                    log: list[tuple[int, float]] = []
+                    self.chunks.append(log)
                     while True:
                         size = int((await reader.readline()).split(b";")[0], 16)
                         data = await reader.readexactly(size + 2)
                         if not size:
                             break
+                        log.append((size, time.monotonic()))
                         body += data[:-2]
                 else:
                     body = await reader.readexactly(
@@ -613,6 +619,36 @@ async def test_async_chunked_upload(raw: RawServer) -> None:
     n = raw.connections
     assert (await aget(t, raw.url + "/echo", b"z"))[1] == b"z"
     assert raw.connections == n
+    await t.aclose()
+
+
+async def test_async_upload_pieces_share_chunks(raw: RawServer) -> None:
+    """Pieces ready together go out as chunks of up to 64 KiB, none held back."""
+    piece = 10 * 1024
+
+    async def burst() -> AsyncIterator[bytes]:
+        for i in range(20):
+            yield bytes([i]) * piece
+
+    t = AsyncHTTP1Transport()
+    _, body, _ = await aget(t, raw.url + "/echo", stream=burst())
+    assert body == b"".join(bytes([i]) * piece for i in range(20))
+    sizes = [n for n, _ in raw.chunks[-1]]
+    # The first piece goes with the head; the other 19 share 3 chunks of 7, 7, 5.
+    assert sizes == [piece, 7 * piece, 7 * piece, 5 * piece]
+
+    async def paused() -> AsyncIterator[bytes]:
+        yield b"a" * piece
+        yield b"b" * piece
+        await asyncio.sleep(1)  # what came before is sent meanwhile
+        yield b"c" * piece
+
+    _, body, _ = await aget(t, raw.url + "/echo", stream=paused())
+    assert body == b"a" * piece + b"b" * piece + b"c" * piece
+    log = raw.chunks[-1]
+    assert [n for n, _ in log] == [piece, piece, piece]
+    assert log[1][1] - log[0][1] < 0.5
+    assert log[2][1] - log[1][1] > 0.5
     await t.aclose()
 
 

@@ -67,6 +67,7 @@ READ_PAUSE_BYTES = 256 * 1024
 RECV_BYTES = 64 * 1024
 """Largest read of the sync shell."""
 _JOIN_MAX = 64 * 1024  # bodies up to this size are sent with the head in one write
+_CHUNK_MAX = 64 * 1024  # streamed pieces are gathered into chunks up to this size
 
 
 class Targets(TargetCache):
@@ -506,21 +507,83 @@ class AsyncHTTP1Transport:
                     conn.close()
 
 
+class _Pending:
+    """Pieces of a streamed body waiting to go out as one chunk."""
+
+    __slots__ = ("_conn", "_first", "_parts", "_scheduled", "_size")
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._scheduled = False
+        self._first = True
+
+    def add(self, piece: bytes) -> None:
+        """Queue ``piece``; send at ``_CHUNK_MAX``, else on the loop's next turn."""
+        if self._first or len(piece) >= _CHUNK_MAX:
+            # The first piece goes at once, with the held request head.
+            self._first = False
+            self.flush()
+            self._write([piece])
+            return
+        self._parts.append(piece)
+        self._size += len(piece)
+        if self._size >= _CHUNK_MAX:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._conn.loop.call_soon(self._due)
+
+    def discard(self) -> None:
+        """Forget what is queued (the body failed or was cancelled)."""
+        self._parts = []
+        self._size = 0
+
+    def _due(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what is queued, as one chunk."""
+        parts = self._parts
+        if not parts:
+            return
+        self._parts = []
+        self._size = 0
+        if not self._conn.closed:
+            self._write(parts)
+
+    def _write(self, parts: list[bytes]) -> None:
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        conn = self._conn
+        if len(data) <= _JOIN_MAX:
+            conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            conn.write(b"%x\r\n" % len(data))
+            conn.write(data)
+            conn.write(b"\r\n")
+
+
 async def _pump(conn: _Connection, body: AsyncIterator[bytes]) -> None:
-    """Send a streamed request body with the chunked coding."""
+    """Send a streamed request body with the chunked coding.
+
+    Pieces that come in without the body suspending share one chunk, up to
+    ``_CHUNK_MAX``: servers hand each chunk to the app as an event of its own
+    (ASGI ``receive``), so 16 KiB messages sent one per chunk cost the server
+    four times the events. A piece is never held past the loop's next turn:
+    when the body waits for its next piece, what came before is sent.
+    """
+    pending = _Pending(conn)
     try:
         async for chunk in body:
             if not chunk:
                 continue
             if conn.closed:
                 return
-            if len(chunk) <= _JOIN_MAX:
-                conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-            else:
-                conn.write(b"%x\r\n" % len(chunk))
-                conn.write(chunk)
-                conn.write(b"\r\n")
+            pending.add(chunk)
             await conn.drain()
+        pending.flush()
         if not conn.closed:
             conn.write(LAST_CHUNK)
     except asyncio.CancelledError:
@@ -531,6 +594,7 @@ async def _pump(conn: _Connection, body: AsyncIterator[bytes]) -> None:
             conn.error = e
         conn.abort()
     finally:
+        pending.discard()
         aclose = getattr(body, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):
