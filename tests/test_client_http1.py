@@ -32,11 +32,13 @@ from protoc_gen_connect_python.runtime.client import net
 from protoc_gen_connect_python.runtime.client.config import build_config
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.client.http1 import (
+    JOIN_MAX,
     LAST_CHUNK,
     ProtocolError,
     ResponseParser,
     encode_chunk,
     request_head,
+    writes,
 )
 from protoc_gen_connect_python.runtime.client.http1_transport import (
     AsyncHTTP1Transport,
@@ -351,6 +353,16 @@ def test_request_head() -> None:
     assert b"content-length" not in request_head("GET", "/", "h", [], 0)
     assert b"content-length: 0\r\n" in request_head("POST", "/", "h", [], 0)
     assert encode_chunk(b"abc") == b"3\r\nabc\r\n"
+
+
+def test_writes() -> None:
+    """Small payloads join what precedes them; big ones are written uncopied."""
+    big = b"x" * (JOIN_MAX + 1)
+    assert writes(b"H", b"abc") == (b"Habc",)
+    assert writes(b"H", big) == (b"H", big)
+    assert writes(b"", big) == (big,)
+    assert writes(b"H", b"abc", chunk=True) == (b"H3\r\nabc\r\n",)
+    assert writes(b"H", big, chunk=True) == (b"H%x\r\n" % len(big), big, b"\r\n")
     assert LAST_CHUNK == b"0\r\n\r\n"
 
 

@@ -2,7 +2,8 @@
 
 :func:`request_head` serializes a request head (RFC 9112 section 3 and 6);
 :func:`encode_chunk` and :data:`LAST_CHUNK` frame a streamed request body with
-the chunked transfer coding. :class:`ResponseParser` takes response bytes as
+the chunked transfer coding; :func:`writes` says how both shells write a body
+with what precedes it. :class:`ResponseParser` takes response bytes as
 they arrive and hands back the head, then the body piece by piece, following
 the message-length rules of RFC 9112 section 6.3: no body after ``HEAD`` and
 for ``1xx``/``204``/``304``; chunked when it is the final transfer coding;
@@ -17,6 +18,7 @@ asyncio and socket shells in ``http1_transport.py`` drive it.
 from __future__ import annotations
 
 __all__ = [
+    "JOIN_MAX",
     "LAST_CHUNK",
     "ProtocolError",
     "ResponseHead",
@@ -25,6 +27,7 @@ __all__ = [
     "request_end",
     "request_head",
     "request_start",
+    "writes",
 ]
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -45,6 +48,25 @@ class ProtocolError(Exception):
 def encode_chunk(data: bytes) -> bytes:
     """One chunk of a chunked body (``data`` must not be empty)."""
     return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+JOIN_MAX = 64 * 1024
+"""Largest payload copied into one write with what goes before it."""
+
+
+def writes(prefix: bytes, data: bytes, *, chunk: bool = False) -> tuple[bytes, ...]:
+    """``prefix`` then ``data`` (as one chunk if ``chunk``), as the writes to make.
+
+    Up to ``JOIN_MAX`` one write, which costs a copy; a bigger ``data`` goes
+    in a write of its own, uncopied.
+    """
+    if chunk:
+        if len(data) <= JOIN_MAX:
+            return (prefix + encode_chunk(data),)
+        return (prefix + b"%x\r\n" % len(data), data, b"\r\n")
+    if len(data) <= JOIN_MAX:
+        return (prefix + data,)
+    return (prefix, data) if prefix else (data,)
 
 
 def request_head(

@@ -38,6 +38,7 @@ from protoc_gen_connect_python.runtime.client.http1 import (
     request_end,
     request_head,
     request_start,
+    writes,
 )
 from protoc_gen_connect_python.runtime.client.net import (
     Key,
@@ -66,7 +67,6 @@ READ_PAUSE_BYTES = 256 * 1024
 """Unread response bytes at which the async shell stops reading the socket."""
 RECV_BYTES = 64 * 1024
 """Largest read of the sync shell."""
-_JOIN_MAX = 64 * 1024  # bodies up to this size are sent with the head in one write
 _CHUNK_MAX = 64 * 1024  # streamed pieces are gathered into chunks up to this size
 
 
@@ -421,11 +421,8 @@ class AsyncHTTP1Transport:
             pump: asyncio.Task[None] | None = None
             try:
                 if body is None:
-                    if len(data) <= _JOIN_MAX:
-                        conn.write(head + data)
-                    else:
-                        conn.write(head)
-                        conn.write(data)
+                    for w in writes(head, data):
+                        conn.write(w)
                 else:
                     pump = conn.loop.create_task(_pump(conn, body))
                     conn.hold(head)
@@ -556,13 +553,8 @@ class _Pending:
 
     def _write(self, parts: list[bytes]) -> None:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
-        conn = self._conn
-        if len(data) <= _JOIN_MAX:
-            conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            conn.write(b"%x\r\n" % len(data))
-            conn.write(data)
-            conn.write(b"\r\n")
+        for w in writes(b"", data, chunk=True):
+            self._conn.write(w)
 
 
 async def _pump(conn: _Connection, body: AsyncIterator[bytes]) -> None:
@@ -800,11 +792,8 @@ class SyncHTTP1Transport:
                 conn.set_deadline(deadline)
                 try:
                     if body is None:
-                        if len(data) <= _JOIN_MAX:
-                            conn.sock.sendall(head + data)
-                        else:
-                            conn.sock.sendall(head)
-                            conn.sock.sendall(data)
+                        for w in writes(head, data):
+                            conn.sock.sendall(w)
                     else:
                         self._send_chunked(conn, head, body, deadline)
                 except (TimeoutError, ConnectError):
@@ -867,12 +856,8 @@ class SyncHTTP1Transport:
             if not chunk:
                 continue
             conn.set_deadline(deadline)
-            if len(chunk) <= _JOIN_MAX:
-                sock.sendall(held + b"%x\r\n%b\r\n" % (len(chunk), chunk))
-            else:
-                sock.sendall(held + b"%x\r\n" % len(chunk))
-                sock.sendall(chunk)
-                sock.sendall(b"\r\n")
+            for w in writes(held, chunk, chunk=True):
+                sock.sendall(w)
             held = b""
         conn.set_deadline(deadline)
         sock.sendall(held + LAST_CHUNK)
