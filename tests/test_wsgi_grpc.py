@@ -292,6 +292,23 @@ def test_oversized_unary_request_is_drained_by_the_app() -> None:
     assert body.tell() == len(data)
 
 
+@pytest.mark.parametrize(
+    ("path", "ctype", "status"),
+    [(P + "Nope", "application/proto", 404), (P + "Ping", "text/plain", 415)],
+)
+def test_refused_request_is_drained_by_the_app(
+    path: str, ctype: str, status: int
+) -> None:
+    """Requests refused before routing or by content type are drained too."""
+    app = WSGIApp(server_apps.PingerSync())
+    data = b"x" * 200_000
+    body = io.BytesIO(data)
+    server = TrailersServer(app, protocol="HTTP/1.1", input=body)
+    r = call_wsgi(server, "POST", path, [("content-type", ctype)], data)
+    assert r.status == status
+    assert body.tell() == len(data)
+
+
 def test_early_error_on_http1_still_drains() -> None:
     """HTTP/1.1 clients send their whole body first; it is read to its end."""
     rest = envelope(pb.EchoRequest(text="a").SerializeToString())

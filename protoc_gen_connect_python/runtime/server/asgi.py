@@ -125,11 +125,12 @@ class _Guard:
         self.reason: str | None = None
 
     def arm(self, deadline: float) -> None:
+        """End the call ``DEADLINE_GRACE`` after the client's ``deadline``."""
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._task = asyncio.current_task()
         self._timer = loop.call_later(
-            max(0.0, deadline - time.monotonic()), self.fire, _DEADLINE
+            max(0.0, deadline + DEADLINE_GRACE - time.monotonic()), self.fire, _DEADLINE
         )
 
     def watch(self, receive: Receive) -> None:
@@ -530,7 +531,7 @@ class ASGIApp:
             call.parse_head()
             if ctx.deadline is not None:
                 guard = _Guard()
-                guard.arm(ctx.deadline + DEADLINE_GRACE)
+                guard.arm(ctx.deadline)
             for hook in ep.hooks:
                 await hook(ctx)
             # The body is read to its end even for a Connect GET, whose message
@@ -614,7 +615,7 @@ class ASGIApp:
             try:
                 call.parse_head()
                 if ctx.deadline is not None:
-                    guard.arm(ctx.deadline + DEADLINE_GRACE)
+                    guard.arm(ctx.deadline)
                 for hook in ep.hooks:
                     await hook(ctx)
                 assert ep.stream is not None

@@ -251,19 +251,22 @@ def _drain(environ: Environ) -> None:
             remaining -= len(data)
 
 
-def _left_open(environ: Environ, ep: Endpoint) -> bool:
-    """Whether the rest of a bidi request must be left unread.
+def _unread(environ: Environ, ep: Endpoint | None) -> Environ | None:
+    """The request to drain after a reply that did not read all of it, if any.
 
-    Over HTTP/2 and later a full-duplex client may send nothing more until it
+    None for a bidi request (or an unrouted one) without a declared length
+    over HTTP/2 and later: a full-duplex client may send nothing more until it
     sees the response end, and a blocking read would wait for that for good
     (WSGI cannot time a read out). These protocols let a response end before
     its request. Other clients send their whole request regardless.
     """
-    return (
-        ep.spec.stream_type is StreamType.BIDI_STREAM
+    if (
+        (ep is None or ep.spec.stream_type is StreamType.BIDI_STREAM)
         and not environ.get("CONTENT_LENGTH")
         and not environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1")
-    )
+    ):
+        return None
+    return environ
 
 
 class WSGIApp:
@@ -298,21 +301,23 @@ class WSGIApp:
         """The WSGI entry point."""
         ep = self._routes.get(environ.get("PATH_INFO", ""))
         if ep is None:
-            return _reply(start_response, NOT_FOUND)
+            return _reply(start_response, NOT_FOUND, None, _unread(environ, ep))
         try:
             call = self._core.start(
                 ep, environ["REQUEST_METHOD"], _head(environ), _ENVIRON, environ
             )
         except HTTPReject as r:
-            return _reply(start_response, r.reply)
+            return _reply(start_response, r.reply, None, _unread(environ, ep))
         send_trailers = None
         if call.needs_trailers:
             send_trailers = _trailer_sender(environ)
             if send_trailers is None:
+                # Not drained: the refusal must stay a trailers-only response,
+                # which a body iterator would turn into headers and empty data.
                 return _reply(start_response, self._no_trailers(call))
         if ep.unary is not None:
             reply, read = self._unary(ep, call, environ)
-            unread = None if read else environ
+            unread = None if read else _unread(environ, ep)
             return _reply(start_response, reply, send_trailers, unread)
         return self._stream(ep, call, environ, start_response, send_trailers)
 
@@ -423,8 +428,9 @@ class WSGIApp:
                 status, head = call.stream_head()
                 start_response(status_line(status), _str_headers(head))
             body, trailers = call.encode_stream_end(err)
-        unread = None if eof[0] or _left_open(environ, ep) else environ
-        yield from _end(body, trailers, send_trailers, unread)
+        yield from _end(
+            body, trailers, send_trailers, None if eof[0] else _unread(environ, ep)
+        )
 
 
 def _error_reply(call: ServerCall, err: ConnectError) -> Reply:
