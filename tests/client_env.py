@@ -3,27 +3,31 @@
 ``compile_proto`` builds ``clienttest.v1`` with grpcio-tools; ``serve_peer``
 runs ``client_peer:app`` under uvicorn (HTTP/1.1) or hypercorn (HTTP/2 without
 TLS, or TLS with ALPN); ``make_certs`` creates a CA, a server and a client
-certificate with the openssl command. ``call_all_kinds_async`` and
-``call_all_kinds_sync`` make every kind of call to ``server_apps``' service,
-wherever it is served, and check the answers.
+certificate with the openssl command; ``peer_env`` does all three for a test
+module. ``UNARY_SPEC``, ``SERVER_STREAM_SPEC`` and ``BIDI_SPEC`` are methods
+over ``StringValue`` for the tests that need no generated code.
+``call_all_kinds_async`` and ``call_all_kinds_sync`` make every kind of call to
+``server_apps``' service, wherever it is served, and check the answers.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
+import json
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+from protoc_env import protoc
+from servers import run_server
 
 from protoc_gen_connect_python.runtime import (
     AsyncClient,
@@ -34,24 +38,35 @@ from protoc_gen_connect_python.runtime import (
 from protoc_gen_connect_python.runtime.method import Idempotency, MethodSpec, StreamType
 
 TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 SERVICE = "clienttest.v1.TestService"
+
+
+def _spec(
+    service: str,
+    name: str,
+    kind: StreamType,
+    types: tuple[Any, Any],
+    idem: Idempotency = Idempotency.UNKNOWN,
+) -> MethodSpec[Any, Any]:
+    return MethodSpec(service, name, name.lower(), kind, *types, idem)
+
+
+_STRINGS = (StringValue, StringValue)
+UNARY_SPEC = _spec(
+    "t.v1.S", "Get", StreamType.UNARY, _STRINGS, Idempotency.NO_SIDE_EFFECTS
+)
+SERVER_STREAM_SPEC = _spec("t.v1.S", "Watch", StreamType.SERVER_STREAM, _STRINGS)
+BIDI_SPEC = _spec("t.v1.S", "Chat", StreamType.BIDI_STREAM, _STRINGS)
 
 
 def compile_proto(out: Path) -> Any:
     """Generate the test messages into ``out``, import them and return the module."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "grpc_tools.protoc",
+    protoc(
         f"-I{TESTS / 'client_proto'}",
         f"--python_out={out}",
         "clienttest/v1/client_test.proto",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        pytest.fail(f"protoc failed:\n{done.stderr}", pytrace=False)
+    )
     if str(out) not in sys.path:
         sys.path.insert(0, str(out))
     return importlib.import_module("clienttest.v1.client_test_pb2")
@@ -61,85 +76,84 @@ class Specs:
     """The test service's method specs."""
 
     def __init__(self, pb: Any) -> None:
-        def spec(
-            name: str, kind: StreamType, idem: Idempotency
-        ) -> MethodSpec[Any, Any]:
-            return MethodSpec(SERVICE, name, name.lower(), kind, pb.Req, pb.Res, idem)
-
-        self.unary = spec("Unary", StreamType.UNARY, Idempotency.NO_SIDE_EFFECTS)
-        self.post = spec("Post", StreamType.UNARY, Idempotency.UNKNOWN)
-        self.client_stream = spec(
-            "ClientStream", StreamType.CLIENT_STREAM, Idempotency.UNKNOWN
+        types = (pb.Req, pb.Res)
+        self.unary = _spec(
+            SERVICE, "Unary", StreamType.UNARY, types, Idempotency.NO_SIDE_EFFECTS
         )
-        self.server_stream = spec(
-            "ServerStream", StreamType.SERVER_STREAM, Idempotency.UNKNOWN
+        self.post = _spec(SERVICE, "Post", StreamType.UNARY, types)
+        self.client_stream = _spec(
+            SERVICE, "ClientStream", StreamType.CLIENT_STREAM, types
         )
-        self.bidi = spec("Bidi", StreamType.BIDI_STREAM, Idempotency.UNKNOWN)
-        self.missing = spec("Missing", StreamType.UNARY, Idempotency.UNKNOWN)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        self.server_stream = _spec(
+            SERVICE, "ServerStream", StreamType.SERVER_STREAM, types
+        )
+        self.bidi = _spec(SERVICE, "Bidi", StreamType.BIDI_STREAM, types)
+        self.missing = _spec(SERVICE, "Missing", StreamType.UNARY, types)
 
 
 @contextmanager
 def serve_peer(
-    gen_dir: Path,
-    log_dir: Path,
-    server: str,
-    tls: dict[str, Path] | None = None,
+    gen_dir: Path, server: str, tls: dict[str, Path] | None = None
 ) -> Iterator[str]:
-    """Run the peer; yields its base URL (``https`` when ``tls`` is given).
+    """Run the peer on ``servers.run_server``; yields its base URL (``https``
+    when ``tls`` is given, for hypercorn only).
 
     ``tls`` holds ``cert``, ``key`` and ``ca`` paths; clients must then present
     a certificate signed by ``ca``.
     """
-    port = free_port()
-    bind = f"127.0.0.1:{port}"
-    cmd = [sys.executable, "-m"]
-    if server == "uvicorn":
-        cmd += ["uvicorn", "client_peer:app", "--host", "127.0.0.1"]
-        cmd += ["--port", str(port), "--log-level", "warning"]
-    elif server == "hypercorn":
-        cmd += ["hypercorn", "client_peer:app", "-b", bind]
-        if tls is not None:
-            cmd += ["--certfile", str(tls["cert"]), "--keyfile", str(tls["key"])]
-            cmd += ["--ca-certs", str(tls["ca"]), "--verify-mode", "CERT_REQUIRED"]
-    else:
-        raise ValueError(server)
-    path = os.pathsep.join([str(gen_dir), str(TESTS), str(ROOT)])
-    env = {**os.environ, "PYTHONPATH": path}
-    log = log_dir / f"{server}-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    with run_server(server, "client_peer:app", pythonpath=[gen_dir], tls=tls) as srv:
+        yield srv.url
+
+
+class PeerEnv:
+    """The peer as a test module sees it: the compiled messages, their specs,
+    the peer's base URLs by name and the certificates."""
+
+    def __init__(self, pb: Any, urls: dict[str, str], certs: dict[str, Path]) -> None:
+        self.pb = pb
+        self.specs = Specs(pb)
+        self.urls = urls
+        self.certs = certs
+
+    def tls_options(self) -> dict[str, Any]:
+        """Client options that trust the peer and present the client certificate."""
+        return {
+            "tls_ca_cert": self.certs["ca"],
+            "tls_cert": self.certs["client_cert"],
+            "tls_key": self.certs["client_key"],
+        }
+
+    def events(self, test_id: str, url: str) -> list[str]:
+        """What the peer at ``urls[url]`` recorded for the call ``test_id``."""
+        address = f"{self.urls[url]}/_events/{test_id}"
+        with urllib.request.urlopen(address, timeout=5) as r:
+            out: list[str] = json.loads(r.read())
+            return out
+
+    def wait_disconnected(self, test_id: str, url: str) -> None:
+        """Wait until that peer saw the client go away from ``test_id``."""
+        deadline = time.monotonic() + 5
+        while "disconnected" not in self.events(test_id, url):
+            assert time.monotonic() < deadline, "the peer never saw the disconnect"
+            time.sleep(0.05)
+
+
+@contextmanager
+def peer_env(tmp: Path, **servers: str) -> Iterator[PeerEnv]:
+    """Compile the proto, make certificates and serve the peer until the block
+    ends: on each of ``servers`` (URL name: server name) without TLS, and on
+    hypercorn with TLS and client certificates as URL ``"tls"``."""
+    pb = compile_proto(tmp / "gen")
+    certs = make_certs(tmp / "certs")
+    with ExitStack() as stack:
+        urls = {
+            name: stack.enter_context(serve_peer(tmp / "gen", server))
+            for name, server in servers.items()
+        }
+        urls["tls"] = stack.enter_context(
+            serve_peer(tmp / "gen", "hypercorn", tls=certs)
         )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{server} exited:\n{log.read_text()}", pytrace=False)
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{server} did not start:\n{log.read_text()}")
-                time.sleep(0.05)
-        scheme = "https" if tls is not None else "http"
-        host = "localhost" if tls is not None else "127.0.0.1"
-        yield f"{scheme}://{host}:{port}"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        yield PeerEnv(pb, urls, certs)
 
 
 def make_certs(d: Path) -> dict[str, Path]:

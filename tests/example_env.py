@@ -14,16 +14,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from servers import WSGI_SERVERS, run_server
+from protoc_env import protoc
+from servers import WSGI_SERVERS, free_port, run_server, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -48,44 +47,15 @@ def tool(name: str, *candidates: Path) -> str:
 def generate_example(out: Path) -> Path:
     """Generate greet.v1's messages and Connect code into ``out``; returns ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "grpc_tools.protoc",
+    protoc(
         f"-I{EXAMPLES / 'proto'}",
         f"--plugin=protoc-gen-connect-python={PLUGIN}",
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--connect-python_out={out}",
         "greet/v1/greet.proto",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        pytest.fail(f"generating the example failed:\n{done.stderr}", pytrace=False)
+    )
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(
-                f"server exited with {proc.returncode}:\n{log.read_text()}",
-                pytrace=False,
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"server did not listen on {port}:\n{log.read_text()}", pytrace=False)
 
 
 @contextmanager

@@ -13,9 +13,15 @@ API (also used by the interop tests)::
 HTTP/1.1 and h2c), ``granian`` (ASGI), ``gunicorn`` (WSGI, threaded worker) and
 ``granian-wsgi`` / ``pyvoy-wsgi`` (WSGI). ``app`` is ``module:attribute``;
 ``pythonpath`` entries are prepended to the child's ``PYTHONPATH`` (this
-``tests`` directory and the repository root always are). The server's output
-goes to a temporary log file, printed when it fails to start. ``start_server``
-is the same without the context manager (call ``stop()`` yourself).
+``tests`` directory and the repository root always are). ``tls`` (hypercorn
+only) holds ``cert``, ``key`` and ``ca`` paths: the server then speaks HTTPS
+with ALPN, requires client certificates signed by ``ca``, and ``srv.url`` is
+``https://localhost:<port>``. The server's output goes to a temporary log
+file, printed when it fails to start. ``start_server`` is the same without the
+context manager (call ``stop()`` yourself).
+
+``free_port`` finds a free loopback port and ``wait_for_port`` waits for a
+process to listen on one; other tests start their own processes with them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,10 +56,14 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     http2: bool = field(default=False)
+    tls: bool = field(default=False)
 
     @property
     def url(self) -> str:
         """The base URL, without a trailing slash."""
+        if self.tls:
+            # The name the test certificates are issued for.
+            return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
     def output(self) -> str:
@@ -79,14 +89,45 @@ def free_port() -> int:
         return port
 
 
-def _command(server: str, app: str, port: int) -> list[str]:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> None:
+    """Return once ``port`` accepts connections; RuntimeError with the log of
+    ``proc`` when it exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            output = log.read_text(errors="replace")
+            raise RuntimeError(f"{proc.args!r} exited early:\n{output}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                output = log.read_text(errors="replace")
+                raise RuntimeError(
+                    f"{proc.args!r} did not listen on {port} within {timeout}s:"
+                    f"\n{output}"
+                ) from None
+            time.sleep(0.05)
+
+
+def _command(
+    server: str, app: str, port: int, tls: Mapping[str, Path] | None
+) -> list[str]:
     py = sys.executable
     p = str(port)
+    if tls is not None and server != "hypercorn":
+        raise ValueError(f"TLS is set up for hypercorn only, not {server!r}")
     if server == "uvicorn":
         return [py, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", p,
                 "--log-level", "warning", "--lifespan", "on"]  # fmt: skip
     if server == "hypercorn":
-        return [py, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{p}"]
+        cmd = [py, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{p}"]
+        if tls is not None:
+            cmd += ["--certfile", str(tls["cert"]), "--keyfile", str(tls["key"])]
+            cmd += ["--ca-certs", str(tls["ca"]), "--verify-mode", "CERT_REQUIRED"]
+        return cmd
     if server == "gunicorn":
         return [py, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{p}",
                 "--workers", "1", "--threads", "8", "--log-level", "warning"]  # fmt: skip
@@ -107,6 +148,7 @@ def start_server(
     *,
     pythonpath: Sequence[str | Path] = (),
     env: dict[str, str] | None = None,
+    tls: Mapping[str, Path] | None = None,
     timeout: float = 30.0,
 ) -> Server:
     """Start ``app`` on ``server`` and wait until its port accepts connections."""
@@ -122,27 +164,21 @@ def start_server(
     log = Path(log_name)
     with os.fdopen(fd, "wb") as out:
         proc = subprocess.Popen(
-            _command(server, app, port),
+            _command(server, app, port, tls),
             cwd=str(TESTS),
             env=child_env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    srv = Server(server, app, port, proc, log, http2=server in H2C_SERVERS)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{server} exited early:\n{srv.output()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return srv
-        except OSError:
-            if time.monotonic() > deadline:
-                srv.stop()
-                raise RuntimeError(
-                    f"{server} did not listen within {timeout}s:\n{srv.output()}"
-                ) from None
-            time.sleep(0.05)
+    srv = Server(
+        server, app, port, proc, log, http2=server in H2C_SERVERS, tls=tls is not None
+    )
+    try:
+        wait_for_port(port, proc, log, timeout)
+    except RuntimeError:
+        srv.stop()
+        raise
+    return srv
 
 
 @contextmanager
@@ -152,10 +188,13 @@ def run_server(
     *,
     pythonpath: Sequence[str | Path] = (),
     env: dict[str, str] | None = None,
+    tls: Mapping[str, Path] | None = None,
     timeout: float = 30.0,
 ) -> Iterator[Server]:
     """``start_server`` as a context manager that stops the server on exit."""
-    srv = start_server(server, app, pythonpath=pythonpath, env=env, timeout=timeout)
+    srv = start_server(
+        server, app, pythonpath=pythonpath, env=env, tls=tls, timeout=timeout
+    )
     try:
         yield srv
     finally:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from client_env import BIDI_SPEC, SERVER_STREAM_SPEC, UNARY_SPEC
 from google.protobuf.wrappers_pb2 import StringValue
 
 from protoc_gen_connect_python.runtime import (
@@ -21,23 +22,12 @@ from protoc_gen_connect_python.runtime import (
     Code,
     ConnectError,
     Headers,
-    MethodSpec,
-    StreamType,
     SyncClient,
 )
 from protoc_gen_connect_python.runtime.client.config import Protocol as Proto
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest, past_deadline
 from protoc_gen_connect_python.runtime.envelope import encode_envelope
 
-UNARY: MethodSpec[Any, Any] = MethodSpec(
-    "t.v1.S", "Get", "get", StreamType.UNARY, StringValue, StringValue
-)
-SERVER: MethodSpec[Any, Any] = MethodSpec(
-    "t.v1.S", "Watch", "watch", StreamType.SERVER_STREAM, StringValue, StringValue
-)
-BIDI: MethodSpec[Any, Any] = MethodSpec(
-    "t.v1.S", "Chat", "chat", StreamType.BIDI_STREAM, StringValue, StringValue
-)
 PROTOCOLS: list[Proto] = ["connect", "grpc", "grpc-web"]
 STREAM_TYPES = {
     "connect": "application/connect+proto",
@@ -105,9 +95,11 @@ def test_deadline_bounds_the_first_stream_read(protocol: Proto, kind: str) -> No
         transport = _StalledAsync(protocol)
         client = AsyncClient("http://h", protocol=protocol, transport=transport)
         if kind == "server":
-            stream = client.call_server_stream(SERVER, StringValue(), timeout=0.1)
+            stream = client.call_server_stream(
+                SERVER_STREAM_SPEC, StringValue(), timeout=0.1
+            )
         else:
-            stream = client.call_bidi_stream(BIDI, _requests(), timeout=0.1)
+            stream = client.call_bidi_stream(BIDI_SPEC, _requests(), timeout=0.1)
         got: list[str] = []
         with pytest.raises(ConnectError) as raised:
             async for m in stream:
@@ -128,7 +120,7 @@ def test_deadline_bounds_later_stream_reads(protocol: Proto) -> None:
         got: list[str] = []
         with pytest.raises(ConnectError) as raised:
             async for m in client.call_server_stream(
-                SERVER, StringValue(), timeout=0.1
+                SERVER_STREAM_SPEC, StringValue(), timeout=0.1
             ):
                 got.append(m.value)
         return got, raised.value
@@ -205,7 +197,7 @@ class _BlockingSync:
 def test_sync_stream_closed_by_the_reader_raises_canceled(protocol: Proto) -> None:
     transport = _BlockingSync(protocol, first=message("one"))
     client = SyncClient("http://h", protocol=protocol, transport=transport)
-    stream = client.call_server_stream(SERVER, StringValue())
+    stream = client.call_server_stream(SERVER_STREAM_SPEC, StringValue())
     assert next(stream).value == "one"
     stream.close()
     assert transport.responses[0].closed.is_set()
@@ -222,7 +214,7 @@ def test_sync_stream_closed_by_the_reader_raises_canceled(protocol: Proto) -> No
 def test_sync_stream_closed_from_another_thread_is_canceled(protocol: Proto) -> None:
     transport = _BlockingSync(protocol, first=message("one"))
     client = SyncClient("http://h", protocol=protocol, transport=transport)
-    stream = client.call_server_stream(SERVER, StringValue())
+    stream = client.call_server_stream(SERVER_STREAM_SPEC, StringValue())
     assert next(stream).value == "one"
 
     def close_when_blocked() -> None:
@@ -244,7 +236,7 @@ def test_sync_stream_closed_by_its_request_iterator_is_canceled() -> None:
         yield StringValue(value="a")
         holder[0].close()  # before the request ends, as on a cancel button
 
-    stream = client.call_bidi_stream(BIDI, requests())
+    stream = client.call_bidi_stream(BIDI_SPEC, requests())
     holder.append(stream)
     with pytest.raises(ConnectError) as raised:
         next(stream)
@@ -262,11 +254,11 @@ def test_sync_unary_canceled_by_closing_the_client() -> None:
 
     threading.Thread(target=close_when_sent).start()
     with pytest.raises(ConnectError) as raised:
-        client.call_unary(UNARY, StringValue())
+        client.call_unary(UNARY_SPEC, StringValue())
     assert raised.value.code is Code.CANCELED
     # A closed client cancels every later call too.
     with pytest.raises(ConnectError) as raised:
-        client.call_unary(UNARY, StringValue())
+        client.call_unary(UNARY_SPEC, StringValue())
     assert raised.value.code is Code.CANCELED
 
 
@@ -328,7 +320,7 @@ def test_sync_reset_after_the_deadline_is_deadline_exceeded(protocol: Proto) -> 
         "http://h", protocol=protocol, transport=_ResetAfterDeadlineSync(protocol, True)
     )
     with pytest.raises(ConnectError) as raised:
-        client.call_unary(UNARY, StringValue(), timeout=0.05)
+        client.call_unary(UNARY_SPEC, StringValue(), timeout=0.05)
     assert raised.value.code is Code.DEADLINE_EXCEEDED
     client = SyncClient(
         "http://h",
@@ -336,7 +328,7 @@ def test_sync_reset_after_the_deadline_is_deadline_exceeded(protocol: Proto) -> 
         transport=_ResetAfterDeadlineSync(protocol, False),
     )
     with pytest.raises(ConnectError) as raised:
-        list(client.call_server_stream(SERVER, StringValue(), timeout=0.05))
+        list(client.call_server_stream(SERVER_STREAM_SPEC, StringValue(), timeout=0.05))
     assert raised.value.code is Code.DEADLINE_EXCEEDED
 
 
@@ -380,7 +372,7 @@ def test_async_stream_reset_after_the_deadline_is_deadline_exceeded(
         )
         with pytest.raises(ConnectError) as raised:
             async for _ in client.call_server_stream(
-                SERVER, StringValue(), timeout=0.05
+                SERVER_STREAM_SPEC, StringValue(), timeout=0.05
             ):
                 pass
         return raised.value
@@ -441,7 +433,7 @@ def test_async_deadline_while_the_transport_pulls_requests(protocol: Proto) -> N
 
         client = AsyncClient("https://h", protocol=protocol, transport=transport)
         with pytest.raises(ConnectError) as raised:
-            async for _ in client.call_bidi_stream(BIDI, requests(), timeout=0.05):
+            async for _ in client.call_bidi_stream(BIDI_SPEC, requests(), timeout=0.05):
                 pass
         await client.aclose()
         if transport.pull is not None:

@@ -7,16 +7,14 @@ prior knowledge, and TLS with ALPN and client certificates).
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from client_env import Specs, compile_proto, free_port, make_certs, serve_peer
+from client_env import PeerEnv, peer_env
+from servers import free_port
 
 from protoc_gen_connect_python.runtime import (
     AsyncClient,
@@ -33,70 +31,33 @@ from protoc_gen_connect_python.runtime.compression import COMPRESSIONS
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class Env:
-    def __init__(self, pb: Any, urls: dict[str, str], certs: dict[str, Path]) -> None:
-        self.pb = pb
-        self.specs = Specs(pb)
-        self.urls = urls
-        self.certs = certs
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerEnv]:
     tmp = tmp_path_factory.mktemp("client")
-    pb = compile_proto(tmp / "gen")
-    certs = make_certs(tmp / "certs")
-    with (
-        serve_peer(tmp / "gen", tmp, "uvicorn") as h1,
-        serve_peer(tmp / "gen", tmp, "hypercorn") as h2,
-        serve_peer(tmp / "gen", tmp, "hypercorn", tls=certs) as tls,
-    ):
-        yield Env(pb, {"h1": h1, "h2": h2, "tls": tls}, certs)
+    with peer_env(tmp, h1="uvicorn", h2="hypercorn") as env:
+        yield env
 
 
 HTTP = ["h1", "h2"]
 
 
-def client_args(env: Env, http: str) -> dict[str, Any]:
+def client_args(env: PeerEnv, http: str) -> dict[str, Any]:
     if http == "h2":
         return {"http_version": "2"}
     if http == "tls":
-        return {
-            "tls_ca_cert": env.certs["ca"],
-            "tls_cert": env.certs["client_cert"],
-            "tls_key": env.certs["client_key"],
-        }
+        return env.tls_options()
     return {}
 
 
-def aclient(env: Env, http: str = "h1", **kw: Any) -> AsyncClient:
+def aclient(env: PeerEnv, http: str = "h1", **kw: Any) -> AsyncClient:
     return AsyncClient(env.urls[http], **client_args(env, http), **kw)
 
 
-def sclient(env: Env, http: str = "h1", **kw: Any) -> SyncClient:
+def sclient(env: PeerEnv, http: str = "h1", **kw: Any) -> SyncClient:
     return SyncClient(env.urls[http], **client_args(env, http), **kw)
 
 
-def events(env: Env, test_id: str, http: str = "h1") -> list[str]:
-    url = env.urls[http] + "/_events/" + test_id
-    with urllib.request.urlopen(url, timeout=5) as r:
-        out: list[str] = json.loads(r.read())
-        return out
-
-
-def wait_disconnected(env: Env, test_id: str, http: str = "h1") -> None:
-    deadline = time.monotonic() + 5
-    while "disconnected" not in events(env, test_id, http):
-        assert time.monotonic() < deadline, "the peer never saw the disconnect"
-        time.sleep(0.05)
-
-
-def detail_index(env: Env, err: ConnectError) -> int:
+def detail_index(env: PeerEnv, err: ConnectError) -> int:
     detail = err.details[0].unpack(env.pb.Res)
     assert detail is not None
     index: int = detail.index
@@ -108,7 +69,7 @@ def detail_index(env: Env, err: ConnectError) -> int:
 
 @pytest.mark.parametrize("http", HTTP)
 @pytest.mark.parametrize("codec", ["proto", "json"])
-async def test_unary_async(env: Env, http: str, codec: str) -> None:
+async def test_unary_async(env: PeerEnv, http: str, codec: str) -> None:
     async with aclient(env, http, codec=codec) as c:
         res = await c.call_unary_detailed(
             env.specs.post,
@@ -125,7 +86,7 @@ async def test_unary_async(env: Env, http: str, codec: str) -> None:
 
 @pytest.mark.parametrize("http", HTTP)
 @pytest.mark.parametrize("codec", ["proto", "json"])
-def test_unary_sync(env: Env, http: str, codec: str) -> None:
+def test_unary_sync(env: PeerEnv, http: str, codec: str) -> None:
     with sclient(env, http, codec=codec, headers={"x-echo-default": "d"}) as c:
         res = c.call_unary_detailed(
             env.specs.post, env.pb.Req(text="hi"), headers=[("x-trail-b", "2")]
@@ -137,7 +98,7 @@ def test_unary_sync(env: Env, http: str, codec: str) -> None:
 
 
 @pytest.mark.parametrize("algo", sorted(COMPRESSIONS))
-async def test_unary_compression(env: Env, algo: str) -> None:
+async def test_unary_compression(env: PeerEnv, algo: str) -> None:
     async with aclient(
         env, send_compression=algo, accept_compression=[algo], compress_min_bytes=10
     ) as c:
@@ -152,13 +113,13 @@ async def test_unary_compression(env: Env, algo: str) -> None:
         assert res.headers["content-encoding"] == algo
 
 
-async def test_small_messages_are_not_compressed(env: Env) -> None:
+async def test_small_messages_are_not_compressed(env: PeerEnv) -> None:
     async with aclient(env, send_compression="gzip") as c:
         res = await c.call_unary_detailed(env.specs.post, env.pb.Req(text="tiny"))
         assert "x-seen-content-encoding" not in res.headers
 
 
-async def test_unary_get(env: Env) -> None:
+async def test_unary_get(env: PeerEnv) -> None:
     async with aclient(env, use_get=True, codec="json") as c:
         res = await c.call_unary_detailed(env.specs.unary, env.pb.Req(text="get me"))
         assert res.message.text == "get me"
@@ -173,7 +134,7 @@ async def test_unary_get(env: Env) -> None:
         assert res.message.text == "y" * 9000
 
 
-def test_unary_get_sync_compressed(env: Env) -> None:
+def test_unary_get_sync_compressed(env: PeerEnv) -> None:
     with sclient(env, use_get=True, send_compression="gzip", compress_min_bytes=1) as c:
         res = c.call_unary_detailed(env.specs.unary, env.pb.Req(text="z" * 500))
         assert res.headers["x-seen-method"] == "GET"
@@ -185,7 +146,7 @@ def test_unary_get_sync_compressed(env: Env) -> None:
 
 
 @pytest.mark.parametrize("http", HTTP)
-async def test_unary_error_with_details(env: Env, http: str) -> None:
+async def test_unary_error_with_details(env: PeerEnv, http: str) -> None:
     async with aclient(env, http) as c:
         with pytest.raises(ConnectError) as info:
             await c.call_unary(
@@ -202,7 +163,7 @@ async def test_unary_error_with_details(env: Env, http: str) -> None:
 
 
 @pytest.mark.parametrize("http", HTTP)
-def test_unary_error_keeps_headers_and_trailers_apart(env: Env, http: str) -> None:
+def test_unary_error_keeps_headers_and_trailers_apart(env: PeerEnv, http: str) -> None:
     with sclient(env, http) as c, pytest.raises(ConnectError) as info:
         c.call_unary(
             env.specs.post,
@@ -219,7 +180,7 @@ def test_unary_error_keeps_headers_and_trailers_apart(env: Env, http: str) -> No
     assert (err.metadata["x-echo-e"], err.metadata["x-trail-t"]) == ("h", "t")
 
 
-async def test_stream_error_keeps_headers_and_trailers_apart(env: Env) -> None:
+async def test_stream_error_keeps_headers_and_trailers_apart(env: PeerEnv) -> None:
     async with aclient(env, "h2") as c:
         with pytest.raises(ConnectError) as info:
             await c.call_client_stream(
@@ -234,7 +195,7 @@ async def test_stream_error_keeps_headers_and_trailers_apart(env: Env) -> None:
     assert "x-echo-e" not in err.response_trailers
 
 
-def test_unary_error_sync(env: Env) -> None:
+def test_unary_error_sync(env: PeerEnv) -> None:
     with sclient(env) as c, pytest.raises(ConnectError) as info:
         c.call_unary(env.specs.post, env.pb.Req(error_code="not_found"))
     assert info.value.code is Code.NOT_FOUND
@@ -249,7 +210,7 @@ def test_unary_error_sync(env: Env) -> None:
         ("bad-encoding", Code.INTERNAL),
     ],
 )
-async def test_unary_misbehaving_peer(env: Env, misbehave: str, code: Code) -> None:
+async def test_unary_misbehaving_peer(env: PeerEnv, misbehave: str, code: Code) -> None:
     async with aclient(env) as c:
         with pytest.raises(ConnectError) as info:
             await c.call_unary(
@@ -258,14 +219,14 @@ async def test_unary_misbehaving_peer(env: Env, misbehave: str, code: Code) -> N
     assert info.value.code is code
 
 
-async def test_unknown_route_is_unimplemented(env: Env) -> None:
+async def test_unknown_route_is_unimplemented(env: PeerEnv) -> None:
     async with aclient(env) as c:
         with pytest.raises(ConnectError) as info:
             await c.call_unary(env.specs.missing, env.pb.Req())
     assert info.value.code is Code.UNIMPLEMENTED
 
 
-async def test_connection_refused_is_unavailable(env: Env) -> None:
+async def test_connection_refused_is_unavailable(env: PeerEnv) -> None:
     async with AsyncClient(f"http://127.0.0.1:{free_port()}") as c:
         with pytest.raises(ConnectError) as info:
             await c.call_unary(env.specs.post, env.pb.Req())
@@ -273,7 +234,7 @@ async def test_connection_refused_is_unavailable(env: Env) -> None:
 
 
 @pytest.mark.parametrize("http", HTTP)
-async def test_read_limit(env: Env, http: str) -> None:
+async def test_read_limit(env: PeerEnv, http: str) -> None:
     async with aclient(env, http, read_max_bytes=1000) as c:
         with pytest.raises(ConnectError) as info:
             await c.call_unary(env.specs.post, env.pb.Req(size=100_000))
@@ -292,7 +253,7 @@ async def test_read_limit(env: Env, http: str) -> None:
         assert (await c.call_unary(env.specs.post, env.pb.Req(size=10))).padding
 
 
-def test_send_limit_sync(env: Env) -> None:
+def test_send_limit_sync(env: PeerEnv) -> None:
     with sclient(env, send_max_bytes=100) as c, pytest.raises(ConnectError) as info:
         c.call_unary(env.specs.post, env.pb.Req(text="x" * 200))
     assert info.value.code is Code.RESOURCE_EXHAUSTED
@@ -302,7 +263,7 @@ def test_send_limit_sync(env: Env) -> None:
 
 
 @pytest.mark.parametrize("http", HTTP)
-async def test_unary_deadline(env: Env, http: str) -> None:
+async def test_unary_deadline(env: PeerEnv, http: str) -> None:
     async with aclient(env, http) as c:
         start = time.monotonic()
         with pytest.raises(ConnectError) as info:
@@ -313,21 +274,21 @@ async def test_unary_deadline(env: Env, http: str) -> None:
             )
         assert info.value.code is Code.DEADLINE_EXCEEDED
         assert time.monotonic() - start < 2
-        wait_disconnected(env, f"dl-{http}", http)
+        env.wait_disconnected(f"dl-{http}", http)
         res = await c.call_unary_detailed(env.specs.post, env.pb.Req(), timeout=10)
         assert 9000 < int(res.headers["x-seen-connect-timeout-ms"]) <= 10000
 
 
-def test_unary_deadline_sync(env: Env) -> None:
+def test_unary_deadline_sync(env: PeerEnv) -> None:
     with sclient(env, timeout=0.3) as c:
         with pytest.raises(ConnectError) as info:
             c.call_unary(env.specs.post, env.pb.Req(delay_ms=5000, test_id="dl-sync"))
         assert info.value.code is Code.DEADLINE_EXCEEDED
-        wait_disconnected(env, "dl-sync")
+        env.wait_disconnected("dl-sync", "h1")
 
 
 @pytest.mark.parametrize("http", HTTP)
-async def test_task_cancellation_cancels_request(env: Env, http: str) -> None:
+async def test_task_cancellation_cancels_request(env: PeerEnv, http: str) -> None:
     async with aclient(env, http) as c:
         task = asyncio.ensure_future(
             c.call_unary(
@@ -338,33 +299,33 @@ async def test_task_cancellation_cancels_request(env: Env, http: str) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        wait_disconnected(env, f"cx-{http}", http)
+        env.wait_disconnected(f"cx-{http}", http)
 
 
 @pytest.mark.parametrize("http", HTTP)
-async def test_stream_close_cancels_request(env: Env, http: str) -> None:
+async def test_stream_close_cancels_request(env: PeerEnv, http: str) -> None:
     async with aclient(env, http) as c:
         test_id = f"sc-{http}"
         req = env.pb.Req(count=100, delay_ms=200, test_id=test_id)
         async with c.call_server_stream(env.specs.server_stream, req) as stream:
             first = await stream.__anext__()
             assert first.index == 0
-        wait_disconnected(env, test_id, http)
+        env.wait_disconnected(test_id, http)
         with pytest.raises(StopAsyncIteration):
             await stream.__anext__()
 
 
 @pytest.mark.parametrize("http", HTTP)
-def test_stream_close_cancels_request_sync(env: Env, http: str) -> None:
+def test_stream_close_cancels_request_sync(env: PeerEnv, http: str) -> None:
     with sclient(env, http) as c:
         test_id = f"scs-{http}"
         req = env.pb.Req(count=100, delay_ms=200, test_id=test_id)
         with c.call_server_stream(env.specs.server_stream, req) as stream:
             assert next(stream).index == 0
-        wait_disconnected(env, test_id, http)
+        env.wait_disconnected(test_id, http)
 
 
-def test_stream_close_from_another_thread(env: Env) -> None:
+def test_stream_close_from_another_thread(env: PeerEnv) -> None:
     with sclient(env) as c:
         req = env.pb.Req(count=100, delay_ms=2000, test_id="thread")
         stream = c.call_server_stream(env.specs.server_stream, req)
@@ -374,19 +335,19 @@ def test_stream_close_from_another_thread(env: Env) -> None:
         with pytest.raises(ConnectError):
             next(stream)
         assert time.monotonic() - start < 1.5
-        wait_disconnected(env, "thread")
+        env.wait_disconnected("thread", "h1")
 
 
-def test_client_close_cancels_unary_in_flight(env: Env) -> None:
+def test_client_close_cancels_unary_in_flight(env: PeerEnv) -> None:
     c = sclient(env)
     threading.Timer(0.3, c.close).start()
     with pytest.raises(ConnectError) as info:
         c.call_unary(env.specs.post, env.pb.Req(delay_ms=5000, test_id="uclose"))
     assert info.value.code is Code.CANCELED
-    wait_disconnected(env, "uclose")
+    env.wait_disconnected("uclose", "h1")
 
 
-def test_stream_close_from_another_thread_is_canceled(env: Env) -> None:
+def test_stream_close_from_another_thread_is_canceled(env: PeerEnv) -> None:
     with sclient(env) as c:
         req = env.pb.Req(count=100, delay_ms=2000, test_id="thread-cx")
         stream = c.call_server_stream(env.specs.server_stream, req)
@@ -398,10 +359,10 @@ def test_stream_close_from_another_thread_is_canceled(env: Env) -> None:
         with pytest.raises(ConnectError) as info:
             next(stream)
         assert info.value.code is Code.CANCELED
-        wait_disconnected(env, "thread-cx")
+        env.wait_disconnected("thread-cx", "h1")
 
 
-async def test_stream_deadline(env: Env) -> None:
+async def test_stream_deadline(env: PeerEnv) -> None:
     async with aclient(env, "h2") as c:
         req = env.pb.Req(count=100, delay_ms=100)
         got = 0
@@ -414,7 +375,7 @@ async def test_stream_deadline(env: Env) -> None:
         assert 1 <= got < 10
 
 
-def test_stream_deadline_sync(env: Env) -> None:
+def test_stream_deadline_sync(env: PeerEnv) -> None:
     with sclient(env, "h2") as c:
         req = env.pb.Req(count=100, delay_ms=100)
         with pytest.raises(ConnectError) as info:
@@ -428,7 +389,7 @@ def test_stream_deadline_sync(env: Env) -> None:
 
 @pytest.mark.parametrize("http", HTTP)
 @pytest.mark.parametrize("codec", ["proto", "json"])
-async def test_server_stream(env: Env, http: str, codec: str) -> None:
+async def test_server_stream(env: PeerEnv, http: str, codec: str) -> None:
     async with aclient(env, http, codec=codec) as c:
         stream = c.call_server_stream(
             env.specs.server_stream,
@@ -442,7 +403,7 @@ async def test_server_stream(env: Env, http: str, codec: str) -> None:
 
 
 @pytest.mark.parametrize("http", HTTP)
-def test_server_stream_sync(env: Env, http: str) -> None:
+def test_server_stream_sync(env: PeerEnv, http: str) -> None:
     with sclient(env, http, codec="json") as c:
         stream = c.call_server_stream(
             env.specs.server_stream, env.pb.Req(count=4), headers={"x-trail-t": "w"}
@@ -453,7 +414,7 @@ def test_server_stream_sync(env: Env, http: str) -> None:
 
 
 @pytest.mark.parametrize("algo", sorted(COMPRESSIONS))
-def test_stream_compression_sync(env: Env, algo: str) -> None:
+def test_stream_compression_sync(env: PeerEnv, algo: str) -> None:
     with sclient(
         env,
         "h2",
@@ -476,7 +437,7 @@ def test_stream_compression_sync(env: Env, algo: str) -> None:
         assert stream.headers["connect-content-encoding"] == algo
 
 
-async def test_stream_error_after_messages(env: Env) -> None:
+async def test_stream_error_after_messages(env: PeerEnv) -> None:
     async with aclient(env, "h2") as c:
         reqs = [
             env.pb.Req(text="a"),
@@ -503,7 +464,7 @@ async def test_stream_error_after_messages(env: Env) -> None:
         ("bad-encoding", Code.INTERNAL),
     ],
 )
-def test_stream_misbehaving_peer(env: Env, misbehave: str, code: Code) -> None:
+def test_stream_misbehaving_peer(env: PeerEnv, misbehave: str, code: Code) -> None:
     with sclient(env) as c:
         stream = c.call_server_stream(
             env.specs.server_stream,
@@ -516,7 +477,7 @@ def test_stream_misbehaving_peer(env: Env, misbehave: str, code: Code) -> None:
 
 
 @pytest.mark.parametrize("http", HTTP)
-async def test_client_stream(env: Env, http: str) -> None:
+async def test_client_stream(env: PeerEnv, http: str) -> None:
     closed = []
 
     async def gen() -> AsyncIterator[Any]:
@@ -539,7 +500,7 @@ async def test_client_stream(env: Env, http: str) -> None:
 
 
 @pytest.mark.parametrize("http", HTTP)
-async def test_client_stream_detailed(env: Env, http: str) -> None:
+async def test_client_stream_detailed(env: PeerEnv, http: str) -> None:
     async with aclient(env, http) as c:
         res = await c.call_client_stream_detailed(
             env.specs.client_stream,
@@ -551,7 +512,7 @@ async def test_client_stream_detailed(env: Env, http: str) -> None:
     assert res.trailers["x-trail-t"] == "w"
 
 
-def test_client_stream_detailed_sync(env: Env) -> None:
+def test_client_stream_detailed_sync(env: PeerEnv) -> None:
     with sclient(env, "h2") as c:
         res = c.call_client_stream_detailed(
             env.specs.client_stream,
@@ -562,7 +523,7 @@ def test_client_stream_detailed_sync(env: Env) -> None:
     assert (res.headers["x-echo-h"], res.trailers["x-trail-t"]) == ("v", "w")
 
 
-def test_client_stream_sync(env: Env) -> None:
+def test_client_stream_sync(env: PeerEnv) -> None:
     with sclient(env, "h2") as c:
         res = c.call_client_stream(
             env.specs.client_stream, (env.pb.Req(text=t) for t in "xyz")
@@ -570,7 +531,7 @@ def test_client_stream_sync(env: Env) -> None:
         assert (res.text, res.index) == ("x,y,z", 3)
 
 
-async def test_bidi_full_duplex(env: Env) -> None:
+async def test_bidi_full_duplex(env: PeerEnv) -> None:
     """Each request is sent only after the previous response arrived."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     closed = []
@@ -592,7 +553,7 @@ async def test_bidi_full_duplex(env: Env) -> None:
     assert closed == [True]
 
 
-async def test_bidi_close_closes_request_generator(env: Env) -> None:
+async def test_bidi_close_closes_request_generator(env: PeerEnv) -> None:
     closed = asyncio.Event()
 
     async def requests() -> AsyncIterator[Any]:
@@ -607,10 +568,10 @@ async def test_bidi_close_closes_request_generator(env: Env) -> None:
         async with c.call_bidi_stream(env.specs.bidi, requests()) as stream:
             assert (await stream.__anext__()).text == "first"
         await asyncio.wait_for(closed.wait(), 5)
-    wait_disconnected(env, "bidi-close", "h2")
+    env.wait_disconnected("bidi-close", "h2")
 
 
-async def test_request_iterator_error_is_raised(env: Env) -> None:
+async def test_request_iterator_error_is_raised(env: PeerEnv) -> None:
     async def requests() -> AsyncIterator[Any]:
         yield env.pb.Req(text="a")
         raise ValueError("broken iterator")
@@ -620,7 +581,7 @@ async def test_request_iterator_error_is_raised(env: Env) -> None:
             await c.call_client_stream(env.specs.client_stream, requests())
 
 
-def test_bidi_sync_half_duplex(env: Env) -> None:
+def test_bidi_sync_half_duplex(env: PeerEnv) -> None:
     with sclient(env, "h2") as c:
         reqs = [env.pb.Req(text=t, count=2) for t in "ab"]
         with c.call_bidi_stream(env.specs.bidi, reqs) as stream:
@@ -632,7 +593,7 @@ def test_bidi_sync_half_duplex(env: Env) -> None:
             ]
 
 
-async def test_long_stream_memory_stays_flat(env: Env) -> None:
+async def test_long_stream_memory_stays_flat(env: PeerEnv) -> None:
     async with aclient(env, "h2") as c:
         req = env.pb.Req(count=2000, size=10_000)
         n = 0
@@ -644,7 +605,7 @@ async def test_long_stream_memory_stays_flat(env: Env) -> None:
 # -- TLS ---------------------------------------------------------------------
 
 
-async def test_tls_with_client_certificate(env: Env) -> None:
+async def test_tls_with_client_certificate(env: PeerEnv) -> None:
     async with aclient(env, "tls") as c:
         res = await c.call_unary(env.specs.post, env.pb.Req(text="secure"))
         assert res.text == "secure"
@@ -657,7 +618,7 @@ async def test_tls_with_client_certificate(env: Env) -> None:
         assert got == [0, 1]
 
 
-def test_tls_sync_pem_bytes(env: Env) -> None:
+def test_tls_sync_pem_bytes(env: PeerEnv) -> None:
     certs = env.certs
     with SyncClient(
         env.urls["tls"],
@@ -668,14 +629,14 @@ def test_tls_sync_pem_bytes(env: Env) -> None:
         assert c.call_unary(env.specs.post, env.pb.Req(text="s")).text == "s"
 
 
-async def test_tls_without_client_certificate_fails(env: Env) -> None:
+async def test_tls_without_client_certificate_fails(env: PeerEnv) -> None:
     async with AsyncClient(env.urls["tls"], tls_ca_cert=env.certs["ca"]) as c:
         with pytest.raises(ConnectError) as info:
             await c.call_unary(env.specs.post, env.pb.Req())
     assert info.value.code is Code.UNAVAILABLE
 
 
-async def test_tls_untrusted_server_fails(env: Env) -> None:
+async def test_tls_untrusted_server_fails(env: PeerEnv) -> None:
     async with AsyncClient(env.urls["tls"]) as c:
         with pytest.raises(ConnectError) as info:
             await c.call_unary(env.specs.post, env.pb.Req())
@@ -718,7 +679,7 @@ class Retry(ClientInterceptor):
             return call_next(type(request)(text="retried"), call)
 
 
-async def test_interceptors_async(env: Env) -> None:
+async def test_interceptors_async(env: PeerEnv) -> None:
     rec = Recorder()
     async with aclient(env, interceptors=[rec, Retry()]) as c:
         res = await c.call_unary(env.specs.post, env.pb.Req(error_code="unavailable"))
@@ -735,7 +696,7 @@ async def test_interceptors_async(env: Env) -> None:
     ]
 
 
-def test_interceptors_sync(env: Env) -> None:
+def test_interceptors_sync(env: PeerEnv) -> None:
     rec = Recorder()
     with sclient(env, interceptors=[rec, Retry()]) as c:
         assert (
@@ -751,7 +712,7 @@ def test_interceptors_sync(env: Env) -> None:
     assert rec.log[-1] == "end ServerStream internal token"
 
 
-def test_request_iterator_error_is_raised_sync(env: Env) -> None:
+def test_request_iterator_error_is_raised_sync(env: PeerEnv) -> None:
     def requests() -> Iterator[Any]:
         yield env.pb.Req(text="a")
         raise ValueError("broken sync iterator")

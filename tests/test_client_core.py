@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from client_env import SERVER_STREAM_SPEC, UNARY_SPEC
 from google.protobuf.wrappers_pb2 import StringValue
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,9 +14,6 @@ from protoc_gen_connect_python.runtime import (
     Code,
     ConnectError,
     Headers,
-    Idempotency,
-    MethodSpec,
-    StreamType,
 )
 from protoc_gen_connect_python.runtime.client.config import build_config
 from protoc_gen_connect_python.runtime.client.core import ConnectProtocol
@@ -27,14 +25,6 @@ from protoc_gen_connect_python.runtime.envelope import (
 )
 from protoc_gen_connect_python.runtime.protocol import connect
 
-GET_SPEC: MethodSpec[Any, Any] = MethodSpec(
-    "t.v1.S", "Get", "get", StreamType.UNARY, StringValue, StringValue,
-    Idempotency.NO_SIDE_EFFECTS,
-)  # fmt: skip
-STREAM_SPEC: MethodSpec[Any, Any] = MethodSpec(
-    "t.v1.S", "Watch", "watch", StreamType.SERVER_STREAM, StringValue, StringValue
-)
-
 
 def proto(**kw: Any) -> ConnectProtocol:
     return ConnectProtocol(build_config("http://h:1/base/", **kw))
@@ -42,8 +32,8 @@ def proto(**kw: Any) -> ConnectProtocol:
 
 def test_post_request_head() -> None:
     p = proto(headers={"x-default": "d"}, accept_compression=["gzip"])
-    pm = p.prepare(GET_SPEC)
-    assert p.prepare(GET_SPEC) is pm
+    pm = p.prepare(UNARY_SPEC)
+    assert p.prepare(UNARY_SPEC) is pm
     req = p.unary_request(pm, StringValue(value="v"), {"x-call": "c"}, 1.5)
     assert (req.method, req.url) == ("POST", "http://h:1/base/t.v1.S/Get")
     h = Headers(req.headers)
@@ -58,7 +48,7 @@ def test_post_request_head() -> None:
 
 def test_get_and_fallback_to_post() -> None:
     p = proto(use_get=True, codec="json", get_url_max_bytes=200)
-    pm = p.prepare(GET_SPEC)
+    pm = p.prepare(UNARY_SPEC)
     req = p.unary_request(pm, StringValue(value="short"), None, None)
     assert req.method == "GET" and req.body is None
     query = req.url.partition("?")[2]
@@ -71,7 +61,7 @@ def test_get_and_fallback_to_post() -> None:
 
 def test_compressed_post() -> None:
     p = proto(send_compression="gzip", compress_min_bytes=10)
-    pm = p.prepare(GET_SPEC)
+    pm = p.prepare(UNARY_SPEC)
     small = p.unary_request(pm, StringValue(value="a"), None, None)
     assert "content-encoding" not in Headers(small.headers)
     big = p.unary_request(pm, StringValue(value="a" * 100), None, None)
@@ -85,13 +75,13 @@ def test_compressed_post() -> None:
 def test_send_limit() -> None:
     p = proto(send_max_bytes=10)
     with pytest.raises(ConnectError) as info:
-        p.unary_request(p.prepare(GET_SPEC), StringValue(value="a" * 20), None, None)
+        p.unary_request(p.prepare(UNARY_SPEC), StringValue(value="a" * 20), None, None)
     assert info.value.code is Code.RESOURCE_EXHAUSTED
 
 
 def unary(p: ConnectProtocol, status: int, headers: dict[str, str], body: bytes) -> Any:
     return p.unary_response(
-        p.prepare(GET_SPEC), status, Headers(headers), body, Headers()
+        p.prepare(UNARY_SPEC), status, Headers(headers), body, Headers()
     )
 
 
@@ -160,7 +150,7 @@ def stream_body(*values: str, end: bytes = b"{}", compress: bool = False) -> byt
 
 def decoder(p: ConnectProtocol, **headers: str) -> Any:
     h = Headers({"content-type": "application/connect+proto", **headers})
-    return p.response_stream(p.prepare(STREAM_SPEC), 200, h)
+    return p.response_stream(p.prepare(SERVER_STREAM_SPEC), 200, h)
 
 
 @given(st.lists(st.integers(min_value=1, max_value=40), max_size=20))
@@ -232,7 +222,7 @@ def test_stream_read_limit() -> None:
 def test_stream_head_errors(status: int, headers: dict[str, str], code: Code) -> None:
     p = proto()
     with pytest.raises(ConnectError) as info:
-        p.response_stream(p.prepare(STREAM_SPEC), status, Headers(headers))
+        p.response_stream(p.prepare(SERVER_STREAM_SPEC), status, Headers(headers))
     assert info.value.code is code
 
 

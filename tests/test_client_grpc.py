@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from client_env import SERVER_STREAM_SPEC, UNARY_SPEC
 from google.protobuf.wrappers_pb2 import StringValue
 from interop_env import (
     Call,
@@ -32,9 +33,6 @@ from protoc_gen_connect_python.runtime import (
     Code,
     ConnectError,
     Headers,
-    Idempotency,
-    MethodSpec,
-    StreamType,
 )
 from protoc_gen_connect_python.runtime.client.config import build_config
 from protoc_gen_connect_python.runtime.client.core import make_protocol
@@ -45,14 +43,6 @@ from protoc_gen_connect_python.runtime.client.grpc import (
 from protoc_gen_connect_python.runtime.envelope import encode_envelope
 from protoc_gen_connect_python.runtime.headers import encode_binary_header
 from protoc_gen_connect_python.runtime.protocol import grpc as wire
-
-UNARY: MethodSpec[Any, Any] = MethodSpec(
-    "t.v1.S", "Get", "get", StreamType.UNARY, StringValue, StringValue,
-    Idempotency.NO_SIDE_EFFECTS,
-)  # fmt: skip
-STREAM: MethodSpec[Any, Any] = MethodSpec(
-    "t.v1.S", "Watch", "watch", StreamType.SERVER_STREAM, StringValue, StringValue
-)
 
 
 def grpc_proto(**kw: Any) -> GRPCProtocol:
@@ -89,7 +79,7 @@ def unary(
 ) -> Any:
     if head is None:
         head = WEB_HEAD if p.web else OK_HEAD
-    pm = p.prepare(UNARY)
+    pm = p.prepare(UNARY_SPEC)
     return p.unary_response(pm, status, head, body, Headers(trailers or {}))
 
 
@@ -118,7 +108,7 @@ def test_grpc_request_head() -> None:
         use_get=True,
     )
     req = p.unary_request(
-        p.prepare(UNARY), StringValue(value="hi"), {"x-one": "2"}, 1.5
+        p.prepare(UNARY_SPEC), StringValue(value="hi"), {"x-one": "2"}, 1.5
     )
     assert (req.method, req.url) == ("POST", "http://h:1/base/t.v1.S/Get")
     h = Headers(req.headers)
@@ -134,7 +124,7 @@ def test_grpc_request_head() -> None:
 
 def test_grpc_web_request_head_json_and_compressed_messages() -> None:
     p = web_proto(codec="json", send_compression="gzip", compress_min_bytes=0)
-    req = p.stream_request(p.prepare(STREAM), None, None)
+    req = p.stream_request(p.prepare(SERVER_STREAM_SPEC), None, None)
     h = Headers(req.headers)
     assert h["content-type"] == "application/grpc-web+json"
     assert "te" not in h and "grpc-timeout" not in h and "x-user-agent" in h
@@ -194,7 +184,7 @@ def test_trailers_only_error() -> None:
     # empty body and the missing trailers make it trailers-only).
     del head["content-type"]
     p = grpc_proto()
-    s = p.response_stream(p.prepare(STREAM), 200, head)
+    s = p.response_stream(p.prepare(SERVER_STREAM_SPEC), 200, head)
     assert s.feed(b"") == []
     e = error_of(s.finish, Headers())
     assert e.code is Code.PERMISSION_DENIED
@@ -229,7 +219,7 @@ def test_status_in_head_is_ignored_when_trailers_follow() -> None:
     assert (e.code, e.message) == (Code.FAILED_PRECONDITION, "from the trailers")
     assert e.metadata["x-t"] == "v"
     # The streaming path decides the same way.
-    s = p.response_stream(p.prepare(STREAM), 200, head)
+    s = p.response_stream(p.prepare(SERVER_STREAM_SPEC), 200, head)
     e = error_of(s.finish, Headers(end))
     assert e.code is Code.FAILED_PRECONDITION
 
@@ -237,7 +227,7 @@ def test_status_in_head_is_ignored_when_trailers_follow() -> None:
 def test_trailers_only_ok_stream_is_empty() -> None:
     p = grpc_proto()
     head = Headers({"content-type": "application/grpc", "grpc-status": "0"})
-    s = p.response_stream(p.prepare(STREAM), 200, head)
+    s = p.response_stream(p.prepare(SERVER_STREAM_SPEC), 200, head)
     assert s.feed(b"") == []
     assert s.finish(Headers()) == Headers({"content-type": "application/grpc"})
     # A unary call must produce one message.
@@ -339,22 +329,22 @@ def test_web_error_in_body_and_compressed_trailers() -> None:
 def test_web_stream_byte_by_byte_and_protocol_errors() -> None:
     p = web_proto()
     body = msg("a") + msg("b") + block([("grpc-status", "0")])
-    s = p.response_stream(p.prepare(STREAM), 200, WEB_HEAD)
+    s = p.response_stream(p.prepare(SERVER_STREAM_SPEC), 200, WEB_HEAD)
     got = [m.value for i in range(len(body)) for m in s.feed(body[i : i + 1])]
     assert got == ["a", "b"] and s.done
     assert s.finish(Headers()) == Headers()
     with pytest.raises(ConnectError):
         s.feed(b"more")
     # No trailers frame at all.
-    s = p.response_stream(p.prepare(STREAM), 200, WEB_HEAD)
+    s = p.response_stream(p.prepare(SERVER_STREAM_SPEC), 200, WEB_HEAD)
     s.feed(msg("a"))
     assert error_of(s.finish, Headers()).code is Code.INTERNAL
     # A message after the trailers.
-    s = p.response_stream(p.prepare(STREAM), 200, WEB_HEAD)
+    s = p.response_stream(p.prepare(SERVER_STREAM_SPEC), 200, WEB_HEAD)
     bad = block([("grpc-status", "0")]) + msg("late")
     assert error_of(s.feed, bad).code is Code.INTERNAL
     # Real HTTP trailers are accepted when the body has none.
-    s = p.response_stream(p.prepare(STREAM), 200, WEB_HEAD)
+    s = p.response_stream(p.prepare(SERVER_STREAM_SPEC), 200, WEB_HEAD)
     s.feed(msg("a"))
     assert s.finish(Headers({"grpc-status": "0", "x": "1"})) == Headers({"x": "1"})
 
@@ -453,7 +443,7 @@ def test_cancel_after_the_deadline_is_deadline_exceeded() -> None:
             "http://h", protocol="grpc", transport=_ResetAfterDeadline()
         )
         with pytest.raises(ConnectError) as raised:
-            await client.call_unary(UNARY, StringValue(), timeout=0.05)
+            await client.call_unary(UNARY_SPEC, StringValue(), timeout=0.05)
         return raised.value
 
     assert asyncio.run(main()).code is Code.DEADLINE_EXCEEDED

@@ -13,11 +13,10 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from client_env import Specs, compile_proto, make_certs, serve_peer
+from client_env import PeerEnv, peer_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from servers import run_server
@@ -55,11 +54,6 @@ from protoc_gen_connect_python.runtime.client.transport import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 # -- sans-IO -------------------------------------------------------------------
@@ -834,26 +828,19 @@ def test_sync_on_real_servers(apps: Any, server_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def tls_peer(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Any, str, dict[str, Path]]]:
-    tmp = tmp_path_factory.mktemp("h1tls")
-    pb = compile_proto(tmp / "gen")
-    certs = make_certs(tmp / "certs")
-    with serve_peer(tmp / "gen", tmp, "hypercorn", tls=certs) as url:
-        yield pb, url, certs
+def tls_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerEnv]:
+    with peer_env(tmp_path_factory.mktemp("h1tls")) as env:
+        yield env
 
 
-async def test_tls_with_client_certificate(
-    tls_peer: tuple[Any, str, dict[str, Path]],
-) -> None:
-    pb, url, certs = tls_peer
-    specs = Specs(pb)
-    opts: dict[str, Any] = {
-        "tls_ca_cert": certs["ca"],
-        "tls_cert": certs["client_cert"],
-        "tls_key": certs["client_key"],
-    }
+async def test_tls_with_client_certificate(tls_peer: PeerEnv) -> None:
+    pb, specs, url, certs = (
+        tls_peer.pb,
+        tls_peer.specs,
+        tls_peer.urls["tls"],
+        tls_peer.certs,
+    )
+    opts = tls_peer.tls_options()
     async with AsyncClient(url, http_version="1.1", **opts) as c:
         assert isinstance(c._transport, AsyncHTTP1Transport)
         res = await c.call_unary_detailed(specs.post, pb.Req(text="secure"))

@@ -18,7 +18,7 @@ from typing import Any
 
 import hpack
 import pytest
-from client_env import Specs, compile_proto, make_certs, serve_peer
+from client_env import PeerEnv, make_certs, peer_env
 
 from protoc_gen_connect_python.runtime import AsyncClient, Code, ConnectError
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest
@@ -38,11 +38,6 @@ from protoc_gen_connect_python.runtime.client.http2_transport import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 DATA, HEADERS, PRIORITY, RST, SETTINGS, PUSH, PING, GOAWAY, WINDOW, CONT = range(10)
@@ -886,33 +881,15 @@ async def test_tls_without_h2_in_alpn_fails(tmp_path: Path) -> None:
 # -- real servers ------------------------------------------------------------------
 
 
-class Env:
-    def __init__(self, pb: Any, urls: dict[str, str], certs: dict[str, Path]) -> None:
-        self.pb = pb
-        self.specs = Specs(pb)
-        self.urls = urls
-        self.certs = certs
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("h2client")
-    pb = compile_proto(tmp / "gen")
-    certs = make_certs(tmp / "certs")
-    with (
-        serve_peer(tmp / "gen", tmp, "hypercorn") as h2c,
-        serve_peer(tmp / "gen", tmp, "hypercorn", tls=certs) as tls,
-    ):
-        yield Env(pb, {"h2c": h2c, "tls": tls}, certs)
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerEnv]:
+    with peer_env(tmp_path_factory.mktemp("h2client"), h2c="hypercorn") as env:
+        yield env
 
 
-def h2client(env: Env, which: str = "h2c", **kw: Any) -> AsyncClient:
+def h2client(env: PeerEnv, which: str = "h2c", **kw: Any) -> AsyncClient:
     if which == "tls":
-        kw.update(
-            tls_ca_cert=env.certs["ca"],
-            tls_cert=env.certs["client_cert"],
-            tls_key=env.certs["client_key"],
-        )
+        kw.update(env.tls_options())
     c = AsyncClient(env.urls[which], http_version="2", **kw)
     assert isinstance(c._transport, AsyncHTTP2Transport)
     return c
@@ -925,7 +902,7 @@ def connections(c: AsyncClient) -> int:
 
 
 @pytest.mark.parametrize("which", ["h2c", "tls"])
-async def test_all_stream_kinds(env: Env, which: str) -> None:
+async def test_all_stream_kinds(env: PeerEnv, which: str) -> None:
     pb, specs = env.pb, env.specs
     async with h2client(env, which) as c:
         res = await c.call_unary_detailed(
@@ -950,7 +927,7 @@ async def test_all_stream_kinds(env: Env, which: str) -> None:
         assert connections(c) == 1
 
 
-async def test_grpc_with_trailers(env: Env, scripted: Any) -> None:
+async def test_grpc_with_trailers(env: PeerEnv, scripted: Any) -> None:
     """gRPC: the status comes in trailers, or alone in the head (trailers-only)."""
     seen: list[dict[str, str]] = []
 
@@ -986,7 +963,7 @@ async def test_grpc_with_trailers(env: Env, scripted: Any) -> None:
     assert seen[0][":path"] == "/clienttest.v1.TestService/Post"
 
 
-async def test_errors(env: Env) -> None:
+async def test_errors(env: PeerEnv) -> None:
     async with h2client(env) as c:
         with pytest.raises(ConnectError) as info:
             await c.call_unary(
@@ -1002,7 +979,7 @@ async def test_errors(env: Env) -> None:
         assert info.value.code is Code.ABORTED
 
 
-async def test_many_concurrent_calls_share_one_connection(env: Env) -> None:
+async def test_many_concurrent_calls_share_one_connection(env: PeerEnv) -> None:
     async with h2client(env) as c:
 
         async def one(i: int) -> str:
@@ -1017,7 +994,7 @@ async def test_many_concurrent_calls_share_one_connection(env: Env) -> None:
 
 
 async def test_more_calls_than_the_server_allows_open_more_connections(
-    env: Env,
+    env: PeerEnv,
 ) -> None:
     async with h2client(env) as c:
         await c.call_unary(env.specs.post, env.pb.Req(text="warm"))
@@ -1035,7 +1012,7 @@ async def test_more_calls_than_the_server_allows_open_more_connections(
         assert connections(c) >= 2
 
 
-async def test_large_download_beyond_the_windows(env: Env) -> None:
+async def test_large_download_beyond_the_windows(env: PeerEnv) -> None:
     size = 512 * 1024
     count = (CONNECTION_WINDOW * 2) // size
     async with h2client(env) as c:
@@ -1059,7 +1036,7 @@ async def test_large_download_beyond_the_windows(env: Env) -> None:
         assert 0 < most <= STREAM_WINDOW
 
 
-async def test_an_unread_stream_does_not_block_other_calls(env: Env) -> None:
+async def test_an_unread_stream_does_not_block_other_calls(env: PeerEnv) -> None:
     size = 1024 * 1024
     count = 2 * STREAM_WINDOW // size
     async with h2client(env) as c:
@@ -1078,7 +1055,7 @@ async def test_an_unread_stream_does_not_block_other_calls(env: Env) -> None:
         assert rest == [size] * (count - 1)
 
 
-async def test_full_duplex_bidi(env: Env) -> None:
+async def test_full_duplex_bidi(env: PeerEnv) -> None:
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
     async def requests() -> AsyncIterator[Any]:
@@ -1094,7 +1071,7 @@ async def test_full_duplex_bidi(env: Env) -> None:
         assert [m async for m in stream] == []
 
 
-async def test_deadline(env: Env) -> None:
+async def test_deadline(env: PeerEnv) -> None:
     async with h2client(env) as c:
         with pytest.raises(ConnectError) as info:
             await c.call_unary(
@@ -1104,10 +1081,10 @@ async def test_deadline(env: Env) -> None:
         # The connection carries on.
         assert (await c.call_unary(env.specs.post, env.pb.Req(text="a"))).text == "a"
         assert connections(c) == 1
-    await wait_disconnected(env, "h2-dl")
+    await asyncio.to_thread(env.wait_disconnected, "h2-dl", "h2c")
 
 
-async def test_cancel_mid_stream_resets_only_that_stream(env: Env) -> None:
+async def test_cancel_mid_stream_resets_only_that_stream(env: PeerEnv) -> None:
     async with h2client(env) as c:
         other = asyncio.ensure_future(
             c.call_unary(env.specs.post, env.pb.Req(text="other", delay_ms=300))
@@ -1120,25 +1097,10 @@ async def test_cancel_mid_stream_resets_only_that_stream(env: Env) -> None:
         await stream.aclose()
         assert (await other).text == "other"
         assert connections(c) == 1
-    await wait_disconnected(env, "h2-cx")
+    await asyncio.to_thread(env.wait_disconnected, "h2-cx", "h2c")
 
 
-async def wait_disconnected(env: Env, test_id: str) -> None:
-    import json
-    import urllib.request
-
-    url = env.urls["h2c"] + "/_events/" + test_id
-    for _ in range(100):
-        text = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(url, timeout=5).read()
-        )
-        if "disconnected" in json.loads(text):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the peer never saw the reset")
-
-
-async def test_transport_aclose_with_a_call_in_flight(env: Env) -> None:
+async def test_transport_aclose_with_a_call_in_flight(env: PeerEnv) -> None:
     c = h2client(env)
     stream = c.call_server_stream(
         env.specs.server_stream, env.pb.Req(count=3, delay_ms=50)
@@ -1153,7 +1115,7 @@ async def test_transport_aclose_with_a_call_in_flight(env: Env) -> None:
     gc.collect()
 
 
-async def test_pyqwest_stays_available_for_http2(env: Env) -> None:
+async def test_pyqwest_stays_available_for_http2(env: PeerEnv) -> None:
     import pyqwest
 
     from protoc_gen_connect_python.runtime.client import PyqwestAsyncTransport

@@ -25,11 +25,6 @@ pytestmark = pytest.mark.anyio
 PROTOCOLS = ["connect", "grpc-web"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _tcp_and_udp_port() -> int:
     """A loopback port free for TCP and UDP both, when probed."""
     for _ in range(50):

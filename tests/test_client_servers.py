@@ -22,11 +22,6 @@ CASES: list[tuple[str, str, HTTPVersionName | None]] = [
 ]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def apps() -> Any:
     import server_apps

@@ -19,6 +19,7 @@ import black
 import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
+from protoc_env import protoc, run_protoc
 
 from protoc_gen_connect_python.plugin import main as plugin_main
 from protoc_gen_connect_python.plugin.model import (
@@ -69,27 +70,6 @@ def write_plugin(directory: Path) -> Path:
     return script
 
 
-def protoc(out: Path, *args: str, plugin: Path, files: list[str] = PROTO_FILES) -> None:
-    """Run grpcio-tools' protoc over testdata with the plugin; fail with its stderr."""
-    out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{PROTOS}",
-            f"--plugin=protoc-gen-connect-python={plugin}",
-            f"--connect-python_out={out}",
-            *args,
-            *files,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
 def connect_files(root: Path) -> dict[str, bytes]:
     """Every generated ``*_connect.py`` under ``root``, by relative path."""
     return {
@@ -112,7 +92,15 @@ def plugin(tmp: Path) -> Path:
 def generated(tmp: Path, plugin: Path) -> Path:
     """Messages (with stubs) and Connect modules of all testdata, through protoc."""
     out = tmp / "protoc"
-    protoc(out, f"--python_out={out}", f"--pyi_out={out}", plugin=plugin)
+    out.mkdir()
+    protoc(
+        f"-I{PROTOS}",
+        f"--plugin=protoc-gen-connect-python={plugin}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--connect-python_out={out}",
+        *PROTO_FILES,
+    )
     return out
 
 
@@ -120,18 +108,12 @@ def generated(tmp: Path, plugin: Path) -> Path:
 def descriptors(tmp: Path) -> list[descriptor_pb2.FileDescriptorProto]:
     """Descriptors of all testdata files with imports and comments, as protoc sees them."""
     out = tmp / "descriptors.pb"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{PROTOS}",
-            f"--descriptor_set_out={out}",
-            "--include_imports",
-            "--include_source_info",
-            *PROTO_FILES,
-        ],
-        check=True,
+    protoc(
+        f"-I{PROTOS}",
+        f"--descriptor_set_out={out}",
+        "--include_imports",
+        "--include_source_info",
+        *PROTO_FILES,
     )
     fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     return list(fds.file)
@@ -433,19 +415,11 @@ def test_bad_parameters(
 
 
 def test_bad_parameter_through_protoc(tmp: Path, plugin: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{PROTOS}",
-            f"--plugin=protoc-gen-connect-python={plugin}",
-            f"--connect-python_out=bogus=1:{tmp}",
-            "greet/v1/greet.proto",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    proc = run_protoc(
+        f"-I{PROTOS}",
+        f"--plugin=protoc-gen-connect-python={plugin}",
+        f"--connect-python_out=bogus=1:{tmp}",
+        "greet/v1/greet.proto",
     )
     assert proc.returncode != 0
     assert "unknown parameter 'bogus'" in proc.stderr

@@ -21,12 +21,12 @@ from example_env import (
     GREET,
     GREET_STREAM,
     TESTS,
-    free_port,
     generate_example,
     running,
     serve,
     tool,
 )
+from servers import free_port
 
 TEMPLATE = TESTS / "nginx" / "nginx.conf.template"
 
