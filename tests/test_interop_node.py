@@ -125,6 +125,11 @@ def node_executable() -> str:
     return node
 
 
+def node_fixture(http2: bool) -> str:
+    """The name of the fixture that serves server.mjs over HTTP/2 or HTTP/1.1."""
+    return "node_h2" if http2 else "node_h1"
+
+
 @contextmanager
 def node_server(gen: Generated, *, http2: bool, log: Path) -> Iterator[str]:
     """Run server.mjs until the block ends; yields its base URL."""
@@ -165,22 +170,26 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     return proc.stdout.readline().strip()
 
 
+def _serve_node(
+    generated: Generated, tmp_path_factory: pytest.TempPathFactory, http2: bool
+) -> Iterator[str]:
+    log = tmp_path_factory.mktemp(node_fixture(http2)) / "server.log"
+    with node_server(generated, http2=http2, log=log) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def node_h1(
     generated: Generated, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("node-h1") / "server.log"
-    with node_server(generated, http2=False, log=log) as url:
-        yield url
+    yield from _serve_node(generated, tmp_path_factory, http2=False)
 
 
 @pytest.fixture(scope="module")
 def node_h2(
     generated: Generated, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("node-h2") / "server.log"
-    with node_server(generated, http2=True, log=log) as url:
-        yield url
+    yield from _serve_node(generated, tmp_path_factory, http2=True)
 
 
 def run_node_client(
@@ -240,17 +249,62 @@ def py_gunicorn(generated: Generated) -> Iterator[str]:
 # --- running each combination once ---------------------------------------------
 
 
+RunCache = dict[tuple[Any, ...], dict[str, Observation] | BaseException]
+
+
+@pytest.fixture(scope="module")
+def run_cache() -> RunCache:
+    """The runs of this module so far, by client, server and options."""
+    return {}
+
+
 class Runs:
     """Runs each client/server/options combination once and remembers the result.
 
     A failed run (the client could not be built, the process crashed) is
-    remembered too and reported by every test that needs it.
+    remembered too and reported by every test that needs it. Servers are the
+    fixtures that start them, requested when a run first needs one.
     """
 
-    def __init__(self) -> None:
-        self._done: dict[tuple[Any, ...], dict[str, Observation] | BaseException] = {}
+    def __init__(
+        self, generated: Generated, request: pytest.FixtureRequest, cache: RunCache
+    ) -> None:
+        self.generated = generated
+        self.request = request
+        self._done = cache
 
-    def get(
+    def node_client(
+        self, server: str, protocol: str, http2: bool, variant: Variant
+    ) -> dict[str, Observation]:
+        """client.mjs against the server the fixture ``server`` starts."""
+        return self._get(
+            ("node", server, protocol, http2, variant),
+            lambda: run_node_client(
+                self.generated,
+                self.request.getfixturevalue(server),
+                protocol=protocol,
+                http2=http2,
+                variant=variant,
+            ),
+        )
+
+    def python_client(
+        self, flavor: str, protocol: str, http2: bool, variant: Variant
+    ) -> dict[str, Observation]:
+        """Our ``flavor`` client against server.mjs."""
+        return self._get(
+            ("python", flavor, protocol, http2, variant),
+            lambda: run_python_client(
+                flavor,
+                self.request.getfixturevalue(node_fixture(http2)),
+                protocol=protocol,
+                http2=http2,
+                json=variant.json,
+                gzip=variant.gzip,
+            ),
+        )
+
+    def _get(
         self, key: tuple[Any, ...], run: Callable[[], dict[str, Observation]]
     ) -> dict[str, Observation]:
         if key not in self._done:
@@ -264,9 +318,11 @@ class Runs:
         return found
 
 
-@pytest.fixture(scope="module")
-def runs() -> Runs:
-    return Runs()
+@pytest.fixture
+def runs(
+    generated: Generated, request: pytest.FixtureRequest, run_cache: RunCache
+) -> Runs:
+    return Runs(generated, request, run_cache)
 
 
 # --- the Python side against the real generated code ------------------------------
@@ -325,21 +381,10 @@ def test_node_client_knows_every_scenario(generated: Generated) -> None:
     ids=["connect-h1", "connect-h2", "grpc-h2", "grpc-web-h1", "grpc-web-h2"],
 )
 def test_node_client_to_node_server(
-    generated: Generated,
-    request: pytest.FixtureRequest,
-    runs: Runs,
-    protocol: str,
-    http2: bool,
-    variant: Variant,
+    runs: Runs, protocol: str, http2: bool, variant: Variant
 ) -> None:
     """The reference pair passes every expectation: the harness is sound."""
-    base_url = request.getfixturevalue("node_h2" if http2 else "node_h1")
-    results = runs.get(
-        ("node->node", protocol, http2, variant),
-        lambda: run_node_client(
-            generated, base_url, protocol=protocol, http2=http2, variant=variant
-        ),
-    )
+    results = runs.node_client(node_fixture(http2), protocol, http2, variant)
     check_all(
         results, Call(protocol, http2, variant.gzip, client="node", server="node")
     )
@@ -352,20 +397,9 @@ def test_node_client_to_node_server(
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.id)
 @pytest.mark.parametrize("server", PY_SERVERS, ids=lambda s: s.id)
 def test_node_client_to_python_server(
-    generated: Generated,
-    request: pytest.FixtureRequest,
-    runs: Runs,
-    server: PyServer,
-    variant: Variant,
-    scenario: str,
+    runs: Runs, server: PyServer, variant: Variant, scenario: str
 ) -> None:
-    base_url = request.getfixturevalue(server.fixture)
-    results = runs.get(
-        ("node->py", server, "connect", variant),
-        lambda: run_node_client(
-            generated, base_url, protocol="connect", http2=server.http2, variant=variant
-        ),
-    )
+    results = runs.node_client(server.fixture, "connect", server.http2, variant)
     call = Call("connect", server.http2, variant.gzip, client="node", server="python")
     check(observation(results, scenario), call)
 
@@ -378,26 +412,9 @@ def test_node_client_to_python_server(
 @pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2"])
 @pytest.mark.parametrize("flavor", ["async", "sync"])
 def test_python_client_to_node_server(
-    generated: Generated,
-    request: pytest.FixtureRequest,
-    runs: Runs,
-    flavor: str,
-    http2: bool,
-    variant: Variant,
-    scenario: str,
+    runs: Runs, flavor: str, http2: bool, variant: Variant, scenario: str
 ) -> None:
-    base_url = request.getfixturevalue("node_h2" if http2 else "node_h1")
-    results = runs.get(
-        ("py->node", flavor, "connect", http2, variant),
-        lambda: run_python_client(
-            flavor,
-            base_url,
-            protocol="connect",
-            http2=http2,
-            json=variant.json,
-            gzip=variant.gzip,
-        ),
-    )
+    results = runs.python_client(flavor, "connect", http2, variant)
     call = Call("connect", http2, variant.gzip, client="python", server="node")
     check(observation(results, scenario), call)
 
@@ -422,20 +439,9 @@ GRPC_NODE_SERVERS = [("grpc", True), ("grpc-web", False), ("grpc-web", True)]
     ids=[f"{p}-{s.id}" for p, s in GRPC_PY_SERVERS],
 )
 def test_grpc_node_client_to_python_server(
-    generated: Generated,
-    request: pytest.FixtureRequest,
-    runs: Runs,
-    protocol: str,
-    server: PyServer,
-    variant: Variant,
+    runs: Runs, protocol: str, server: PyServer, variant: Variant
 ) -> None:
-    base_url = request.getfixturevalue(server.fixture)
-    results = runs.get(
-        ("node->py", server, protocol, variant),
-        lambda: run_node_client(
-            generated, base_url, protocol=protocol, http2=server.http2, variant=variant
-        ),
-    )
+    results = runs.node_client(server.fixture, protocol, server.http2, variant)
     check_all(
         results,
         Call(protocol, server.http2, variant.gzip, client="node", server="python"),
@@ -450,26 +456,9 @@ def test_grpc_node_client_to_python_server(
 )
 @pytest.mark.parametrize("flavor", ["async", "sync"])
 def test_grpc_python_client_to_node_server(
-    generated: Generated,
-    request: pytest.FixtureRequest,
-    runs: Runs,
-    flavor: str,
-    protocol: str,
-    http2: bool,
-    variant: Variant,
+    runs: Runs, flavor: str, protocol: str, http2: bool, variant: Variant
 ) -> None:
-    base_url = request.getfixturevalue("node_h2" if http2 else "node_h1")
-    results = runs.get(
-        ("py->node", flavor, protocol, http2, variant),
-        lambda: run_python_client(
-            flavor,
-            base_url,
-            protocol=protocol,
-            http2=http2,
-            json=variant.json,
-            gzip=variant.gzip,
-        ),
-    )
+    results = runs.python_client(flavor, protocol, http2, variant)
     check_all(
         results, Call(protocol, http2, variant.gzip, client="python", server="node")
     )
