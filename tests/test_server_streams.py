@@ -27,6 +27,7 @@ from protoc_gen_connect_python.runtime import (
     WSGIApp,
 )
 from protoc_gen_connect_python.runtime.headers import Headers
+from protoc_gen_connect_python.runtime.server.asgi import JOIN_MAX, JOIN_SECONDS
 from protoc_gen_connect_python.runtime.server.core import DEADLINE_GRACE, check_deadline
 
 P = "/testing.v1.PingService/"
@@ -101,7 +102,10 @@ async def _drive(
                 kinds = [
                     "end" if f & 2 else "message" for f, _ in split_envelopes(data)
                 ]
-                EVENTS.append(f"body {kinds} more={more}")
+                if len(kinds) > 1 and set(kinds) == {"message"}:
+                    EVENTS.append(f"body ['message'] * {len(kinds)} more={more}")
+                else:
+                    EVENTS.append(f"body {kinds} more={more}")
             else:
                 EVENTS.append(f"body {len(data)} more={more}")
         else:
@@ -253,6 +257,119 @@ def test_asgi_handler_done_before_body_drains() -> None:
         f"receive {len(req)}",
         "body [] more=False",
     ]
+
+
+def _count_up(number: int, fail: int = 0) -> bytes:
+    return envelope(
+        pb.CountUpRequest(number=number, fail_code=fail).SerializeToString()
+    )
+
+
+def test_asgi_stream_joins_messages_ready_together() -> None:
+    # Messages yielded back to back share one body event; an error raised
+    # after them comes after them.
+    req = _count_up(5, int(Code.ABORTED))
+    log = asyncio.run(_drive(ASGIApp(Pinger()), P + "CountUp", [req]))
+    assert log[2:] == ["body ['message'] * 5 more=True", "body ['end'] more=False"]
+
+
+def test_asgi_stream_joins_up_to_join_max() -> None:
+    class Big(Pinger):
+        async def echo(
+            self, requests: AsyncIterator[Any], ctx: RequestContext
+        ) -> AsyncIterator[Any]:
+            async for r in requests:
+                for _ in range(10):
+                    yield pb.EchoResponse(text=r.text * 16384)
+
+    req = envelope(pb.EchoRequest(text="x").SerializeToString())
+    log = asyncio.run(_drive(ASGIApp(Big()), P + "Echo", [req]))
+    bodies = [e for e in log if e.startswith("body")]
+    # 4 messages of 16 KiB and a little pass JOIN_MAX (64 KiB): 4 + 4 + 2.
+    assert JOIN_MAX == 65536
+    assert bodies == [
+        "body ['message'] * 4 more=True",
+        "body ['message'] * 4 more=True",
+        "body ['message'] * 2 more=True",
+        "body ['end'] more=False",
+    ]
+
+
+def test_asgi_stream_sends_what_it_holds_when_the_handler_waits() -> None:
+    class Waits(Pinger):
+        async def count_up(
+            self, request: Any, ctx: RequestContext
+        ) -> AsyncIterator[Any]:
+            yield pb.CountUpResponse(number=1)
+            yield pb.CountUpResponse(number=2)
+            EVENTS.append("handler: waits")
+            await asyncio.sleep(0.01)
+            EVENTS.append("handler: woke")
+            yield pb.CountUpResponse(number=3)
+
+    log = asyncio.run(_drive(ASGIApp(Waits()), P + "CountUp", [_count_up(3)]))
+    assert log[1:] == [
+        "handler: waits",
+        "start 200 []",
+        "body ['message'] * 2 more=True",
+        "handler: woke",
+        "body ['message'] more=True",
+        "body ['end'] more=False",
+    ]
+
+
+def test_asgi_stream_slow_steps_are_sent_alone() -> None:
+    # A handler that computes between messages without awaiting (blocking the
+    # loop, as CPU-bound code does) does not get its messages held back.
+    class Slow(Pinger):
+        async def count_up(
+            self, request: Any, ctx: RequestContext
+        ) -> AsyncIterator[Any]:
+            for i in range(3):
+                time.sleep(JOIN_SECONDS * 2)
+                yield pb.CountUpResponse(number=i)
+
+    log = asyncio.run(_drive(ASGIApp(Slow()), P + "CountUp", [_count_up(3)]))
+    assert log[2:] == ["body ['message'] more=True"] * 3 + ["body ['end'] more=False"]
+
+
+def test_asgi_stream_send_failing_while_the_handler_waits_cancels_it() -> None:
+    seen: list[str] = []
+
+    class Waits(Pinger):
+        async def count_up(
+            self, request: Any, ctx: RequestContext
+        ) -> AsyncIterator[Any]:
+            try:
+                yield pb.CountUpResponse(number=1)
+                await asyncio.sleep(0.01)
+                yield pb.CountUpResponse(number=2)  # pragma: no cover
+            except BaseException as e:
+                seen.append(type(e).__name__)
+                raise
+
+    req = _count_up(2)
+    events = [{"type": "http.request", "body": req, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if events:
+            return events.pop()
+        await asyncio.sleep(10)  # pragma: no cover
+        raise AssertionError
+
+    async def send(msg: MutableMapping[str, Any]) -> None:
+        if msg["type"] == "http.response.body":
+            raise OSError("connection lost")
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": P + "CountUp",
+        "headers": [(b"content-type", STREAM.encode())],
+    }
+    with pytest.raises(OSError):
+        asyncio.run(ASGIApp(Waits())(scope, receive, send))
+    assert seen == ["CancelledError"]
 
 
 # -- real servers over HTTP/1.1 ------------------------------------------------------
