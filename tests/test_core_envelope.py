@@ -67,6 +67,39 @@ def test_chunks_of_any_buffer_type(
     assert all(type(p) is bytes for _, p in got)
 
 
+@given(
+    frames,
+    st.lists(st.integers(0, 10_000), max_size=20),
+    st.sampled_from([bytes, bytearray]),
+)
+def test_views_of_any_chunking(
+    items: list[tuple[int, bytes]], cuts: list[int], kind: type
+) -> None:
+    # The same frames; those that lie whole in a bytes chunk are views of it,
+    # never of a buffer the caller may reuse.
+    wire = b"".join(encode_envelope(f, p) for f, p in items)
+    d = EnvelopeDecoder()
+    got: list[tuple[int, bytes]] = []
+    for chunk in chunked(wire, cuts):
+        scratch = bytearray(chunk)
+        frames_now = d.feed_views(kind(scratch))
+        scratch[:] = b"\xff" * len(scratch)
+        if kind is bytearray:
+            assert all(type(p) is bytes for _, p in frames_now)
+        got.extend((f, bytes(p)) for f, p in frames_now)
+    d.close()
+    assert got == items
+
+
+def test_views_share_the_chunk() -> None:
+    chunk = encode_envelope(0, b"a" * 100) + encode_envelope(1, b"b" * 50)
+    (f1, p1), (f2, p2) = EnvelopeDecoder().feed_views(chunk)
+    assert (f1, f2) == (0, 1)
+    assert isinstance(p1, memoryview) and isinstance(p2, memoryview)
+    assert p1.obj is chunk and p2.obj is chunk
+    assert bytes(p1) == b"a" * 100 and bytes(p2) == b"b" * 50
+
+
 @given(frames, st.integers(1, 7))
 def test_reading_exactly_what_is_needed(
     items: list[tuple[int, bytes]], extra: int

@@ -372,6 +372,24 @@ def test_asgi_stream_send_failing_while_the_handler_waits_cancels_it() -> None:
     assert seen == ["CancelledError"]
 
 
+def test_asgi_request_messages_are_decoded_as_taken() -> None:
+    # Messages that come in one read are decoded one at a time, as the handler
+    # asks: the good ones before a bad one still reach it.
+    seen: list[int] = []
+
+    class Counts(Pinger):
+        async def sum(self, requests: AsyncIterator[Any], ctx: RequestContext) -> Any:
+            async for r in requests:
+                seen.append(r.number)
+            return pb.SumResponse()  # pragma: no cover
+
+    good = [envelope(pb.SumRequest(number=n).SerializeToString()) for n in (1, 2)]
+    body = b"".join(good) + envelope(b"\xff\xff\xff")
+    log = asyncio.run(_drive(ASGIApp(Counts()), P + "Sum", [body]))
+    assert seen == [1, 2]
+    assert log[-1] == "body ['end'] more=False"
+
+
 # -- real servers over HTTP/1.1 ------------------------------------------------------
 
 SERVERS = [

@@ -30,6 +30,22 @@ class Codec(Protocol):
         ...
 
 
+Payload = bytes | memoryview
+"""Message bytes as the stream decoders hand them over: a view where they lie
+whole in what was read, so they need not be copied out first."""
+
+
+def _parse_proto(data: Payload, message_type: type[M]) -> M:
+    try:
+        # upb parses any buffer in place; the message keeps its own copy.
+        msg = message_type.FromString(data)  # type: ignore[arg-type]
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise ConnectError(
+            Code.INVALID_ARGUMENT, f"unmarshal into {message_type.__name__}: {e}"
+        ) from None
+    return msg
+
+
 class ProtoCodec:
     """Protobuf binary encoding."""
 
@@ -41,13 +57,7 @@ class ProtoCodec:
 
     def decode(self, data: bytes, message_type: type[M]) -> M:
         """Parse binary ``data`` into a new ``message_type``."""
-        try:
-            msg = message_type.FromString(data)
-        except (DecodeError, RuntimeError, ValueError) as e:
-            raise ConnectError(
-                Code.INVALID_ARGUMENT, f"unmarshal into {message_type.__name__}: {e}"
-            ) from None
-        return msg
+        return _parse_proto(data, message_type)
 
 
 class JSONCodec:
@@ -79,6 +89,19 @@ _SERIALIZE: Callable[[Message], bytes] = operator.methodcaller("SerializeToStrin
 def encoder(codec: Codec) -> Callable[[Message], bytes]:
     """``codec.encode``; for the built-in proto codec, one C call per message."""
     return _SERIALIZE if type(codec) is ProtoCodec else codec.encode
+
+
+def decoder(codec: Codec) -> Callable[[Payload, type[Message]], Message]:
+    """``codec.decode`` taking a ``Payload``: views go to the built-in proto
+    codec as they are, to any other codec as bytes."""
+    if type(codec) is ProtoCodec:
+        return _parse_proto
+    decode = codec.decode
+
+    def decode_bytes(data: Payload, message_type: type[Message]) -> Message:
+        return decode(data if type(data) is bytes else bytes(data), message_type)
+
+    return decode_bytes
 
 
 PROTO = ProtoCodec()

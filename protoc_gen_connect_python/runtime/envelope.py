@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.codec import Payload
 from protoc_gen_connect_python.runtime.compression import Compression
 from protoc_gen_connect_python.runtime.errors import ConnectError
 
@@ -99,20 +100,32 @@ class EnvelopeDecoder:
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Add bytes; return every frame now complete, in order."""
-        buf = self._buf
-        # Walk an offset and drop what was used once at the end: deleting
-        # each frame from the front would move the rest of a big read each
-        # time. With nothing buffered, frames are cut from ``data`` directly.
-        src: bytes | bytearray | memoryview
-        if buf:
-            buf += data
-            src = memoryview(buf)
-        elif type(data) is bytes:
-            src = data
-        else:
-            src = memoryview(data)
-        out: list[tuple[int, bytes]] = []
+        return cast("list[tuple[int, bytes]]", self._feed(data, False))
+
+    def feed_views(self, data: bytes) -> list[tuple[int, Payload]]:
+        """``feed``, with payloads that lie whole in ``data`` as views of it.
+
+        Saves a copy, and an allocation, per message. A view keeps ``data``
+        alive while it lives; ``data`` of any type but bytes is copied from,
+        as by ``feed``, since its owner may reuse it.
+        """
+        return self._feed(data, True)
+
+    def _feed(self, data: bytes, views: bool) -> list[tuple[int, Payload]]:
+        out: list[tuple[int, Payload]] = []
         pos = 0
+        if self._buf:
+            # Complete the buffered part first, with only the bytes it lacks.
+            pos = self._finish(data, out)
+            if self._buf:
+                return out
+        # Frames are cut from ``data`` at a walking offset; only an incomplete
+        # last one is kept, in the buffer. Views only of bytes: a caller may
+        # reuse any other buffer once feed returns.
+        views = views and type(data) is bytes
+        src: bytes | memoryview = (
+            data if type(data) is bytes and not views else memoryview(data)
+        )
         end = len(src)
         need = self._need
         try:
@@ -122,26 +135,54 @@ class EnvelopeDecoder:
                         break
                     self._flags, need = _HEADER.unpack_from(src, pos)
                     pos += HEADER_SIZE
-                    limit = self.read_max_bytes
-                    if limit and need > limit:
-                        raise ConnectError(
-                            Code.RESOURCE_EXHAUSTED,
-                            f"message size {need} is larger than configured max {limit}",
-                        )
+                    self._check(need)
                 if end - pos < need:
                     break
-                out.append((self._flags, bytes(src[pos : pos + need])))
+                payload = src[pos : pos + need]
+                if not views and type(payload) is not bytes:
+                    payload = bytes(payload)
+                out.append((self._flags, payload))
                 pos += need
                 need = -1
         finally:
             self._need = need
-            if isinstance(src, memoryview):
-                src.release()
-            if buf:
-                del buf[:pos]
-            elif pos < end:
-                buf += data[pos:]
+        if pos < end:
+            self._buf += src[pos:]
         return out
+
+    def _finish(self, data: bytes, out: list[tuple[int, Payload]]) -> int:
+        """Add to the buffered header or payload what it lacks from ``data``.
+
+        Returns how many bytes of ``data`` were used; a completed payload goes
+        to ``out``, a completed header leaves its payload to be cut from
+        ``data``.
+        """
+        buf = self._buf
+        if self._need < 0:
+            take = HEADER_SIZE - len(buf)
+            buf += data[:take]
+            if len(buf) < HEADER_SIZE:
+                return len(data)
+            self._flags, self._need = _HEADER.unpack_from(buf)
+            buf.clear()
+            self._check(self._need)
+            return take
+        take = self._need - len(buf)
+        buf += memoryview(data)[:take]
+        if len(buf) < self._need:
+            return len(data)
+        out.append((self._flags, bytes(buf)))
+        buf.clear()
+        self._need = -1
+        return take
+
+    def _check(self, size: int) -> None:
+        limit = self.read_max_bytes
+        if limit and size > limit:
+            raise ConnectError(
+                Code.RESOURCE_EXHAUSTED,
+                f"message size {size} is larger than configured max {limit}",
+            )
 
     @property
     def needed(self) -> int:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import types
-from collections import deque
 from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
     Generator,
+    Iterator,
     MutableMapping,
     Sequence,
 )
@@ -296,6 +296,9 @@ def _too_large(limit: int) -> ConnectError:
     )
 
 
+_NONE: Iterator[Message] = iter(())
+
+
 class _Requests(AsyncIterator[Message]):
     """Request messages of a streaming call, read from ``receive`` on demand.
 
@@ -310,7 +313,7 @@ class _Requests(AsyncIterator[Message]):
         self._receive = receive
         self._call = call
         self._guard = guard
-        self._pending: deque[Message] = deque()
+        self._pending: Iterator[Message] = _NONE
         self.eof = False
         """Whether the whole request body was received."""
 
@@ -318,19 +321,24 @@ class _Requests(AsyncIterator[Message]):
         return self
 
     async def __anext__(self) -> Message:
-        pending = self._pending
-        while not pending:
+        while True:
+            m = next(self._pending, None)
+            if m is not None:
+                return m
             if self.eof:
                 raise StopAsyncIteration
+            # Let go of the last read before the next: the server makes a
+            # fresh buffer for each, and two alive at once make the heap
+            # grow and shrink (page faults) on every read.
+            self._pending = _NONE
             msg = await self._receive()
             if msg["type"] != "http.request":
                 await _disconnected(self._guard)
-            pending.extend(self._call.feed(msg.get("body", b"")))
+            self._pending = self._call.feed(msg.get("body", b""))
             if not msg.get("more_body", False):
                 self.eof = True
                 self._guard.watch(self._receive)
                 self._call.close_input()
-        return pending.popleft()
 
 
 async def _send_reply(send: Send, reply: Reply) -> None:

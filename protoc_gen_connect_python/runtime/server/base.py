@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
-from protoc_gen_connect_python.runtime.codec import Codec, encoder
+from protoc_gen_connect_python.runtime.codec import Codec, Payload, decoder, encoder
 from protoc_gen_connect_python.runtime.compression import IDENTITY, Compression
 from protoc_gen_connect_python.runtime.context import RequestContext
 from protoc_gen_connect_python.runtime.envelope import (
+    FLAG_COMPRESSED,
     EnvelopeDecoder,
     decode_payload,
     encode_message,
@@ -98,7 +99,7 @@ class CodecProtocol(ServerProtocol):
 class EnvelopeCall(ServerCall):
     """A call whose request and response bodies are sequences of envelopes."""
 
-    __slots__ = ("_decoder", "_proto", "_recv_comp", "_send_comp")
+    __slots__ = ("_decode", "_decoder", "_proto", "_recv_comp", "_send_comp")
 
     _client_flag: ClassVar[int]
     """An envelope flag clients must not send."""
@@ -124,18 +125,23 @@ class EnvelopeCall(ServerCall):
         self._recv_comp: Compression | None = None
         self._send_comp: Compression | None = None
         self._decoder = EnvelopeDecoder(core.options.read_max_bytes)
+        self._decode = None if codec is None else decoder(codec)
 
-    def feed(self, data: bytes) -> list[Message]:
-        """Decode every request message completed by ``data``."""
-        assert self.codec is not None
-        out: list[Message] = []
+    def feed(self, data: bytes) -> Iterator[Message]:
+        """Decode the request messages completed by ``data``, as they are taken."""
+        # Split now (the decoder's state moves on with every read), decode later.
+        return self._messages(self._decoder.feed_views(data))
+
+    def _messages(self, frames: list[tuple[int, Payload]]) -> Iterator[Message]:
+        decode = self._decode
+        assert decode is not None
         limit = self.core.options.read_max_bytes
-        for flags, payload in self._decoder.feed(data):
+        for flags, payload in frames:
             if flags & self._client_flag:
                 raise ConnectError(*self._client_flag_error)
-            payload = decode_payload(flags, payload, self._recv_comp, limit)
-            out.append(self.codec.decode(payload, self.endpoint.spec.input))
-        return out
+            if flags & FLAG_COMPRESSED:
+                payload = decode_payload(flags, bytes(payload), self._recv_comp, limit)
+            yield decode(payload, self.endpoint.spec.input)
 
     def close_input(self) -> None:
         """Fail if the body ended inside a message."""

@@ -7,6 +7,7 @@ the per-call state machines the app shells drive.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
@@ -229,7 +230,7 @@ class ConnectUnaryCall(ServerCall):
         return Reply(err.code.http_status, headers, body)
 
     # Unary calls never stream; the shells do not call these.
-    def feed(self, data: bytes) -> list[Message]:  # pragma: no cover
+    def feed(self, data: bytes) -> Iterator[Message]:  # pragma: no cover
         """Not used for unary calls."""
         raise NotImplementedError
 

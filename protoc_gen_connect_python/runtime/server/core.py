@@ -119,6 +119,9 @@ class ServerOptions:
     expose_internal_errors: bool = False
     """Send the text of exceptions that are not ConnectError to clients. Off by
     default: such text may leak internals. They are logged either way."""
+    prime_allocator: bool = True
+    """Let the C allocator keep large blocks for reuse from the start (see
+    ``prime_allocator``); it is a setting of the whole process."""
 
 
 class ServerOptionsKwargs(TypedDict, total=False):
@@ -131,6 +134,7 @@ class ServerOptionsKwargs(TypedDict, total=False):
     codecs: tuple[Codec, ...]
     require_connect_protocol_header: bool
     expose_internal_errors: bool
+    prime_allocator: bool
 
 
 class Reply:
@@ -278,8 +282,12 @@ class ServerCall(abc.ABC):
         return self.encode_error(err)
 
     @abc.abstractmethod
-    def feed(self, data: bytes) -> list[Message]:
-        """Request messages completed by ``data`` (streaming methods)."""
+    def feed(self, data: bytes) -> Iterator[Message]:
+        """Request messages completed by ``data`` (streaming methods).
+
+        Each is decoded as it is taken, so a read that completes many never
+        holds them all decoded at once.
+        """
 
     @abc.abstractmethod
     def close_input(self) -> None:
@@ -346,6 +354,28 @@ class ServerProtocol(abc.ABC):
 # ---------------------------------------------------------------------------
 # Handler adapters: every streaming kind in one shape
 # ---------------------------------------------------------------------------
+
+
+def prime_allocator() -> None:
+    """Have glibc's malloc reuse large blocks instead of returning them at once.
+
+    Servers read request bodies into a fresh buffer per read (often 64-256
+    KiB) and free it soon after. glibc serves blocks that large from the top
+    of the heap and gives the memory back to the kernel whenever the free top
+    passes a threshold, then faults it in again, page by page, for the next
+    read: on uvicorn half of a client stream's CPU went to those faults.
+    glibc raises the threshold by itself once a block of
+    ``read_max_bytes``' default size (4 MiB) has been freed, which any server
+    that buffers one large message does; this does it up front, once per
+    process. Elsewhere than glibc it costs one short-lived allocation.
+    """
+    global _primed
+    if not _primed:
+        _primed = True
+        bytearray(4 * MiB)  # made and freed at once
+
+
+_primed = False
 
 
 def _missing() -> ConnectError:
@@ -536,6 +566,8 @@ class ServerCore:
             raise ValueError("an app needs at least one service")
         self.options = options
         self.routes = _build_endpoints(services, interceptors, is_async)
+        if options.prime_allocator:
+            prime_allocator()
 
         codecs: dict[str, Codec] = dict(CODECS)
         for c in options.codecs:

@@ -110,7 +110,7 @@ class GRPCCall(EnvelopeCall):
 
     def decode_unary(self, body: bytes) -> Message:
         """Exactly one enveloped message."""
-        msgs = self.feed(body)
+        msgs = list(self.feed(body))
         self.close_input()
         if len(msgs) != 1:
             raise ConnectError(
