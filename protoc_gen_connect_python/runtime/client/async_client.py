@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,17 +14,17 @@ from google.protobuf.message import Message
 from protoc_gen_connect_python.runtime.client.base import (
     ClientBase,
     StreamBase,
-    no_message_error,
-    too_many_messages_error,
+    UnaryScope,
+    recorded,
 )
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
     HTTPRequest,
+    UnaryBody,
     UnaryResponse,
     past_deadline,
     read_limit_error,
-    with_response,
 )
 from protoc_gen_connect_python.runtime.client.interceptors import ClientCall
 from protoc_gen_connect_python.runtime.client.transport import (
@@ -120,7 +119,6 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
     _client: AsyncClient
     _requests: Message | AsyncIterable[Any] | Iterable[Any]
     _resp: AsyncResponse | None = None
-    _deadline: float | None = None
 
     def __aiter__(self) -> AsyncStream[O]:
         return self
@@ -134,7 +132,7 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
             if self._resp is None:
                 # The deadline is known only once the call starts, and it bounds
                 # the first read as well as sending the request.
-                req = self._start_request()
+                req = self._start_request(asyncio.get_running_loop().time)
                 with _Deadline(self._deadline):
                     await self._send(req)
                     return await self._next()
@@ -143,18 +141,12 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
         except StopAsyncIteration:
             raise
         except BaseException as e:
-            # A failing request iterator explains the broken request best.
-            err = self._send_error if isinstance(e, ConnectError) else None
+            # _Deadline has already reported transport errors past the deadline.
+            err = self._failure(e, None)
             await self._end(err or e)
             if err is None:
                 raise
             raise err from None
-
-    def _start_request(self) -> HTTPRequest:
-        headers, timeout = self._begin()
-        if timeout is not None:
-            self._deadline = asyncio.get_running_loop().time() + timeout
-        return self._request(headers, timeout)
 
     async def _send(self, req: HTTPRequest) -> None:
         body = None if self._single else self._body(self._client._protocol)
@@ -256,13 +248,7 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         timeout: float | None = None,
     ) -> O:
         """Call a unary method and return its response message."""
-        if timeout is None:
-            timeout = self._config.timeout
-        res: UnaryResponse[O]
-        if self._plain:
-            res = await self._unary(method, request, headers, timeout)
-        else:
-            res = await self._intercepted_unary(method, request, headers, timeout)
+        res: UnaryResponse[O] = await self._unary(method, request, headers, timeout)
         return res.message
 
     async def call_unary_detailed(
@@ -274,11 +260,7 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         timeout: float | None = None,
     ) -> UnaryResponse[O]:
         """Call a unary method; the result also holds response headers and trailers."""
-        if timeout is None:
-            timeout = self._config.timeout
-        if self._plain:
-            return await self._unary(method, request, headers, timeout)
-        return await self._intercepted_unary(method, request, headers, timeout)
+        return await self._unary(method, request, headers, timeout)
 
     async def _unary(
         self,
@@ -286,7 +268,15 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         request: Message,
         headers: HeadersInput | None,
         timeout: float | None,
+        chained: bool = False,
     ) -> UnaryResponse[Any]:
+        # At the end of an interceptor chain the call's timeout is final: None
+        # there means none, not the client's default.
+        if not chained:
+            if timeout is None:
+                timeout = self._config.timeout
+            if not self._plain:
+                return await self._intercepted_unary(method, request, headers, timeout)
         proto = self._protocol
         pm = proto.prepare(method)
         req = proto.unary_request(pm, request, headers, timeout)
@@ -306,18 +296,12 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         limit = self._protocol.unary_read_limit
         try:
             body = await resp.read()
-            if body:
-                chunk = await resp.read()
-                if chunk:
-                    parts = [body, chunk]
-                    size = len(body) + len(chunk)
-                    while chunk:
-                        if limit and size > limit:
-                            raise read_limit_error(limit)
-                        chunk = await resp.read()
-                        parts.append(chunk)
-                        size += len(chunk)
-                    body = b"".join(parts)
+            if body and (chunk := await resp.read()):
+                rest = UnaryBody(body, limit)
+                while chunk:
+                    rest.add(chunk)
+                    chunk = await resp.read()
+                body = rest.join()
             if limit and len(body) > limit:
                 raise read_limit_error(limit)
             return resp.status, resp.headers, body, resp.trailers
@@ -331,24 +315,12 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         headers: HeadersInput | None,
         timeout: float | None,
     ) -> UnaryResponse[Any]:
-        call = self._start_call(method, headers, timeout)
-
         async def send(msg: Message, c: ClientCall) -> UnaryResponse[Any]:
-            res = await self._unary(method, msg, c.request_headers, c.timeout)
-            c.response_headers = res.headers
-            c.response_trailers = res.trailers
-            return res
+            res = await self._unary(method, msg, c.request_headers, c.timeout, True)
+            return recorded(c, res)
 
-        chain: Any = send
-        for i in reversed(self._wrappers):
-            chain = partial(i.intercept_unary, chain)
-        try:
-            res: UnaryResponse[Any] = await chain(request, call)
-        except BaseException as e:
-            self._end_call(call, e)
-            raise
-        self._end_call(call, None)
-        return res
+        with UnaryScope(self, method, headers, timeout) as call:
+            return await self._chain(send)(request, call)
 
     async def call_client_stream(
         self,
@@ -375,16 +347,9 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         """Send a stream of requests; the single response with headers and trailers."""
         stream = AsyncStream(self, method, requests, False, headers, timeout)
         async with stream:
-            result: O | None = None
             async for msg in stream:
-                if result is not None:
-                    raise with_response(
-                        too_many_messages_error(), stream.headers, stream.trailers
-                    )
-                result = msg
-        if result is None:
-            raise no_message_error(stream.headers, stream.trailers)
-        return UnaryResponse(result, stream.headers, stream.trailers)
+                stream._keep_only(msg)
+        return stream._only_response()
 
     def call_server_stream(
         self,

@@ -1,14 +1,17 @@
 """What the async and sync clients share: options, protocol, interceptors, stream state.
 
 Everything here runs without awaiting, so both shells use it as is; they add
-only the I/O (sending, reading, closing) and, for the async client, deadlines.
+only the I/O (sending, reading, closing), their clocks and, for the async
+client, the timer that cancels a call at its deadline.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from google.protobuf.message import Message
 
@@ -27,13 +30,18 @@ from protoc_gen_connect_python.runtime.client.core import (
     HTTPRequest,
     PreparedMethod,
     ResponseStream,
+    UnaryResponse,
     make_protocol,
+    no_message_error,
+    past_deadline,
+    too_many_messages_error,
     with_response,
 )
 from protoc_gen_connect_python.runtime.client.interceptors import (
     ClientCall,
     ClientInterceptor,
     has_hooks,
+    unary_wrapper_name,
     wraps_unary,
 )
 from protoc_gen_connect_python.runtime.code import Code
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
 O = TypeVar("O", bound=Message)  # noqa: E741
 _T = TypeVar("_T")  # the transport interface the client drives
 _P = TypeVar("_P")  # the pyqwest transport it can wrap
+_N = TypeVar("_N")  # the innermost step of a unary interceptor chain
 
 
 def as_error(
@@ -61,20 +70,38 @@ def as_error(
     return ConnectError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
 
 
-def too_many_messages_error() -> ConnectError:
-    """A client-stream call answered with a second message."""
-    return ConnectError(
-        Code.UNIMPLEMENTED,
-        "protocol error: the response stream has more than one message",
-    )
+def recorded(call: ClientCall, res: UnaryResponse[O]) -> UnaryResponse[O]:
+    """``res``, once its headers and trailers are noted on ``call``."""
+    call.response_headers = res.headers
+    call.response_trailers = res.trailers
+    return res
 
 
-def no_message_error(headers: Headers, trailers: Headers | None = None) -> ConnectError:
-    """A client-stream call that ended without its response message."""
-    err = ConnectError(
-        Code.UNIMPLEMENTED, "protocol error: the response stream has no message"
-    )
-    return with_response(err, headers, trailers)
+class UnaryScope:
+    """One intercepted unary call: ``on_start`` on creation, ``on_end`` on exit."""
+
+    __slots__ = ("_client", "call")
+
+    def __init__(
+        self,
+        client: ClientBase[Any, Any],
+        method: MethodSpec[Any, Any],
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> None:
+        self._client = client
+        self.call = client._start_call(method, headers, timeout)
+
+    def __enter__(self) -> ClientCall:
+        return self.call
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._client._end_call(self.call, exc)
 
 
 class ClientBase(Generic[_T, _P]):
@@ -133,6 +160,7 @@ class ClientBase(Generic[_T, _P]):
         self._wrappers = tuple(
             i for i in config.interceptors if wraps_unary(i, sync=self._sync)
         )
+        self._wrapper_name = unary_wrapper_name(self._sync)
         # Decided once: calls without interceptors skip all of their machinery.
         self._plain = not (self._hooks or self._wrappers)
 
@@ -165,12 +193,25 @@ class ClientBase(Generic[_T, _P]):
         for i in self._hooks:
             i.on_end(call, err)
 
+    def _chain(self, send: _N) -> _N:
+        """``send`` inside every unary wrapper, the first interceptor's outermost."""
+        if not self._wrappers:
+            return send
+        chain: Any = send
+        for i in reversed(self._wrappers):
+            chain = partial(getattr(i, self._wrapper_name), chain)
+        return cast(_N, chain)
+
 
 class StreamBase(Generic[O]):
     """The state of one streaming call, apart from its I/O."""
 
     headers: Headers
     trailers: Headers
+    _deadline: float | None = None
+    """When the call times out, on the shell's clock; set as it starts."""
+    _result: O | None = None
+    """A client stream's response message, once it has arrived."""
 
     def __init__(
         self,
@@ -196,20 +237,21 @@ class StreamBase(Generic[O]):
         self._send_error: BaseException | None = None
         self._call: ClientCall | None = None
 
-    def _begin(self) -> tuple[HeadersInput | None, float | None]:
-        """Run the interceptors' ``on_start``; the headers and timeout to send."""
-        client = self._client
-        if not client._hooks:
-            return self._call_headers, self._timeout
-        call = client._start_call(self._method, self._call_headers, self._timeout)
-        self._call = call
-        return call.request_headers, call.timeout
+    def _start_request(self, clock: Callable[[], float]) -> HTTPRequest:
+        """Start the call: run the interceptors' ``on_start``, set the deadline.
 
-    def _request(
-        self, headers: HeadersInput | None, timeout: float | None
-    ) -> HTTPRequest:
-        """The request head; with its body already when there is one message."""
-        proto = self._client._protocol
+        Returns the request head, with its body already when there is one
+        message.
+        """
+        client = self._client
+        headers, timeout = self._call_headers, self._timeout
+        if client._hooks:
+            call = client._start_call(self._method, headers, timeout)
+            self._call = call
+            headers, timeout = call.request_headers, call.timeout
+        if timeout is not None:
+            self._deadline = clock() + timeout
+        proto = client._protocol
         self._pm = pm = proto.prepare(self._method)
         req = proto.stream_request(pm, headers, timeout)
         if self._single:
@@ -225,6 +267,34 @@ class StreamBase(Generic[O]):
         self._decoder = self._client._protocol.response_stream(
             self._pm, status, headers
         )
+
+    def _failure(self, e: BaseException, now: float | None) -> BaseException | None:
+        """What to raise instead of ``e``, the error that ended the call; None: ``e``.
+
+        A failing request iterator explains a broken request best. A transport
+        error once the deadline has passed is ``deadline_exceeded``: ``now`` is
+        the time on the deadline's clock, None where the shell maps those itself.
+        """
+        if not isinstance(e, ConnectError):
+            return None
+        if self._send_error is not None:
+            return self._send_error
+        if now is None:
+            return None
+        late = past_deadline(e, self._deadline, now)
+        return None if late is e else late
+
+    def _keep_only(self, message: O) -> None:
+        """Hold a client stream's response; a second one is a protocol error."""
+        if self._result is not None:
+            raise with_response(too_many_messages_error(), self.headers, self.trailers)
+        self._result = message
+
+    def _only_response(self) -> UnaryResponse[O]:
+        """The client stream's one response with headers and trailers, once ended."""
+        if self._result is None:
+            raise with_response(no_message_error(), self.headers, self.trailers)
+        return UnaryResponse(self._result, self.headers, self.trailers)
 
     def _finishing(self) -> bool:
         """Mark the stream ended; False if it already was."""

@@ -317,6 +317,33 @@ def read_limit_error(limit: int) -> ConnectError:
     )
 
 
+class UnaryBody:
+    """A unary response body that arrives in more than one chunk.
+
+    Shells read the first chunk themselves (most bodies have one) and hand
+    the rest here, which refuses the body as soon as it passes ``limit``
+    (0: no limit) rather than after it has all been buffered.
+    """
+
+    __slots__ = ("_limit", "_parts", "_size")
+
+    def __init__(self, first: bytes, limit: int) -> None:
+        self._parts = [first]
+        self._size = len(first)
+        self._limit = limit
+
+    def add(self, chunk: bytes) -> None:
+        """Append a chunk; raise ``resource_exhausted`` once past the limit."""
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        if self._limit and self._size > self._limit:
+            raise read_limit_error(self._limit)
+
+    def join(self) -> bytes:
+        """The whole body."""
+        return b"".join(self._parts)
+
+
 class ConnectProtocol(ClientProtocol):
     """The Connect protocol: unary as plain HTTP, streams as enveloped bodies."""
 
@@ -663,15 +690,25 @@ def make_protocol(config: ClientConfig) -> ClientProtocol:
     raise ValueError(f"unsupported protocol {config.protocol!r}")
 
 
+def no_message_error() -> ConnectError:
+    """A call that must answer with one message ended without it."""
+    return ConnectError(
+        Code.UNIMPLEMENTED, "protocol error: the response stream has no message"
+    )
+
+
+def too_many_messages_error() -> ConnectError:
+    """A call that must answer with one message sent a second one."""
+    return ConnectError(
+        Code.UNIMPLEMENTED,
+        "protocol error: the response stream has more than one message",
+    )
+
+
 def single_response(messages: list[Any], pending: bool) -> Any:
-    """The one message a client-stream call must produce."""
+    """The one message a unary or client-stream call must produce."""
     if not messages:
-        raise ConnectError(
-            Code.UNIMPLEMENTED, "protocol error: the response stream has no message"
-        )
+        raise no_message_error()
     if len(messages) > 1 or pending:
-        raise ConnectError(
-            Code.UNIMPLEMENTED,
-            "protocol error: the response stream has more than one message",
-        )
+        raise too_many_messages_error()
     return messages[0]

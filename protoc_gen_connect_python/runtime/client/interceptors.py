@@ -86,9 +86,14 @@ class ClientInterceptor:
         return call_next(request, call)
 
 
+def unary_wrapper_name(sync: bool) -> str:
+    """The method that wraps unary calls of the sync or the async client."""
+    return "intercept_unary_sync" if sync else "intercept_unary"
+
+
 def wraps_unary(interceptor: ClientInterceptor, sync: bool) -> bool:
     """Whether ``interceptor`` overrides the unary wrapper for that client kind."""
-    name = "intercept_unary_sync" if sync else "intercept_unary"
+    name = unary_wrapper_name(sync)
     return getattr(type(interceptor), name) is not getattr(ClientInterceptor, name)
 
 

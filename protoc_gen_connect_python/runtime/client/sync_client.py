@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -14,16 +13,16 @@ from google.protobuf.message import Message
 from protoc_gen_connect_python.runtime.client.base import (
     ClientBase,
     StreamBase,
-    no_message_error,
-    too_many_messages_error,
+    UnaryScope,
+    recorded,
 )
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
+    UnaryBody,
     UnaryResponse,
     past_deadline,
     read_limit_error,
-    with_response,
 )
 from protoc_gen_connect_python.runtime.client.interceptors import ClientCall
 from protoc_gen_connect_python.runtime.client.transport import (
@@ -61,7 +60,6 @@ class SyncStream(StreamBase[O], Iterator[O]):
     _client: SyncClient
     _requests: Message | Iterable[Any]
     _resp: SyncResponse | None = None
-    _deadline: float | None = None
     _closed = False
     """Set by :meth:`close` while the call was still running."""
 
@@ -84,21 +82,14 @@ class SyncStream(StreamBase[O], Iterator[O]):
                 # Whatever the interrupted read raised, the caller closed it.
                 self._end(e)
                 raise _canceled_error() from None
-            err = self._send_error if isinstance(e, ConnectError) else None
-            if err is None and isinstance(e, ConnectError):
-                err = past_deadline(e, self._deadline, time.monotonic())
-                if err is e:
-                    err = None
+            err = self._failure(e, time.monotonic())
             self._end(err or e)
             if err is None:
                 raise
             raise err from None
 
     def _start(self) -> None:
-        headers, timeout = self._begin()
-        if timeout is not None:
-            self._deadline = time.monotonic() + timeout
-        req = self._request(headers, timeout)
+        req = self._start_request(time.monotonic)
         body = None if self._single else self._body(self._client._protocol)
         resp = self._client._transport.send(req, body)
         self._resp = resp
@@ -192,13 +183,7 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         timeout: float | None = None,
     ) -> O:
         """Call a unary method and return its response message."""
-        if timeout is None:
-            timeout = self._config.timeout
-        res: UnaryResponse[O]
-        if self._plain:
-            res = self._unary(method, request, headers, timeout)
-        else:
-            res = self._intercepted_unary(method, request, headers, timeout)
+        res: UnaryResponse[O] = self._unary(method, request, headers, timeout)
         return res.message
 
     def call_unary_detailed(
@@ -210,11 +195,7 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         timeout: float | None = None,
     ) -> UnaryResponse[O]:
         """Call a unary method; the result also holds response headers and trailers."""
-        if timeout is None:
-            timeout = self._config.timeout
-        if self._plain:
-            return self._unary(method, request, headers, timeout)
-        return self._intercepted_unary(method, request, headers, timeout)
+        return self._unary(method, request, headers, timeout)
 
     def _unary(
         self,
@@ -222,35 +203,37 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         request: Message,
         headers: HeadersInput | None,
         timeout: float | None,
+        chained: bool = False,
     ) -> UnaryResponse[Any]:
+        # At the end of an interceptor chain the call's timeout is final: None
+        # there means none, not the client's default.
+        if not chained:
+            if timeout is None:
+                timeout = self._config.timeout
+            if not self._plain:
+                return self._intercepted_unary(method, request, headers, timeout)
         proto = self._protocol
         pm = proto.prepare(method)
         req = proto.unary_request(pm, request, headers, timeout)
-        start = None if timeout is None else time.monotonic()
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             resp = self._transport.send(req, None)
         except ConnectError as e:
-            raise self._transport_error(e, start, timeout) from None
+            raise self._transport_error(e, deadline) from None
         limit = proto.unary_read_limit
         try:
             body = resp.read()
-            if body:
-                chunk = resp.read()
-                if chunk:
-                    parts = [body, chunk]
-                    size = len(body) + len(chunk)
-                    while chunk:
-                        if limit and size > limit:
-                            raise read_limit_error(limit)
-                        chunk = resp.read()
-                        parts.append(chunk)
-                        size += len(chunk)
-                    body = b"".join(parts)
+            if body and (chunk := resp.read()):
+                rest = UnaryBody(body, limit)
+                while chunk:
+                    rest.add(chunk)
+                    chunk = resp.read()
+                body = rest.join()
             if limit and len(body) > limit:
                 raise read_limit_error(limit)
             trailers = resp.trailers
         except ConnectError as e:
-            raise self._transport_error(e, start, timeout) from None
+            raise self._transport_error(e, deadline) from None
         finally:
             resp.close()
         if self._closed:
@@ -258,14 +241,12 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         return proto.unary_response(pm, resp.status, resp.headers, body, trailers)
 
     def _transport_error(
-        self, err: ConnectError, start: float | None, timeout: float | None
+        self, err: ConnectError, deadline: float | None
     ) -> ConnectError:
         """What to report for a unary call the transport failed."""
         if self._closed:
             return _canceled_error()
-        if start is None or timeout is None:
-            return err
-        return past_deadline(err, start + timeout, time.monotonic())
+        return past_deadline(err, deadline, time.monotonic())
 
     def _intercepted_unary(
         self,
@@ -274,24 +255,12 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         headers: HeadersInput | None,
         timeout: float | None,
     ) -> UnaryResponse[Any]:
-        call = self._start_call(method, headers, timeout)
-
         def send(msg: Message, c: ClientCall) -> UnaryResponse[Any]:
-            res = self._unary(method, msg, c.request_headers, c.timeout)
-            c.response_headers = res.headers
-            c.response_trailers = res.trailers
-            return res
+            res = self._unary(method, msg, c.request_headers, c.timeout, True)
+            return recorded(c, res)
 
-        chain: Any = send
-        for i in reversed(self._wrappers):
-            chain = partial(i.intercept_unary_sync, chain)
-        try:
-            res: UnaryResponse[Any] = chain(request, call)
-        except BaseException as e:
-            self._end_call(call, e)
-            raise
-        self._end_call(call, None)
-        return res
+        with UnaryScope(self, method, headers, timeout) as call:
+            return self._chain(send)(request, call)
 
     def call_client_stream(
         self,
@@ -316,17 +285,10 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
     ) -> UnaryResponse[O]:
         """Send a stream of requests; the single response with headers and trailers."""
         stream = SyncStream(self, method, requests, False, headers, timeout)
-        result: O | None = None
         with stream:
             for msg in stream:
-                if result is not None:
-                    raise with_response(
-                        too_many_messages_error(), stream.headers, stream.trailers
-                    )
-                result = msg
-        if result is None:
-            raise no_message_error(stream.headers, stream.trailers)
-        return UnaryResponse(result, stream.headers, stream.trailers)
+                stream._keep_only(msg)
+        return stream._only_response()
 
     def call_server_stream(
         self,
