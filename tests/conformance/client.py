@@ -236,13 +236,13 @@ def _cancel_kind(req: Any) -> str | None:
     return kind
 
 
-# ---------------------------------------------------------------------------
-# Async
-# ---------------------------------------------------------------------------
+class Call:
+    """What an async and a sync call share: the request's method, messages,
+    headers and timeout, the runner's cancel instructions and the result.
 
-
-class AsyncCall:
-    """One call through ``ConformanceServiceClient``, cancellable as the runner asks."""
+    Subclasses cancel (``cancel_now``, ``cancel_later``) and send requests
+    (``_requests``) their own way.
+    """
 
     def __init__(self, req: Any) -> None:
         self.req = req
@@ -252,7 +252,94 @@ class AsyncCall:
         self.timeout = call_timeout(req)
         self.delay = req.request_delay_ms / 1000.0
         self.cancel = _cancel_kind(req)
+        # Cancel once this many responses arrived, if the runner says so.
+        self.cancel_after: int | None = (
+            req.cancel.after_num_responses
+            if self.cancel == "after_num_responses"
+            else None
+        )
         self.result = Result(len(self.messages))
+        self.stream: Any = None
+
+    def cancel_now(self) -> None:
+        raise NotImplementedError
+
+    def cancel_later(self, ms: int) -> None:
+        raise NotImplementedError
+
+    def _requests(self) -> Any:
+        """The request messages as the client's stream input."""
+        raise NotImplementedError
+
+    def _close_send(self) -> None:
+        if self.cancel == "before_close_send":
+            self.cancel_now()
+        elif self.cancel == "after_close_send_ms":
+            self.cancel_later(self.req.cancel.after_close_send_ms)
+
+    def _call_unary(self, client: Any) -> Any:
+        """Start the unary call (a coroutine for the async client)."""
+        if self.cancel == "after_close_send_ms":
+            self.cancel_later(self.req.cancel.after_close_send_ms)
+        return client.call_unary_detailed(
+            self.method, self.messages[0], headers=self.headers, timeout=self.timeout
+        )
+
+    def _unary_done(self, res: Any) -> None:
+        self.result.headers, self.result.trailers = res.headers, res.trailers
+        self.result.payloads.append(res.message.payload)
+
+    def _open_stream(self, client: Any) -> None:
+        """Open a server, client or half-duplex bidi stream as ``self.stream``."""
+        if self.req.stream_type == config_pb2.STREAM_TYPE_SERVER_STREAM:
+            self.result.sent = 1
+            self.stream = client.server_stream(
+                self.messages[0], headers=self.headers, timeout=self.timeout
+            )
+            self._close_send()
+        else:
+            self.stream = client.call_bidi_stream(
+                self.method,
+                self._requests(),
+                headers=self.headers,
+                timeout=self.timeout,
+            )
+
+    def _client_stream(self) -> bool:
+        return bool(self.req.stream_type == config_pb2.STREAM_TYPE_CLIENT_STREAM)
+
+    def _payload_list(self) -> list[Any]:
+        """Where a stream's responses go: a client stream's single response
+        counts only once the stream ended (``_read_all``)."""
+        return [] if self._client_stream() else self.result.payloads
+
+    def _received(self, payloads: list[Any], msg: Any) -> None:
+        payloads.append(msg.payload)
+        if self.cancel_after is not None and len(payloads) == self.cancel_after:
+            self.cancel_now()
+
+    def _keep_headers(self, stream: Any) -> None:
+        """The stream's headers, when the call ended before they were recorded."""
+        if self.result.headers is None and stream.headers:
+            self.result.headers = stream.headers
+
+    def _read_all(self, payloads: list[Any]) -> None:
+        """The stream was read to its end."""
+        if self._client_stream():
+            check_single(payloads)
+            self.result.payloads = payloads
+
+
+# ---------------------------------------------------------------------------
+# Async
+# ---------------------------------------------------------------------------
+
+
+class AsyncCall(Call):
+    """One call through ``ConformanceServiceClient``, cancellable as the runner asks."""
+
+    def __init__(self, req: Any) -> None:
+        super().__init__(req)
         self.task: asyncio.Task[Any] | None = None
         self.canceled_by_us = False
 
@@ -269,13 +356,14 @@ class AsyncCall:
         try:
             st = self.req.stream_type
             if st == config_pb2.STREAM_TYPE_UNARY:
-                await self._unary(client)
+                self._unary_done(await self._call_unary(client))
             elif st in (
                 config_pb2.STREAM_TYPE_CLIENT_STREAM,
                 config_pb2.STREAM_TYPE_SERVER_STREAM,
                 config_pb2.STREAM_TYPE_HALF_DUPLEX_BIDI_STREAM,
             ):
-                await self._stream(client)
+                self._open_stream(client)
+                await self._read()
             elif st == config_pb2.STREAM_TYPE_FULL_DUPLEX_BIDI_STREAM:
                 await self._full_duplex(client)
             else:
@@ -290,15 +378,6 @@ class AsyncCall:
             self.result.fail(e)
         return self.result
 
-    async def _unary(self, client: Any) -> None:
-        if self.cancel == "after_close_send_ms":
-            self.cancel_later(self.req.cancel.after_close_send_ms)
-        res = await client.call_unary_detailed(
-            self.method, self.messages[0], headers=self.headers, timeout=self.timeout
-        )
-        self.result.headers, self.result.trailers = res.headers, res.trailers
-        self.result.payloads.append(res.message.payload)
-
     async def _requests(self) -> AsyncIterator[Message]:
         for msg in self.messages:
             if self.delay:
@@ -307,52 +386,19 @@ class AsyncCall:
             yield msg
         self._close_send()
 
-    def _close_send(self) -> None:
-        if self.cancel == "before_close_send":
-            self.cancel_now()
-        elif self.cancel == "after_close_send_ms":
-            self.cancel_later(self.req.cancel.after_close_send_ms)
-
-    async def _stream(self, client: Any) -> None:
-        st = self.req.stream_type
-        if st == config_pb2.STREAM_TYPE_SERVER_STREAM:
-            self.result.sent = 1
-            stream = client.server_stream(
-                self.messages[0], headers=self.headers, timeout=self.timeout
-            )
-            self._close_send()
-        else:
-            stream = client.call_bidi_stream(
-                self.method,
-                self._requests(),
-                headers=self.headers,
-                timeout=self.timeout,
-            )
-        await self._read(stream, single=st == config_pb2.STREAM_TYPE_CLIENT_STREAM)
-
-    async def _read(self, stream: Any, single: bool = False) -> None:
-        after = (
-            self.req.cancel.after_num_responses
-            if self.cancel == "after_num_responses"
-            else None
-        )
-        # A client stream's single response counts only once the stream ended.
-        payloads: list[Any] = [] if single else self.result.payloads
+    async def _read(self) -> None:
+        stream = self.stream
+        payloads = self._payload_list()
         try:
             async with stream:
                 async for msg in stream:
                     self.result.headers = stream.headers
-                    payloads.append(msg.payload)
-                    if after is not None and len(payloads) == after:
-                        self.cancel_now()
+                    self._received(payloads, msg)
                 self.result.headers = stream.headers
                 self.result.trailers = stream.trailers
         finally:
-            if self.result.headers is None and stream.headers:
-                self.result.headers = stream.headers
-        if single:
-            check_single(payloads)
-            self.result.payloads = payloads
+            self._keep_headers(stream)
+        self._read_all(payloads)
 
     async def _full_duplex(self, client: Any) -> None:
         queue: asyncio.Queue[Message | None] = asyncio.Queue()
@@ -365,18 +411,13 @@ class AsyncCall:
         stream = client.bidi_stream(
             requests(), headers=self.headers, timeout=self.timeout
         )
-        after = (
-            self.req.cancel.after_num_responses
-            if self.cancel == "after_num_responses"
-            else None
-        )
         try:
-            await self._full_duplex_exchange(stream, queue, after)
+            await self._full_duplex_exchange(stream, queue)
         finally:
             self.result.headers = stream.headers
 
     async def _full_duplex_exchange(
-        self, stream: Any, queue: asyncio.Queue[Message | None], after: int | None
+        self, stream: Any, queue: asyncio.Queue[Message | None]
     ) -> None:
         async with stream:
             ended = False
@@ -389,16 +430,12 @@ class AsyncCall:
                 except StopAsyncIteration:
                     ended = True
                     break
-                self.result.payloads.append(reply.payload)
-                if after is not None and len(self.result.payloads) == after:
-                    self.cancel_now()
+                self._received(self.result.payloads, reply)
             queue.put_nowait(None)
             self._close_send()
             if not ended:
                 async for reply in stream:
-                    self.result.payloads.append(reply.payload)
-                    if after is not None and len(self.result.payloads) == after:
-                        self.cancel_now()
+                    self._received(self.result.payloads, reply)
             self.result.trailers = stream.trailers
 
 
@@ -449,20 +486,12 @@ async def main_async(parallel: int) -> None:
 # ---------------------------------------------------------------------------
 
 
-class SyncCall:
+class SyncCall(Call):
     """One call through ``ConformanceServiceClientSync``."""
 
     def __init__(self, req: Any, client: Any) -> None:
-        self.req = req
+        super().__init__(req)
         self.client = client
-        self.method = method_of(req)
-        self.messages = request_messages(req, self.method)
-        self.headers = call_headers(req)
-        self.timeout = call_timeout(req)
-        self.delay = req.request_delay_ms / 1000.0
-        self.cancel = _cancel_kind(req)
-        self.result = Result(len(self.messages))
-        self.stream: Any = None
         self.canceled = threading.Event()
         self.timers: list[threading.Timer] = []
 
@@ -485,26 +514,18 @@ class SyncCall:
         try:
             st = self.req.stream_type
             if st == config_pb2.STREAM_TYPE_UNARY:
-                self._unary()
+                self._unary_done(self._call_unary(self.client))
             elif st == config_pb2.STREAM_TYPE_FULL_DUPLEX_BIDI_STREAM:
                 self._full_duplex()
             else:
-                self._stream()
+                self._open_stream(self.client)
+                self._read()
         except Exception as e:
             self.result.fail(e)
         finally:
             for t in self.timers:
                 t.cancel()
         return self.result
-
-    def _unary(self) -> None:
-        if self.cancel == "after_close_send_ms":
-            self.cancel_later(self.req.cancel.after_close_send_ms)
-        res = self.client.call_unary_detailed(
-            self.method, self.messages[0], headers=self.headers, timeout=self.timeout
-        )
-        self.result.headers, self.result.trailers = res.headers, res.trailers
-        self.result.payloads.append(res.message.payload)
 
     def _requests(self) -> Iterator[Message]:
         for msg in self.messages:
@@ -514,52 +535,19 @@ class SyncCall:
             yield msg
         self._close_send()
 
-    def _close_send(self) -> None:
-        if self.cancel == "before_close_send":
-            self.cancel_now()
-        elif self.cancel == "after_close_send_ms":
-            self.cancel_later(self.req.cancel.after_close_send_ms)
-
-    def _stream(self) -> None:
-        st = self.req.stream_type
-        if st == config_pb2.STREAM_TYPE_SERVER_STREAM:
-            self.result.sent = 1
-            self.stream = self.client.server_stream(
-                self.messages[0], headers=self.headers, timeout=self.timeout
-            )
-            self._close_send()
-        else:
-            self.stream = self.client.call_bidi_stream(
-                self.method,
-                self._requests(),
-                headers=self.headers,
-                timeout=self.timeout,
-            )
-        self._read(single=st == config_pb2.STREAM_TYPE_CLIENT_STREAM)
-
-    def _read(self, single: bool = False) -> None:
+    def _read(self) -> None:
         stream = self.stream
-        after = (
-            self.req.cancel.after_num_responses
-            if self.cancel == "after_num_responses"
-            else None
-        )
-        payloads: list[Any] = [] if single else self.result.payloads
+        payloads = self._payload_list()
         try:
             with stream:
                 for msg in stream:
                     self.result.headers = stream.headers
-                    payloads.append(msg.payload)
-                    if after is not None and len(payloads) == after:
-                        self.cancel_now()
+                    self._received(payloads, msg)
                 self.result.headers = stream.headers
                 self.result.trailers = stream.trailers
         finally:
-            if self.result.headers is None and stream.headers:
-                self.result.headers = stream.headers
-        if single:
-            check_single(payloads)
-            self.result.payloads = payloads
+            self._keep_headers(stream)
+        self._read_all(payloads)
 
     def _full_duplex(self) -> None:
         # The sync client sends requests from an iterator while the response
@@ -588,18 +576,11 @@ class SyncCall:
             requests(), headers=self.headers, timeout=self.timeout
         )
         try:
-            after = (
-                self.req.cancel.after_num_responses
-                if self.cancel == "after_num_responses"
-                else None
-            )
             with self.stream as stream:
                 for msg in stream:
                     self.result.headers = stream.headers
-                    self.result.payloads.append(msg.payload)
                     turn.release()
-                    if after is not None and len(self.result.payloads) == after:
-                        self.cancel_now()
+                    self._received(self.result.payloads, msg)
                 self.result.trailers = stream.trailers
         finally:
             self.result.headers = self.stream.headers
