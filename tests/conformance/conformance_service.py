@@ -98,13 +98,16 @@ def _payload(data: bytes, info: Any | None) -> Any:
 
 
 class _UnaryOutcome:
-    """What a unary or client-stream call answers: a payload, or an error."""
+    """What a unary or client-stream call answers: a payload, or an error.
+
+    The first request's response definition says which; none (a client stream
+    without requests) means an empty payload.
+    """
 
     __slots__ = ("delay", "error", "payload")
 
-    def __init__(
-        self, definition: Any | None, ctx: RequestContext, requests: Sequence[Message]
-    ) -> None:
+    def __init__(self, ctx: RequestContext, requests: Sequence[Message]) -> None:
+        definition = _definition(requests[0]) if requests else None
         info = request_info(ctx, requests)
         self.error: ConnectError | None = None
         self.payload: Any = None
@@ -163,162 +166,150 @@ class _StreamPlan:
         info = request_info(self.ctx, requests) if self.sent == 0 else None
         return to_error(self.error, info)
 
+    def rest(self, requests: Sequence[Message]) -> Iterator[Any]:
+        """The payloads not sent yet (the first one sent carries the request
+        info of ``requests``), then the end error raised, if there is one."""
+        while self.has_more():
+            info = request_info(self.ctx, requests) if self.sent == 0 else None
+            yield self.next_payload(info)
+        err = self.end_error(requests)
+        if err is not None:
+            raise err
+
+
+class _BidiPlan:
+    """A bidi stream's answers as its requests arrive.
+
+    The first request's definition makes the plan. In full duplex, each
+    request is answered as it arrives (with the requests received since the
+    last answer), and the error ends the stream once the data runs out; in
+    half duplex everything is answered after the last request (``rest``).
+    """
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.ctx = ctx
+        self.plan: _StreamPlan | None = None
+        self.full_duplex = False
+        self.pending: list[Any] = []  # received since the last response
+        self.received: list[Any] = []
+
+    @property
+    def delay(self) -> float:
+        return self.plan.delay if self.plan is not None else 0.0
+
+    def answer(self, request: Any) -> Any | None:
+        """The payload to send for ``request`` now, if any."""
+        if self.plan is None:
+            self.plan = _StreamPlan(_definition(request), self.ctx)
+            self.full_duplex = request.full_duplex
+        self.pending.append(request)
+        self.received.append(request)
+        if not self.full_duplex:
+            return None
+        if not self.plan.has_more():
+            err = self.plan.end_error(self.received)
+            if err is not None:
+                raise err
+            return None
+        info = request_info(self.ctx if self.plan.sent == 0 else None, self.pending)
+        self.pending = []
+        return self.plan.next_payload(info)
+
+    def rest(self) -> Iterator[Any]:
+        """The payloads after the last request, then the end error."""
+        if self.plan is not None:
+            yield from self.plan.rest(self.received)
+
 
 class Conformance(service_connect.ConformanceService):  # type: ignore[misc]
     """The async implementation."""
 
     async def unary(self, request: Any, ctx: RequestContext) -> Any:
-        out = _UnaryOutcome(_definition(request), ctx, [request])
-        if out.delay:
-            await asyncio.sleep(out.delay)
-        return service_pb2.UnaryResponse(payload=out.result())
+        return service_pb2.UnaryResponse(payload=await _answer(ctx, [request]))
 
     async def idempotent_unary(self, request: Any, ctx: RequestContext) -> Any:
-        out = _UnaryOutcome(_definition(request), ctx, [request])
-        if out.delay:
-            await asyncio.sleep(out.delay)
-        return service_pb2.IdempotentUnaryResponse(payload=out.result())
+        payload = await _answer(ctx, [request])
+        return service_pb2.IdempotentUnaryResponse(payload=payload)
 
     async def client_stream(
         self, requests: AsyncIterator[Any], ctx: RequestContext
     ) -> Any:
-        received: list[Any] = []
-        definition = None
-        async for r in requests:
-            if not received:
-                definition = _definition(r)
-            received.append(r)
-        out = _UnaryOutcome(definition, ctx, received)
-        if out.delay:
-            await asyncio.sleep(out.delay)
-        return service_pb2.ClientStreamResponse(payload=out.result())
+        payload = await _answer(ctx, [r async for r in requests])
+        return service_pb2.ClientStreamResponse(payload=payload)
 
     async def server_stream(
         self, request: Any, ctx: RequestContext
     ) -> AsyncIterator[Any]:
         plan = _StreamPlan(_definition(request), ctx)
-        while plan.has_more():
-            info = request_info(ctx, [request]) if plan.sent == 0 else None
-            payload = plan.next_payload(info)
-            if plan.delay:
-                await asyncio.sleep(plan.delay)
+        for payload in plan.rest([request]):
+            await _pause(plan.delay)
             yield service_pb2.ServerStreamResponse(payload=payload)
-        err = plan.end_error([request])
-        if err is not None:
-            raise err
 
     async def bidi_stream(
         self, requests: AsyncIterator[Any], ctx: RequestContext
     ) -> AsyncIterator[Any]:
-        plan: _StreamPlan | None = None
-        full_duplex = False
-        pending: list[Any] = []  # received since the last response
-        received: list[Any] = []
+        bidi = _BidiPlan(ctx)
         async for r in requests:
-            if plan is None:
-                plan = _StreamPlan(_definition(r), ctx)
-                full_duplex = r.full_duplex
-            pending.append(r)
-            received.append(r)
-            if not full_duplex:
-                continue
-            if not plan.has_more():
-                err = plan.end_error(received)
-                if err is not None:
-                    raise err
-                continue
-            info = request_info(ctx if plan.sent == 0 else None, pending)
-            pending = []
-            payload = plan.next_payload(info)
-            if plan.delay:
-                await asyncio.sleep(plan.delay)
+            payload = bidi.answer(r)
+            if payload is not None:
+                await _pause(bidi.delay)
+                yield service_pb2.BidiStreamResponse(payload=payload)
+        for payload in bidi.rest():
+            await _pause(bidi.delay)
             yield service_pb2.BidiStreamResponse(payload=payload)
-        if plan is None:
-            return
-        while plan.has_more():
-            info = request_info(ctx, received) if plan.sent == 0 else None
-            payload = plan.next_payload(info)
-            if plan.delay:
-                await asyncio.sleep(plan.delay)
-            yield service_pb2.BidiStreamResponse(payload=payload)
-        err = plan.end_error(received)
-        if err is not None:
-            raise err
+
+
+async def _pause(seconds: float) -> None:
+    if seconds:
+        await asyncio.sleep(seconds)
+
+
+async def _answer(ctx: RequestContext, requests: Sequence[Message]) -> Any:
+    out = _UnaryOutcome(ctx, requests)
+    await _pause(out.delay)
+    return out.result()
 
 
 class ConformanceSync(service_connect.ConformanceServiceSync):  # type: ignore[misc]
     """The sync implementation: the same answers, with blocking waits."""
 
     def unary(self, request: Any, ctx: RequestContext) -> Any:
-        out = _UnaryOutcome(_definition(request), ctx, [request])
-        if out.delay:
-            time.sleep(out.delay)
-        return service_pb2.UnaryResponse(payload=out.result())
+        return service_pb2.UnaryResponse(payload=_answer_sync(ctx, [request]))
 
     def idempotent_unary(self, request: Any, ctx: RequestContext) -> Any:
-        out = _UnaryOutcome(_definition(request), ctx, [request])
-        if out.delay:
-            time.sleep(out.delay)
-        return service_pb2.IdempotentUnaryResponse(payload=out.result())
+        payload = _answer_sync(ctx, [request])
+        return service_pb2.IdempotentUnaryResponse(payload=payload)
 
     def client_stream(self, requests: Iterator[Any], ctx: RequestContext) -> Any:
-        received: list[Any] = []
-        definition = None
-        for r in requests:
-            if not received:
-                definition = _definition(r)
-            received.append(r)
-        out = _UnaryOutcome(definition, ctx, received)
-        if out.delay:
-            time.sleep(out.delay)
-        return service_pb2.ClientStreamResponse(payload=out.result())
+        payload = _answer_sync(ctx, list(requests))
+        return service_pb2.ClientStreamResponse(payload=payload)
 
     def server_stream(self, request: Any, ctx: RequestContext) -> Iterator[Any]:
         plan = _StreamPlan(_definition(request), ctx)
-        while plan.has_more():
-            info = request_info(ctx, [request]) if plan.sent == 0 else None
-            payload = plan.next_payload(info)
-            if plan.delay:
-                time.sleep(plan.delay)
+        for payload in plan.rest([request]):
+            _pause_sync(plan.delay)
             yield service_pb2.ServerStreamResponse(payload=payload)
-        err = plan.end_error([request])
-        if err is not None:
-            raise err
 
     def bidi_stream(
         self, requests: Iterator[Any], ctx: RequestContext
     ) -> Iterator[Any]:
-        plan: _StreamPlan | None = None
-        full_duplex = False
-        pending: list[Any] = []
-        received: list[Any] = []
+        bidi = _BidiPlan(ctx)
         for r in requests:
-            if plan is None:
-                plan = _StreamPlan(_definition(r), ctx)
-                full_duplex = r.full_duplex
-            pending.append(r)
-            received.append(r)
-            if not full_duplex:
-                continue
-            if not plan.has_more():
-                err = plan.end_error(received)
-                if err is not None:
-                    raise err
-                continue
-            info = request_info(ctx if plan.sent == 0 else None, pending)
-            pending = []
-            payload = plan.next_payload(info)
-            if plan.delay:
-                time.sleep(plan.delay)
+            payload = bidi.answer(r)
+            if payload is not None:
+                _pause_sync(bidi.delay)
+                yield service_pb2.BidiStreamResponse(payload=payload)
+        for payload in bidi.rest():
+            _pause_sync(bidi.delay)
             yield service_pb2.BidiStreamResponse(payload=payload)
-        if plan is None:
-            return
-        while plan.has_more():
-            info = request_info(ctx, received) if plan.sent == 0 else None
-            payload = plan.next_payload(info)
-            if plan.delay:
-                time.sleep(plan.delay)
-            yield service_pb2.BidiStreamResponse(payload=payload)
-        err = plan.end_error(received)
-        if err is not None:
-            raise err
+
+
+def _pause_sync(seconds: float) -> None:
+    if seconds:
+        time.sleep(seconds)
+
+
+def _answer_sync(ctx: RequestContext, requests: Sequence[Message]) -> Any:
+    out = _UnaryOutcome(ctx, requests)
+    _pause_sync(out.delay)
+    return out.result()
