@@ -12,23 +12,33 @@ import queue
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from expectations import SCENARIOS
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from interop.v1 import interop_connect  # type: ignore[import-not-found]
 from interop.v1.interop_pb2 import (  # type: ignore[import-not-found]
     CallSpec,
     ChatRequest,
+    ChatResponse,
     CollectRequest,
+    CollectResponse,
     CountRequest,
+    CountResponse,
     EchoRequest,
+    EchoResponse,
     ErrorInfo,
     ErrorSpec,
     Header,
 )
 
-from protoc_gen_connect_python.runtime import ConnectError, Headers, MethodSpec
+from protoc_gen_connect_python.runtime import (
+    ConnectError,
+    Headers,
+    MethodSpec,
+    UnaryResponse,
+)
 
 Observation = dict[str, Any]
 
@@ -153,30 +163,103 @@ def chat_error_request() -> ChatRequest:
     )
 
 
-# --- async ----------------------------------------------------------------------
+def chat_requests() -> list[ChatRequest]:
+    """BIDI_TEXTS as requests, the first asking for metadata."""
+    first = ChatRequest(text=BIDI_TEXTS[0], spec=metadata_spec())
+    return [first] + [ChatRequest(text=t) for t in BIDI_TEXTS[1:]]
 
 
-class AsyncScenarios:
-    """The scenarios with ``InteropServiceClient``."""
+METADATA_REQUEST = EchoRequest(text="with metadata", spec=metadata_spec())
+GET_REQUEST = EchoRequest(text="via get")
+DEADLINE_REQUEST = EchoRequest(text="slow", spec=CallSpec(delay_ms=2000))
+DEADLINE_SECONDS = 0.2
+COUNT_REQUEST = CountRequest(n=3, text="s", spec=metadata_spec(delay_ms=5))
+
+
+# --- what the scenarios observe, for both clients ---------------------------------
+
+
+def echo_observation(res: EchoResponse | CollectResponse) -> Observation:
+    """The answer to a call with REQUEST_HEADERS."""
+    return {"text": res.text, "request_headers": header_list(res)}
+
+
+_Message = TypeVar("_Message", bound=Message)
+
+
+def detailed(seen: Observation, res: UnaryResponse[_Message]) -> _Message:
+    """Record a detailed unary result's headers and trailers; its message."""
+    seen["response_headers"] = pairs(res.headers)
+    seen["response_trailers"] = pairs(res.trailers)
+    return res.message
+
+
+def large_observation(message: EchoResponse) -> Observation:
+    return {"length": len(message.text), "same": message.text == LARGE_TEXT}
+
+
+def count_message(res: CountResponse) -> Observation:
+    return {"index": res.index, "text": res.text, "request_headers": header_list(res)}
+
+
+def indexed(res: CountResponse | ChatResponse) -> Observation:
+    return {"index": res.index, "text": res.text}
+
+
+def chat_message(res: ChatResponse, sent: int) -> Observation:
+    return {"index": res.index, "text": res.text, "sent_before_reply": sent}
+
+
+def stream_failed(messages: list[Observation], e: ConnectError) -> Observation:
+    return {"messages": messages, "error": describe_error(e)}
+
+
+def deadline_observation(started: float, e: ConnectError | None) -> Observation:
+    out: Observation = {"elapsed_ms": _ms_since(started)}
+    if e is not None:
+        out["error"] = describe_error(e)
+    return out
+
+
+def no_metadata() -> Observation:
+    """What a scenario saw before it recorded response headers and trailers."""
+    return {"response_headers": [], "response_trailers": []}
+
+
+_Client = TypeVar("_Client")
+
+
+class _Scenarios:
+    """What both clients' scenario runners share: the options and specs."""
 
     def __init__(self, options: ClientOptions) -> None:
         self.options = options
         self.specs = method_specs()
 
+    def _clients(self, client_cls: Callable[..., _Client]) -> tuple[_Client, _Client]:
+        """A client, and one that sends side-effect-free calls with GET."""
+        base_url = self.options.base_url
+        return (
+            client_cls(base_url, **self.options.kwargs()),
+            client_cls(base_url, **self.options.kwargs(use_get=True)),
+        )
+
+
+# --- async ----------------------------------------------------------------------
+
+
+class AsyncScenarios(_Scenarios):
+    """The scenarios with ``InteropServiceClient``."""
+
     async def run(self, names: tuple[str, ...] = SCENARIOS) -> list[Observation]:
         """Run each scenario; a ConnectError becomes the observation's "error"."""
         out: list[Observation] = []
-        client_cls = interop_connect.InteropServiceClient
-        async with (
-            client_cls(self.options.base_url, **self.options.kwargs()) as client,
-            client_cls(
-                self.options.base_url, **self.options.kwargs(use_get=True)
-            ) as get_client,
-        ):
+        client, get_client = self._clients(interop_connect.InteropServiceClient)
+        async with client, get_client:
             self.client = client
             self.get_client = get_client
             for name in names:
-                seen: Observation = {"response_headers": [], "response_trailers": []}
+                seen = no_metadata()
                 scenario: Callable[[Observation], Awaitable[Observation]] = getattr(
                     self, name
                 )
@@ -189,29 +272,19 @@ class AsyncScenarios:
 
     async def unary(self, seen: Observation) -> Observation:
         res = await self.client.echo(EchoRequest(text="hello"), headers=REQUEST_HEADERS)
-        return {
-            "text": res.text,
-            "request_headers": header_list(res),
-            "protocol": res.protocol,
-        }
+        return {**echo_observation(res), "protocol": res.protocol}
 
     async def unary_large(self, seen: Observation) -> Observation:
         res = await self.client.call_unary_detailed(
             self.specs["Echo"], EchoRequest(text=LARGE_TEXT), headers=REQUEST_HEADERS
         )
-        seen["response_headers"] = pairs(res.headers)
-        seen["response_trailers"] = pairs(res.trailers)
-        return {"length": len(res.message.text), "same": res.message.text == LARGE_TEXT}
+        return large_observation(detailed(seen, res))
 
     async def unary_metadata(self, seen: Observation) -> Observation:
         res = await self.client.call_unary_detailed(
-            self.specs["Echo"],
-            EchoRequest(text="with metadata", spec=metadata_spec()),
-            headers=REQUEST_HEADERS,
+            self.specs["Echo"], METADATA_REQUEST, headers=REQUEST_HEADERS
         )
-        seen["response_headers"] = pairs(res.headers)
-        seen["response_trailers"] = pairs(res.trailers)
-        return {"text": res.message.text}
+        return {"text": detailed(seen, res).text}
 
     async def unary_error(self, seen: Observation) -> Observation:
         await self.client.echo(unary_error_request(), headers=REQUEST_HEADERS)
@@ -219,34 +292,26 @@ class AsyncScenarios:
 
     async def unary_deadline(self, seen: Observation) -> Observation:
         started = time.monotonic()
-        req = EchoRequest(text="slow", spec=CallSpec(delay_ms=2000))
         try:
-            await self.client.echo(req, headers=REQUEST_HEADERS, timeout=0.2)
+            await self.client.echo(
+                DEADLINE_REQUEST, headers=REQUEST_HEADERS, timeout=DEADLINE_SECONDS
+            )
         except ConnectError as e:
-            return {"error": describe_error(e), "elapsed_ms": _ms_since(started)}
-        return {"elapsed_ms": _ms_since(started)}
+            return deadline_observation(started, e)
+        return deadline_observation(started, None)
 
     async def get(self, seen: Observation) -> Observation:
         res = await self.get_client.call_unary_detailed(
-            self.specs["EchoGet"], EchoRequest(text="via get"), headers=REQUEST_HEADERS
+            self.specs["EchoGet"], GET_REQUEST, headers=REQUEST_HEADERS
         )
-        seen["response_headers"] = pairs(res.headers)
-        seen["response_trailers"] = pairs(res.trailers)
-        return {"text": res.message.text, "request_headers": header_list(res.message)}
+        return echo_observation(detailed(seen, res))
 
     async def server_stream(self, seen: Observation) -> Observation:
-        req = CountRequest(n=3, text="s", spec=metadata_spec(delay_ms=5))
         messages = []
-        async with self.client.count(req, headers=REQUEST_HEADERS) as stream:
+        async with self.client.count(COUNT_REQUEST, headers=REQUEST_HEADERS) as stream:
             async for res in stream:
                 seen["response_headers"] = pairs(stream.headers)
-                messages.append(
-                    {
-                        "index": res.index,
-                        "text": res.text,
-                        "request_headers": header_list(res),
-                    }
-                )
+                messages.append(count_message(res))
             seen["response_trailers"] = pairs(stream.trailers)
         return {"messages": messages}
 
@@ -258,9 +323,9 @@ class AsyncScenarios:
             ) as stream:
                 async for res in stream:
                     seen["response_headers"] = pairs(stream.headers)
-                    messages.append({"index": res.index, "text": res.text})
+                    messages.append(indexed(res))
         except ConnectError as e:
-            return {"messages": messages, "error": describe_error(e)}
+            return stream_failed(messages, e)
         return {"messages": messages}
 
     async def client_stream(self, seen: Observation) -> Observation:
@@ -269,11 +334,7 @@ class AsyncScenarios:
                 yield r
 
         res = await self.client.collect(requests(), headers=REQUEST_HEADERS)
-        return {
-            "text": res.text,
-            "count": res.count,
-            "request_headers": header_list(res),
-        }
+        return {**echo_observation(res), "count": res.count}
 
     async def client_stream_error(self, seen: Observation) -> Observation:
         # A plain list: client-streaming inputs accept any iterable.
@@ -289,17 +350,16 @@ class AsyncScenarios:
             while (msg := await outbox.get()) is not None:
                 yield msg
 
-        outbox.put_nowait(ChatRequest(text=BIDI_TEXTS[0], spec=metadata_spec()))
+        chat = chat_requests()
+        outbox.put_nowait(chat[0])
         sent = 1
         messages = []
         async with self.client.chat(requests(), headers=REQUEST_HEADERS) as stream:
             async for res in stream:
                 seen["response_headers"] = pairs(stream.headers)
-                messages.append(
-                    {"index": res.index, "text": res.text, "sent_before_reply": sent}
-                )
-                if sent < len(BIDI_TEXTS):
-                    outbox.put_nowait(ChatRequest(text=BIDI_TEXTS[sent]))
+                messages.append(chat_message(res, sent))
+                if sent < len(chat):
+                    outbox.put_nowait(chat[sent])
                     sent += 1
                 else:
                     outbox.put_nowait(None)
@@ -307,19 +367,12 @@ class AsyncScenarios:
         return {"mode": "full-duplex", "messages": messages}
 
     async def _bidi_half_duplex(self, seen: Observation) -> Observation:
-        requests = [ChatRequest(text=BIDI_TEXTS[0], spec=metadata_spec())]
-        requests += [ChatRequest(text=t) for t in BIDI_TEXTS[1:]]
+        requests = chat_requests()
         messages = []
         async with self.client.chat(requests, headers=REQUEST_HEADERS) as stream:
             async for res in stream:
                 seen["response_headers"] = pairs(stream.headers)
-                messages.append(
-                    {
-                        "index": res.index,
-                        "text": res.text,
-                        "sent_before_reply": len(requests),
-                    }
-                )
+                messages.append(chat_message(res, len(requests)))
             seen["response_trailers"] = pairs(stream.trailers)
         return {"mode": "half-duplex", "messages": messages}
 
@@ -330,36 +383,27 @@ class AsyncScenarios:
                 [chat_error_request()], headers=REQUEST_HEADERS
             ) as stream:
                 async for res in stream:
-                    messages.append({"index": res.index, "text": res.text})
+                    messages.append(indexed(res))
         except ConnectError as e:
-            return {"messages": messages, "error": describe_error(e)}
+            return stream_failed(messages, e)
         return {"messages": messages}
 
 
 # --- sync -----------------------------------------------------------------------
 
 
-class SyncScenarios:
+class SyncScenarios(_Scenarios):
     """The scenarios with ``InteropServiceClientSync``."""
-
-    def __init__(self, options: ClientOptions) -> None:
-        self.options = options
-        self.specs = method_specs()
 
     def run(self, names: tuple[str, ...] = SCENARIOS) -> list[Observation]:
         """Run each scenario; a ConnectError becomes the observation's "error"."""
         out: list[Observation] = []
-        client_cls = interop_connect.InteropServiceClientSync
-        with (
-            client_cls(self.options.base_url, **self.options.kwargs()) as client,
-            client_cls(
-                self.options.base_url, **self.options.kwargs(use_get=True)
-            ) as get_client,
-        ):
+        client, get_client = self._clients(interop_connect.InteropServiceClientSync)
+        with client, get_client:
             self.client = client
             self.get_client = get_client
             for name in names:
-                seen: Observation = {"response_headers": [], "response_trailers": []}
+                seen = no_metadata()
                 scenario: Callable[[Observation], Observation] = getattr(self, name)
                 try:
                     result = scenario(seen)
@@ -370,29 +414,19 @@ class SyncScenarios:
 
     def unary(self, seen: Observation) -> Observation:
         res = self.client.echo(EchoRequest(text="hello"), headers=REQUEST_HEADERS)
-        return {
-            "text": res.text,
-            "request_headers": header_list(res),
-            "protocol": res.protocol,
-        }
+        return {**echo_observation(res), "protocol": res.protocol}
 
     def unary_large(self, seen: Observation) -> Observation:
         res = self.client.call_unary_detailed(
             self.specs["Echo"], EchoRequest(text=LARGE_TEXT), headers=REQUEST_HEADERS
         )
-        seen["response_headers"] = pairs(res.headers)
-        seen["response_trailers"] = pairs(res.trailers)
-        return {"length": len(res.message.text), "same": res.message.text == LARGE_TEXT}
+        return large_observation(detailed(seen, res))
 
     def unary_metadata(self, seen: Observation) -> Observation:
         res = self.client.call_unary_detailed(
-            self.specs["Echo"],
-            EchoRequest(text="with metadata", spec=metadata_spec()),
-            headers=REQUEST_HEADERS,
+            self.specs["Echo"], METADATA_REQUEST, headers=REQUEST_HEADERS
         )
-        seen["response_headers"] = pairs(res.headers)
-        seen["response_trailers"] = pairs(res.trailers)
-        return {"text": res.message.text}
+        return {"text": detailed(seen, res).text}
 
     def unary_error(self, seen: Observation) -> Observation:
         self.client.echo(unary_error_request(), headers=REQUEST_HEADERS)
@@ -400,34 +434,26 @@ class SyncScenarios:
 
     def unary_deadline(self, seen: Observation) -> Observation:
         started = time.monotonic()
-        req = EchoRequest(text="slow", spec=CallSpec(delay_ms=2000))
         try:
-            self.client.echo(req, headers=REQUEST_HEADERS, timeout=0.2)
+            self.client.echo(
+                DEADLINE_REQUEST, headers=REQUEST_HEADERS, timeout=DEADLINE_SECONDS
+            )
         except ConnectError as e:
-            return {"error": describe_error(e), "elapsed_ms": _ms_since(started)}
-        return {"elapsed_ms": _ms_since(started)}
+            return deadline_observation(started, e)
+        return deadline_observation(started, None)
 
     def get(self, seen: Observation) -> Observation:
         res = self.get_client.call_unary_detailed(
-            self.specs["EchoGet"], EchoRequest(text="via get"), headers=REQUEST_HEADERS
+            self.specs["EchoGet"], GET_REQUEST, headers=REQUEST_HEADERS
         )
-        seen["response_headers"] = pairs(res.headers)
-        seen["response_trailers"] = pairs(res.trailers)
-        return {"text": res.message.text, "request_headers": header_list(res.message)}
+        return echo_observation(detailed(seen, res))
 
     def server_stream(self, seen: Observation) -> Observation:
-        req = CountRequest(n=3, text="s", spec=metadata_spec(delay_ms=5))
         messages = []
-        with self.client.count(req, headers=REQUEST_HEADERS) as stream:
+        with self.client.count(COUNT_REQUEST, headers=REQUEST_HEADERS) as stream:
             for res in stream:
                 seen["response_headers"] = pairs(stream.headers)
-                messages.append(
-                    {
-                        "index": res.index,
-                        "text": res.text,
-                        "request_headers": header_list(res),
-                    }
-                )
+                messages.append(count_message(res))
             seen["response_trailers"] = pairs(stream.trailers)
         return {"messages": messages}
 
@@ -439,9 +465,9 @@ class SyncScenarios:
             ) as stream:
                 for res in stream:
                     seen["response_headers"] = pairs(stream.headers)
-                    messages.append({"index": res.index, "text": res.text})
+                    messages.append(indexed(res))
         except ConnectError as e:
-            return {"messages": messages, "error": describe_error(e)}
+            return stream_failed(messages, e)
         return {"messages": messages}
 
     def client_stream(self, seen: Observation) -> Observation:
@@ -449,11 +475,7 @@ class SyncScenarios:
             yield from collect_requests()
 
         res = self.client.collect(requests(), headers=REQUEST_HEADERS)
-        return {
-            "text": res.text,
-            "count": res.count,
-            "request_headers": header_list(res),
-        }
+        return {**echo_observation(res), "count": res.count}
 
     def client_stream_error(self, seen: Observation) -> Observation:
         self.client.collect(collect_error_requests(), headers=REQUEST_HEADERS)
@@ -477,17 +499,16 @@ class SyncScenarios:
                     return
                 yield msg
 
-        outbox.put(ChatRequest(text=BIDI_TEXTS[0], spec=metadata_spec()))
+        chat = chat_requests()
+        outbox.put(chat[0])
         sent = 1
         messages = []
         with self.client.chat(requests(), headers=REQUEST_HEADERS) as stream:
             for res in stream:
                 seen["response_headers"] = pairs(stream.headers)
-                messages.append(
-                    {"index": res.index, "text": res.text, "sent_before_reply": sent}
-                )
-                if sent < len(BIDI_TEXTS):
-                    outbox.put(ChatRequest(text=BIDI_TEXTS[sent]))
+                messages.append(chat_message(res, sent))
+                if sent < len(chat):
+                    outbox.put(chat[sent])
                     sent += 1
                 else:
                     outbox.put(None)
@@ -495,19 +516,12 @@ class SyncScenarios:
         return {"mode": "full-duplex", "messages": messages}
 
     def _bidi_half_duplex(self, seen: Observation) -> Observation:
-        requests = [ChatRequest(text=BIDI_TEXTS[0], spec=metadata_spec())]
-        requests += [ChatRequest(text=t) for t in BIDI_TEXTS[1:]]
+        requests = chat_requests()
         messages = []
         with self.client.chat(requests, headers=REQUEST_HEADERS) as stream:
             for res in stream:
                 seen["response_headers"] = pairs(stream.headers)
-                messages.append(
-                    {
-                        "index": res.index,
-                        "text": res.text,
-                        "sent_before_reply": len(requests),
-                    }
-                )
+                messages.append(chat_message(res, len(requests)))
             seen["response_trailers"] = pairs(stream.trailers)
         return {"mode": "half-duplex", "messages": messages}
 
@@ -518,9 +532,9 @@ class SyncScenarios:
                 [chat_error_request()], headers=REQUEST_HEADERS
             ) as stream:
                 for res in stream:
-                    messages.append({"index": res.index, "text": res.text})
+                    messages.append(indexed(res))
         except ConnectError as e:
-            return {"messages": messages, "error": describe_error(e)}
+            return stream_failed(messages, e)
         return {"messages": messages}
 
 
