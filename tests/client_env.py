@@ -12,6 +12,7 @@ over ``StringValue`` for the tests that need no generated code.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import shutil
@@ -122,6 +123,28 @@ class PeerEnv:
             "tls_cert": self.certs["client_cert"],
             "tls_key": self.certs["client_key"],
         }
+
+    async def full_duplex(self, c: AsyncClient) -> list[bool]:
+        """A bidi call that sends each request only once the previous answer
+        arrived; returns a list that holds True once the request generator
+        was closed."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        closed = []
+
+        async def requests() -> AsyncIterator[Any]:
+            try:
+                while (item := await queue.get()) is not None:
+                    yield item
+            finally:
+                closed.append(True)
+
+        stream = c.call_bidi_stream(self.specs.bidi, requests())
+        for word in ("one", "two", "three"):
+            await queue.put(self.pb.Req(text=word))
+            assert (await stream.__anext__()).text == word
+        await queue.put(None)
+        assert [m async for m in stream] == []
+        return closed
 
     def events(self, test_id: str, url: str) -> list[str]:
         """What the peer at ``urls[url]`` recorded for the call ``test_id``."""

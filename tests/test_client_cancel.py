@@ -23,6 +23,7 @@ from protoc_gen_connect_python.runtime import (
     ConnectError,
     Headers,
     SyncClient,
+    SyncStream,
 )
 from protoc_gen_connect_python.runtime.client.config import Protocol as Proto
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest, past_deadline
@@ -193,12 +194,21 @@ class _BlockingSync:
         self.closed.set()
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_sync_stream_closed_by_the_reader_raises_canceled(protocol: Proto) -> None:
+def _blocked_after_one(
+    protocol: Proto,
+) -> tuple[_BlockingSync, SyncStream[StringValue]]:
+    """A sync server stream that read its first message, "one", and whose
+    next read blocks; with its transport."""
     transport = _BlockingSync(protocol, first=message("one"))
     client = SyncClient("http://h", protocol=protocol, transport=transport)
     stream = client.call_server_stream(SERVER_STREAM_SPEC, StringValue())
     assert next(stream).value == "one"
+    return transport, stream
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sync_stream_closed_by_the_reader_raises_canceled(protocol: Proto) -> None:
+    transport, stream = _blocked_after_one(protocol)
     stream.close()
     assert transport.responses[0].closed.is_set()
     with pytest.raises(ConnectError) as raised:
@@ -212,10 +222,7 @@ def test_sync_stream_closed_by_the_reader_raises_canceled(protocol: Proto) -> No
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_sync_stream_closed_from_another_thread_is_canceled(protocol: Proto) -> None:
-    transport = _BlockingSync(protocol, first=message("one"))
-    client = SyncClient("http://h", protocol=protocol, transport=transport)
-    stream = client.call_server_stream(SERVER_STREAM_SPEC, StringValue())
-    assert next(stream).value == "one"
+    transport, stream = _blocked_after_one(protocol)
 
     def close_when_blocked() -> None:
         transport.responses[0].reading.wait(10)

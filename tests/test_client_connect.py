@@ -201,15 +201,16 @@ def test_unary_error_sync(env: PeerEnv) -> None:
     assert info.value.code is Code.NOT_FOUND
 
 
-@pytest.mark.parametrize(
-    ("misbehave", "code"),
-    [
-        ("html502", Code.UNAVAILABLE),
-        ("text200", Code.UNKNOWN),
-        ("other-codec", Code.INTERNAL),
-        ("bad-encoding", Code.INTERNAL),
-    ],
-)
+# What the client makes of each of the peer's misbehaviours (client_peer.py).
+MISBEHAVIOURS = [
+    ("html502", Code.UNAVAILABLE),
+    ("text200", Code.UNKNOWN),
+    ("other-codec", Code.INTERNAL),
+    ("bad-encoding", Code.INTERNAL),
+]
+
+
+@pytest.mark.parametrize(("misbehave", "code"), MISBEHAVIOURS)
 async def test_unary_misbehaving_peer(env: PeerEnv, misbehave: str, code: Code) -> None:
     async with aclient(env) as c:
         with pytest.raises(ConnectError) as info:
@@ -455,14 +456,7 @@ async def test_stream_error_after_messages(env: PeerEnv) -> None:
 
 
 @pytest.mark.parametrize(
-    ("misbehave", "code"),
-    [
-        ("no-end", Code.INTERNAL),
-        ("html502", Code.UNAVAILABLE),
-        ("text200", Code.UNKNOWN),
-        ("other-codec", Code.INTERNAL),
-        ("bad-encoding", Code.INTERNAL),
-    ],
+    ("misbehave", "code"), [("no-end", Code.INTERNAL), *MISBEHAVIOURS]
 )
 def test_stream_misbehaving_peer(env: PeerEnv, misbehave: str, code: Code) -> None:
     with sclient(env) as c:
@@ -533,23 +527,8 @@ def test_client_stream_sync(env: PeerEnv) -> None:
 
 async def test_bidi_full_duplex(env: PeerEnv) -> None:
     """Each request is sent only after the previous response arrived."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    closed = []
-
-    async def requests() -> AsyncIterator[Any]:
-        try:
-            while (item := await queue.get()) is not None:
-                yield item
-        finally:
-            closed.append(True)
-
     async with aclient(env, "h2") as c:
-        stream = c.call_bidi_stream(env.specs.bidi, requests())
-        for word in ("one", "two", "three"):
-            await queue.put(env.pb.Req(text=word))
-            assert (await stream.__anext__()).text == word
-        await queue.put(None)
-        assert [m async for m in stream] == []
+        closed = await env.full_duplex(c)
     assert closed == [True]
 
 

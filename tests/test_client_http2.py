@@ -604,6 +604,23 @@ async def answer(c: ScriptedConn, sid: int, body: bytes = b"ok") -> None:
     c.send(c.peer.head(sid) + frame(DATA, END_STREAM, sid, body))
 
 
+def misbehave_on(
+    n: int, misbehave: Callable[[ScriptedConn, int], None]
+) -> tuple[Script, list[int]]:
+    """A script that meets the ``n``th stream with ``misbehave`` and answers
+    every other one; and the ids of the streams it saw, in order."""
+    seen: list[int] = []
+
+    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
+        seen.append(sid)
+        if len(seen) == n:
+            misbehave(c, sid)
+        else:
+            await answer(c, sid)
+
+    return script, seen
+
+
 async def test_transport_continuation_padding_and_trailers(scripted: Any) -> None:
     async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
         block = c.peer.block([(":status", "200"), ("x-h", "v" * 50)])
@@ -630,15 +647,9 @@ async def test_transport_continuation_padding_and_trailers(scripted: Any) -> Non
 
 
 async def test_refused_stream_is_sent_again(scripted: Any) -> None:
-    seen: list[int] = []
-
-    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
-        seen.append(sid)
-        if len(seen) == 1:
-            c.send(frame(RST, 0, sid, u32(ErrorCode.REFUSED_STREAM)))
-        else:
-            await answer(c, sid)
-
+    script, seen = misbehave_on(
+        1, lambda c, sid: c.send(frame(RST, 0, sid, u32(ErrorCode.REFUSED_STREAM)))
+    )
     url, log = await scripted(script)
     t = AsyncHTTP2Transport()
     try:
@@ -649,16 +660,10 @@ async def test_refused_stream_is_sent_again(scripted: Any) -> None:
 
 
 async def test_goaway_moves_calls_to_a_new_connection(scripted: Any) -> None:
-    seen: list[int] = []
-
-    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
-        seen.append(sid)
-        if len(seen) == 1:
-            # Going away without having processed the request.
-            c.send(frame(GOAWAY, 0, 0, struct.pack(">LL", 0, 0)))
-        else:
-            await answer(c, sid)
-
+    # Going away without having processed the request.
+    script, seen = misbehave_on(
+        1, lambda c, sid: c.send(frame(GOAWAY, 0, 0, struct.pack(">LL", 0, 0)))
+    )
     url, log = await scripted(script)
     t = AsyncHTTP2Transport()
     try:
@@ -674,15 +679,7 @@ async def test_goaway_moves_calls_to_a_new_connection(scripted: Any) -> None:
 async def test_connection_lost_under_a_request(scripted: Any, method: str) -> None:
     # A reused connection lost without a GOAWAY: the server may have run the
     # request, so only a GET (side-effect free) is sent again.
-    seen: list[int] = []
-
-    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
-        seen.append(sid)
-        if len(seen) == 2:
-            c.writer.close()
-        else:
-            await answer(c, sid)
-
+    script, seen = misbehave_on(2, lambda c, sid: c.writer.close())
     url, log = await scripted(script)
     t = AsyncHTTP2Transport()
     req = raw_request(url)
@@ -1056,19 +1053,8 @@ async def test_an_unread_stream_does_not_block_other_calls(env: PeerEnv) -> None
 
 
 async def test_full_duplex_bidi(env: PeerEnv) -> None:
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def requests() -> AsyncIterator[Any]:
-        while (item := await queue.get()) is not None:
-            yield item
-
     async with h2client(env) as c:
-        stream = c.call_bidi_stream(env.specs.bidi, requests())
-        for word in ("one", "two", "three"):
-            await queue.put(env.pb.Req(text=word))
-            assert (await stream.__anext__()).text == word
-        await queue.put(None)
-        assert [m async for m in stream] == []
+        assert await env.full_duplex(c) == [True]
 
 
 async def test_deadline(env: PeerEnv) -> None:
