@@ -61,6 +61,15 @@ def call(shell: str) -> Call:
     return run
 
 
+def call_with(shell: str, **options: Any) -> Call:
+    """Like ``call``, on a new app of ``server_apps``' service with ``options``."""
+    if shell == "asgi":
+        app = ASGIApp(server_apps.Pinger(), **options)
+        return lambda *args, **kwargs: call_asgi(app, *args, **kwargs)
+    wapp = WSGIApp(server_apps.PingerSync(), **options)
+    return lambda *args, **kwargs: call_wsgi(wapp, *args, **kwargs)
+
+
 def ping(text: str = "hi", **kw: Any) -> bytes:
     return bytes(pb.PingRequest(text=text, **kw).SerializeToString())
 
@@ -294,16 +303,8 @@ def test_send_limit(call: Call) -> None:
 
 
 def test_send_limit_exceeded(shell: str) -> None:
-    opts: dict[str, Any] = {"send_max_bytes": 100}
-    body = ping(payload=b"a" * 500)
-    if shell == "asgi":
-        r = call_asgi(
-            ASGIApp(server_apps.Pinger(), **opts), "POST", P + "Ping", [PROTO], body
-        )
-    else:
-        r = call_wsgi(
-            WSGIApp(server_apps.PingerSync(), **opts), "POST", P + "Ping", [PROTO], body
-        )
+    call = call_with(shell, send_max_bytes=100)
+    r = call("POST", P + "Ping", [PROTO], ping(payload=b"a" * 500))
     assert r.status == 429 and error_of(r)["code"] == "resource_exhausted"
 
 
@@ -454,22 +455,7 @@ def test_stream_send_limit(shell: str) -> None:
     body = [
         envelope(pb.EchoRequest(text=t).SerializeToString()) for t in ("ok", "w" * 900)
     ]
-    if shell == "asgi":
-        r = call_asgi(
-            ASGIApp(server_apps.Pinger(), send_max_bytes=100),
-            "POST",
-            P + "Echo",
-            [STREAM],
-            body,
-        )
-    else:
-        r = call_wsgi(
-            WSGIApp(server_apps.PingerSync(), send_max_bytes=100),
-            "POST",
-            P + "Echo",
-            [STREAM],
-            body,
-        )
+    r = call_with(shell, send_max_bytes=100)("POST", P + "Echo", [STREAM], body)
     msgs, err, _ = end_of(r)
     assert len(msgs) == 1 and err is not None and err.code == Code.RESOURCE_EXHAUSTED
 
@@ -504,25 +490,8 @@ def test_interceptor_rejects_before_reading_body(call: Call) -> None:
 # -- mounting, lifespan, construction --------------------------------------------
 
 
-def test_mounted_under_prefix(shell: str) -> None:
-    if shell == "asgi":
-        r = call_asgi(
-            server_apps.asgi_app,
-            "POST",
-            P + "Ping",
-            [PROTO],
-            ping(),
-            root_path="/api/v1",
-        )
-    else:
-        r = call_wsgi(
-            server_apps.wsgi_app,
-            "POST",
-            P + "Ping",
-            [PROTO],
-            ping(),
-            root_path="/api/v1",
-        )
+def test_mounted_under_prefix(call: Call) -> None:
+    r = call("POST", P + "Ping", [PROTO], ping(), root_path="/api/v1")
     assert r.status == 200
 
 
