@@ -21,6 +21,7 @@ from protoc_gen_connect_python.runtime import (
     Code,
     ConnectError,
     SyncClient,
+    SyncStream,
 )
 from protoc_gen_connect_python.runtime.client.interceptors import (
     ClientCall,
@@ -326,12 +327,19 @@ def test_stream_close_cancels_request_sync(env: PeerEnv, http: str) -> None:
         env.wait_disconnected(test_id, http)
 
 
+def closed_by_a_timer(env: PeerEnv, c: SyncClient, test_id: str) -> SyncStream[Any]:
+    """A slow server stream past its first message, closed from another
+    thread 0.2 s from now."""
+    req = env.pb.Req(count=100, delay_ms=2000, test_id=test_id)
+    stream = c.call_server_stream(env.specs.server_stream, req)
+    assert next(stream).index == 0
+    threading.Timer(0.2, stream.close).start()
+    return stream
+
+
 def test_stream_close_from_another_thread(env: PeerEnv) -> None:
     with sclient(env) as c:
-        req = env.pb.Req(count=100, delay_ms=2000, test_id="thread")
-        stream = c.call_server_stream(env.specs.server_stream, req)
-        assert next(stream).index == 0
-        threading.Timer(0.2, stream.close).start()
+        stream = closed_by_a_timer(env, c, "thread")
         start = time.monotonic()
         with pytest.raises(ConnectError):
             next(stream)
@@ -350,10 +358,7 @@ def test_client_close_cancels_unary_in_flight(env: PeerEnv) -> None:
 
 def test_stream_close_from_another_thread_is_canceled(env: PeerEnv) -> None:
     with sclient(env) as c:
-        req = env.pb.Req(count=100, delay_ms=2000, test_id="thread-cx")
-        stream = c.call_server_stream(env.specs.server_stream, req)
-        assert next(stream).index == 0
-        threading.Timer(0.2, stream.close).start()
+        stream = closed_by_a_timer(env, c, "thread-cx")
         with pytest.raises(ConnectError) as info:
             next(stream)
         assert info.value.code is Code.CANCELED
