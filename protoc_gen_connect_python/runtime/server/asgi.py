@@ -296,9 +296,6 @@ def _too_large(limit: int) -> ConnectError:
     )
 
 
-_NONE: Iterator[Message] = iter(())
-
-
 class _Requests(AsyncIterator[Message]):
     """Request messages of a streaming call, read from ``receive`` on demand.
 
@@ -313,7 +310,7 @@ class _Requests(AsyncIterator[Message]):
         self._receive = receive
         self._call = call
         self._guard = guard
-        self._pending: Iterator[Message] = _NONE
+        self._pending: Iterator[Message] = iter(())
         self.eof = False
         """Whether the whole request body was received."""
 
@@ -327,10 +324,6 @@ class _Requests(AsyncIterator[Message]):
                 return m
             if self.eof:
                 raise StopAsyncIteration
-            # Let go of the last read before the next: the server makes a
-            # fresh buffer for each, and two alive at once make the heap
-            # grow and shrink (page faults) on every read.
-            self._pending = _NONE
             msg = await self._receive()
             if msg["type"] != "http.request":
                 await _disconnected(self._guard)
