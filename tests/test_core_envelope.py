@@ -159,3 +159,21 @@ def test_decode_payload() -> None:
     with pytest.raises(ConnectError) as e:
         decode_payload(FLAG_COMPRESSED, b"zz", None, 10)
     assert e.value.code is Code.INTERNAL
+
+
+class _BytesOnly(Gzip):
+    """A compression that, like a third-party one may, refuses views."""
+
+    def decompress(self, data: bytes, max_size: int) -> bytes:
+        assert type(data) is bytes
+        return super().decompress(data, max_size)
+
+
+def test_decode_payload_views() -> None:
+    # A plain view stays a view (upb parses it in place); a compressed one
+    # reaches the compression as bytes.
+    read = b"xx" + gzip.compress(b"abc")
+    plain = decode_payload(0, memoryview(read)[:2], None, 10)
+    assert isinstance(plain, memoryview) and plain.obj is read
+    got = decode_payload(FLAG_COMPRESSED, memoryview(read)[2:], _BytesOnly(), 10)
+    assert got == b"abc"

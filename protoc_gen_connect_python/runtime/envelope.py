@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import Payload
@@ -206,19 +206,43 @@ class EnvelopeDecoder:
             raise ConnectError(code, "protocol error: incomplete envelope")
 
 
+@overload
 def decode_payload(
     flags: int,
     payload: bytes,
     compression: Compression | None,
     read_max_bytes: int,
+    error_code: Code = ...,
+) -> bytes: ...
+
+
+@overload
+def decode_payload(
+    flags: int,
+    payload: Payload,
+    compression: Compression | None,
+    read_max_bytes: int,
+    error_code: Code = ...,
+) -> Payload: ...
+
+
+def decode_payload(
+    flags: int,
+    payload: Payload,
+    compression: Compression | None,
+    read_max_bytes: int,
     error_code: Code = Code.INTERNAL,
-) -> bytes:
-    """Decompress a message payload when its flag says so, within the limit."""
+) -> Payload:
+    """Decompress a message payload when its flag says so, within the limit.
+
+    A payload that is not compressed comes back as it was (a view stays a
+    view); a compressed one is handed to ``compression`` as ``bytes``.
+    """
     if flags & FLAG_COMPRESSED:
         if compression is None:
             raise ConnectError(
                 error_code,
                 "protocol error: received compressed message without an encoding",
             )
-        return compression.decompress(payload, read_max_bytes)
+        return compression.decompress(bytes(payload), read_max_bytes)
     return payload

@@ -21,7 +21,6 @@ from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import Codec, codec_for
 from protoc_gen_connect_python.runtime.compression import IDENTITY, Compression
 from protoc_gen_connect_python.runtime.envelope import (
-    FLAG_COMPRESSED,
     FLAG_END_STREAM,
     EnvelopeDecoder,
     decode_payload,
@@ -644,8 +643,7 @@ class ConnectResponseStream(EnvelopeResponseStream):
         return out
 
     def _end(self, flags: int, payload: bytes) -> None:
-        if flags & FLAG_COMPRESSED:
-            payload = decode_payload(flags, payload, self._comp, self._limit)
+        payload = decode_payload(flags, payload, self._comp, self._limit)
         err, trailers = connect.parse_end_stream(payload)
         self._done = True
         self.trailers = trailers

@@ -267,8 +267,7 @@ class GRPCResponseStream(EnvelopeResponseStream):
         return out
 
     def _parse_block(self, flags: int, payload: bytes) -> Headers:
-        if flags & FLAG_COMPRESSED:
-            payload = decode_payload(FLAG_COMPRESSED, payload, self._comp, self._limit)
+        payload = decode_payload(flags, payload, self._comp, self._limit)
         try:
             return wire.parse_trailers_block(payload)
         except (ValueError, UnicodeDecodeError) as e:

@@ -19,7 +19,6 @@ from protoc_gen_connect_python.runtime.codec import Codec, Payload, decoder, enc
 from protoc_gen_connect_python.runtime.compression import IDENTITY, Compression
 from protoc_gen_connect_python.runtime.context import RequestContext
 from protoc_gen_connect_python.runtime.envelope import (
-    FLAG_COMPRESSED,
     EnvelopeDecoder,
     decode_payload,
     encode_message,
@@ -139,8 +138,7 @@ class EnvelopeCall(ServerCall):
         for flags, payload in frames:
             if flags & self._client_flag:
                 raise ConnectError(*self._client_flag_error)
-            if flags & FLAG_COMPRESSED:
-                payload = decode_payload(flags, bytes(payload), self._recv_comp, limit)
+            payload = decode_payload(flags, payload, self._recv_comp, limit)
             yield decode(payload, self.endpoint.spec.input)
 
     def close_input(self) -> None:
