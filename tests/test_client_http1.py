@@ -103,6 +103,22 @@ def test_head_waits_for_blank_line() -> None:
     assert p.complete
 
 
+def test_reads_fed_before_parsing_are_joined_in_order() -> None:
+    # The async transport feeds every read as it comes and parses when the
+    # consumer asks: reads fed meanwhile queue up and are joined once.
+    p = ResponseParser()
+    p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab")
+    assert p.head() is not None
+    assert p.body() == b"ab"
+    p.feed(b"cd\r\n3\r")
+    p.feed(b"\nefg\r\n")
+    p.feed(b"0\r\n\r\n")
+    assert p.buffered == 17
+    assert not p.reusable
+    assert p.body() == b"cdefg"
+    assert p.complete and p.reusable and p.buffered == 0
+
+
 @pytest.mark.parametrize(
     ("wire", "method"),
     [

@@ -241,6 +241,8 @@ class ResponseParser:
         "_head",
         "_left",
         "_method",
+        "_more",
+        "_more_size",
         "_pos",
         "complete",
         "trailers",
@@ -250,6 +252,10 @@ class ResponseParser:
         self._method = method
         self._buf = b""
         self._pos = 0
+        # Reads fed while unparsed bytes remain, joined when next parsed:
+        # adding each to the buffer would copy it whole on every read.
+        self._more: list[bytes] = []
+        self._more_size = 0
         self._eof = False
         self._head: ResponseHead | None = None
         self._framing = _NONE
@@ -263,11 +269,20 @@ class ResponseParser:
 
     def feed(self, data: bytes) -> None:
         """Add bytes received from the peer."""
-        if self._pos >= len(self._buf):
+        if self._pos >= len(self._buf) and not self._more:
             self._buf = data
+            self._pos = 0
         else:
-            self._buf = self._buf[self._pos :] + data
+            self._more.append(data)
+            self._more_size += len(data)
+
+    def _gather(self) -> None:
+        """Join the reads fed since the last parse onto the buffer, once."""
+        rest = memoryview(self._buf)[self._pos :]
+        self._buf = b"".join([rest, *self._more])
         self._pos = 0
+        self._more = []
+        self._more_size = 0
 
     def feed_eof(self) -> None:
         """The peer closed its side: a body delimited by the close ends here."""
@@ -276,7 +291,7 @@ class ResponseParser:
     @property
     def buffered(self) -> int:
         """Bytes fed and not yet parsed or handed out."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._more_size
 
     # -- head -------------------------------------------------------------------
 
@@ -284,6 +299,8 @@ class ResponseParser:
         """The final response head, or None while it is incomplete."""
         if self._head is not None:
             return self._head
+        if self._more:
+            self._gather()
         buf = self._buf
         pos = self._pos
         if pos >= len(buf) and not self._eof:
@@ -432,6 +449,7 @@ class ResponseParser:
             and head.keep_alive
             and not self._eof
             and self._pos >= len(self._buf)
+            and not self._more
         )
 
     # -- body -------------------------------------------------------------------
@@ -440,6 +458,8 @@ class ResponseParser:
         """Body bytes received since the last call; ``b""`` if none (yet)."""
         if self.complete:
             return b""
+        if self._more:
+            self._gather()
         framing = self._framing
         if framing == _LENGTH:
             buf = self._buf
