@@ -1,4 +1,4 @@
-"""``prime_allocator``: large blocks freed by a server are kept for reuse."""
+"""``prime_allocator``: large blocks freed by a server or client are kept for reuse."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import sys
 import pytest
 from server_apps import Pinger, PingerSync
 
-from protoc_gen_connect_python.runtime import ASGIApp, WSGIApp
+from protoc_gen_connect_python.runtime import (
+    ASGIApp,
+    AsyncClient,
+    SyncClient,
+    WSGIApp,
+    allocator,
+)
 from protoc_gen_connect_python.runtime.server import core
 
 # Run in a fresh interpreter: the thresholds belong to the whole process, and
@@ -17,7 +23,7 @@ from protoc_gen_connect_python.runtime.server import core
 # as a server's read buffers are.
 _PROBE = """
 import resource, sys
-from protoc_gen_connect_python.runtime.server.core import prime_allocator
+from protoc_gen_connect_python.runtime.allocator import prime_allocator
 if sys.argv[1] == "on":
     prime_allocator()
 def reads():
@@ -58,4 +64,16 @@ def test_apps_prime_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls == ["primed", "primed"]
     ASGIApp(Pinger(), prime_allocator=False)
     WSGIApp(PingerSync(), prime_allocator=False)
+    assert calls == ["primed", "primed"]
+
+
+def test_clients_prime_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(allocator, "prime_allocator", lambda: calls.append("primed"))
+    url = "http://127.0.0.1:9"
+    AsyncClient(url)
+    SyncClient(url).close()
+    assert calls == ["primed", "primed"]
+    AsyncClient(url, prime_allocator=False)
+    SyncClient(url, prime_allocator=False).close()
     assert calls == ["primed", "primed"]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from google.protobuf.message import Message
 
+from protoc_gen_connect_python.runtime import allocator
 from protoc_gen_connect_python.runtime.client.config import (
     DEFAULT_COMPRESS_MIN_BYTES,
     DEFAULT_GET_URL_MAX_BYTES,
@@ -133,6 +134,7 @@ class ClientBase(Generic[_T, _P]):
         tls_key: PEMInput | None = None,
         transport: _T | _P | None = None,
         interceptors: Sequence[ClientInterceptor] = (),
+        prime_allocator: bool = True,
     ) -> None:
         config = build_config(
             base_url,
@@ -152,7 +154,10 @@ class ClientBase(Generic[_T, _P]):
             tls_cert=tls_cert,
             tls_key=tls_key,
             interceptors=interceptors,
+            prime_allocator=prime_allocator,
         )
+        if config.prime_allocator:
+            allocator.prime_allocator()
         self._config = config
         self._protocol: ClientProtocol = make_protocol(config)
         self._transport: _T = self._open_transport(config, transport)

@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypedDict, cast
 
 from google.protobuf.message import Message
 
+from protoc_gen_connect_python.runtime.allocator import prime_allocator
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import CODECS, Codec
 from protoc_gen_connect_python.runtime.compression import (
@@ -121,7 +122,8 @@ class ServerOptions:
     default: such text may leak internals. They are logged either way."""
     prime_allocator: bool = True
     """Let the C allocator keep large blocks for reuse from the start (see
-    ``prime_allocator``); it is a setting of the whole process."""
+    ``runtime.allocator.prime_allocator``); it is a setting of the whole
+    process."""
 
 
 class ServerOptionsKwargs(TypedDict, total=False):
@@ -354,28 +356,6 @@ class ServerProtocol(abc.ABC):
 # ---------------------------------------------------------------------------
 # Handler adapters: every streaming kind in one shape
 # ---------------------------------------------------------------------------
-
-
-def prime_allocator() -> None:
-    """Have glibc's malloc reuse large blocks instead of returning them at once.
-
-    Servers read request bodies into a fresh buffer per read (often 64-256
-    KiB) and free it soon after. glibc serves blocks that large from the top
-    of the heap and gives the memory back to the kernel whenever the free top
-    passes a threshold, then faults it in again, page by page, for the next
-    read: on uvicorn half of a client stream's CPU went to those faults.
-    glibc raises the threshold by itself once a block of
-    ``read_max_bytes``' default size (4 MiB) has been freed, which any server
-    that buffers one large message does; this does it up front, once per
-    process. Elsewhere than glibc it costs one short-lived allocation.
-    """
-    global _primed
-    if not _primed:
-        _primed = True
-        bytearray(4 * MiB)  # made and freed at once
-
-
-_primed = False
 
 
 def _missing() -> ConnectError:
