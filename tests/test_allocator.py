@@ -16,7 +16,6 @@ from protoc_gen_connect_python.runtime import (
     WSGIApp,
     allocator,
 )
-from protoc_gen_connect_python.runtime.server import core
 
 # Run in a fresh interpreter: the thresholds belong to the whole process, and
 # this one's have long moved. Three 1.5 MB buffers alive at once, then freed,
@@ -58,7 +57,7 @@ def test_priming_keeps_freed_blocks_for_reuse() -> None:
 
 def test_apps_prime_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(core, "prime_allocator", lambda: calls.append("primed"))
+    monkeypatch.setattr(allocator, "prime_allocator", lambda: calls.append("primed"))
     ASGIApp(Pinger())
     WSGIApp(PingerSync())
     assert calls == ["primed", "primed"]

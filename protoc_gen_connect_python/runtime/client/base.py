@@ -154,9 +154,9 @@ class ClientBase(Generic[_T, _P]):
             tls_cert=tls_cert,
             tls_key=tls_key,
             interceptors=interceptors,
-            prime_allocator=prime_allocator,
         )
-        if config.prime_allocator:
+        # A setting of the whole process, not of this client: not in the config.
+        if prime_allocator:
             allocator.prime_allocator()
         self._config = config
         self._protocol: ClientProtocol = make_protocol(config)

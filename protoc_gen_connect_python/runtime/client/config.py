@@ -53,7 +53,6 @@ class ClientConfig:
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
     interceptors: tuple[ClientInterceptor, ...] = ()
-    prime_allocator: bool = True
 
     @property
     def decompressors(self) -> dict[str, Compression]:
@@ -108,7 +107,6 @@ def build_config(
     tls_cert: PEMInput | None = None,
     tls_key: PEMInput | None = None,
     interceptors: Sequence[ClientInterceptor] = (),
-    prime_allocator: bool = True,
 ) -> ClientConfig:
     """Check the client constructor's arguments and resolve them into a config.
 
@@ -182,5 +180,4 @@ def build_config(
         tls_cert=cert,
         tls_key=key,
         interceptors=tuple(interceptors),
-        prime_allocator=prime_allocator,
     )

@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypedDict, cast
 
 from google.protobuf.message import Message
 
-from protoc_gen_connect_python.runtime.allocator import prime_allocator
+from protoc_gen_connect_python.runtime import allocator
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import CODECS, Codec
 from protoc_gen_connect_python.runtime.compression import (
@@ -547,7 +547,7 @@ class ServerCore:
         self.options = options
         self.routes = _build_endpoints(services, interceptors, is_async)
         if options.prime_allocator:
-            prime_allocator()
+            allocator.prime_allocator()
 
         codecs: dict[str, Codec] = dict(CODECS)
         for c in options.codecs:
