@@ -17,6 +17,7 @@ from protoc_gen_connect_python.runtime.envelope import (
     decode_payload,
     encode_envelope,
     encode_message,
+    message_framer,
 )
 
 frames = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=300)), max_size=8)
@@ -147,6 +148,25 @@ def test_encode_message_compression_and_send_limit() -> None:
     with pytest.raises(ConnectError) as e:
         encode_message(b"x" * 1000, None, 0, 999)
     assert e.value.code is Code.RESOURCE_EXHAUSTED
+
+
+def test_message_framer_adds_pieces_of_one_write() -> None:
+    # Plain: a header and the payload itself, not a copy of it.
+    payload = b"y" * 70
+    frame = message_framer(lambda m: payload, None, 100, 0)
+    out: list[bytes] = [b"before"]
+    assert frame("msg", out) == 75
+    assert out[0] == b"before" and out[2] is payload
+    assert b"".join(out[1:]) == encode_envelope(0, payload)
+    # Compressed or checked: one framed piece, as encode_message makes it.
+    frame = message_framer(lambda m: b"x" * 1000, Gzip(), 100, 0)
+    out = []
+    n = frame("msg", out)
+    assert len(out) == 1 and n == len(out[0]) and out[0][0] == FLAG_COMPRESSED
+    frame = message_framer(lambda m: b"x" * 1000, None, 0, 999)
+    with pytest.raises(ConnectError) as e:
+        frame("msg", out)
+    assert e.value.code is Code.RESOURCE_EXHAUSTED and len(out) == 1
 
 
 def test_decode_payload() -> None:

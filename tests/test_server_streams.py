@@ -27,8 +27,12 @@ from protoc_gen_connect_python.runtime import (
     WSGIApp,
 )
 from protoc_gen_connect_python.runtime.headers import Headers
-from protoc_gen_connect_python.runtime.server.asgi import JOIN_MAX, JOIN_SECONDS
-from protoc_gen_connect_python.runtime.server.core import DEADLINE_GRACE, check_deadline
+from protoc_gen_connect_python.runtime.server.asgi import JOIN_SECONDS
+from protoc_gen_connect_python.runtime.server.core import (
+    DEADLINE_GRACE,
+    JOIN_MAX,
+    check_deadline,
+)
 
 P = "/testing.v1.PingService/"
 STREAM = "application/connect+proto"
@@ -370,6 +374,103 @@ def test_asgi_stream_send_failing_while_the_handler_waits_cancels_it() -> None:
     with pytest.raises(OSError):
         asyncio.run(ASGIApp(Waits())(scope, receive, send))
     assert seen == ["CancelledError"]
+
+
+def test_asgi_stream_buffer_hint_holds_across_waits() -> None:
+    # With the hint, a wait does not send what is held: the batch waits for
+    # JOIN_MAX bytes or the end of the stream.
+    class Hinted(Pinger):
+        async def count_up(
+            self, request: Any, ctx: RequestContext
+        ) -> AsyncIterator[Any]:
+            ctx.buffer_hint = True
+            for i in range(3):
+                yield pb.CountUpResponse(number=i)
+                await asyncio.sleep(0)
+            EVENTS.append("handler: done")
+
+    log = asyncio.run(_drive(ASGIApp(Hinted()), P + "CountUp", [_count_up(3)]))
+    assert log[1:] == [
+        "handler: done",
+        "start 200 []",
+        "body ['message'] * 3 more=True",
+        "body ['end'] more=False",
+    ]
+
+
+def _wsgi_bodies(app: WSGIApp, path: str, body: bytes) -> list[str]:
+    """Run one streaming request; what each yielded body chunk holds, in order,
+    among the handler's own EVENTS."""
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "CONTENT_TYPE": STREAM,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    EVENTS.clear()
+    for chunk in app(environ, lambda status, headers: None):
+        kinds = ["end" if f & 2 else "message" for f, _ in split_envelopes(chunk)]
+        EVENTS.append(f"{kinds.count('message')} messages{' + end' * ('end' in kinds)}")
+    return list(EVENTS)
+
+
+class _HintedSync(PingerSync):
+    """Answers each request text with it repeated 16384 times, under the
+    buffer hint; clears the hint at the fifth; after the text "!" fails."""
+
+    def echo(self, requests: Iterator[Any], ctx: RequestContext) -> Iterator[Any]:
+        assert ctx.buffer_hint is False
+        ctx.buffer_hint = True
+        for i, r in enumerate(requests, 1):
+            if r.text == "!":
+                raise ConnectError(Code.ABORTED, "echo failed")
+            if i == 5:
+                EVENTS.append("handler: hint cleared")
+                ctx.buffer_hint = False
+            yield pb.EchoResponse(text=r.text * 16384)
+
+
+def _echo_requests(*texts: str) -> bytes:
+    return b"".join(envelope(pb.EchoRequest(text=t).SerializeToString()) for t in texts)
+
+
+def test_wsgi_stream_without_the_hint_writes_each_message() -> None:
+    log = _wsgi_bodies(WSGIApp(PingerSync()), P + "CountUp", _count_up(3))
+    assert log == ["1 messages", "1 messages", "1 messages", "0 messages + end"]
+
+
+def test_wsgi_stream_buffer_hint_joins_up_to_join_max() -> None:
+    # Four messages of 16 KiB and a little pass JOIN_MAX: one write; the hint
+    # cleared, the fifth goes at once; then one write per message.
+    assert JOIN_MAX == 65536
+    body = _echo_requests(*"abcdef")
+    log = _wsgi_bodies(WSGIApp(_HintedSync()), P + "Echo", body)
+    assert log == [
+        "4 messages",
+        "handler: hint cleared",
+        "1 messages",
+        "1 messages",
+        "0 messages + end",
+    ]
+
+
+def test_wsgi_stream_buffer_hint_sends_what_it_holds_with_the_end() -> None:
+    # Held messages go out with the end of the stream, before the error.
+    body = _echo_requests("a", "b", "c", "!")
+    log = _wsgi_bodies(WSGIApp(_HintedSync()), P + "Echo", body)
+    assert log == ["3 messages + end"]
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": P + "Echo",
+        "CONTENT_TYPE": STREAM,
+        "wsgi.input": io.BytesIO(body),
+    }
+    (chunk,) = WSGIApp(_HintedSync())(environ, lambda status, headers: None)
+    frames = split_envelopes(chunk)
+    texts = [pb.EchoResponse.FromString(m).text for _, m in frames[:3]]
+    assert texts == [t * 16384 for t in "abc"]
+    assert json.loads(frames[3][1])["error"]["code"] == "aborted"
 
 
 def test_asgi_request_messages_are_decoded_as_taken() -> None:

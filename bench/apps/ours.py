@@ -50,6 +50,7 @@ class Bench(AsyncService):
         return echo_reply(request)
 
     async def download(self, request: Any, ctx: RequestContext) -> AsyncIterator[Any]:
+        ctx.buffer_hint = True  # a bulk download: nothing waits between messages
         msg = pb.EchoResponse(payload=payload(request.size))
         for _ in range(request.count):
             yield msg
@@ -77,6 +78,7 @@ class BenchSync(SyncService):
         return echo_reply(request)
 
     def download(self, request: Any, ctx: RequestContext) -> Iterator[Any]:
+        ctx.buffer_hint = True  # a bulk download: nothing waits between messages
         msg = pb.EchoResponse(payload=payload(request.size))
         for _ in range(request.count):
             yield msg

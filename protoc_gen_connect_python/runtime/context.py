@@ -50,6 +50,7 @@ class RequestContext:
     """
 
     __slots__ = (
+        "_buffer_hint",
         "_head_sender",
         "_lazy_peer",
         "_peer",
@@ -179,6 +180,30 @@ class RequestContext:
         if sender is None:
             return SENT
         return sender()
+
+    @property
+    def buffer_hint(self) -> bool:
+        """Whether response messages may wait to be sent together (default False).
+
+        Set it in a streaming handler that yields its messages without waiting
+        in between (a bulk download, an export): they are then joined into
+        writes of up to 64 KiB. What is held goes out once 64 KiB are reached,
+        with the next message after the hint is cleared, or at the end of the
+        stream. A message held while the handler waits waits with it, so leave
+        the hint unset for handlers that stream events as they happen.
+
+        WSGI gains most: without the hint every message is a write of its own,
+        as a blocking handler gives the shell no moment to send what it would
+        hold. ASGI already joins the messages a handler yields back to back and
+        sends them when it first waits; with the hint they are held across its
+        waits too. Unary responses are one write either way.
+        """
+        hint: bool = getattr(self, "_buffer_hint", False)
+        return hint
+
+    @buffer_hint.setter
+    def buffer_hint(self, value: bool) -> None:
+        self._buffer_hint = value
 
     def timeout_remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None if there is none."""

@@ -60,25 +60,32 @@ def message_framer(
     compression: Compression | None,
     compress_min_bytes: int,
     send_max_bytes: int,
-) -> Callable[[Any], bytes]:
+) -> Callable[[Any, list[bytes]], int]:
     """``encode`` then ``encode_message`` as one callable, made once per stream.
 
-    Without compression or a send limit (the usual case) each message costs
-    the encoding and the framing, nothing else.
+    The callable adds the framed message to a list of pieces to be joined
+    into one write and returns how many bytes it added. Without compression
+    or a send limit (the usual case) each message costs its encoding and a
+    header, no copy: the join that sends it is the only one.
     """
     if compression is None and not send_max_bytes:
         pack = _HEADER.pack
 
-        def frame(message: Any) -> bytes:
+        def frame(message: Any, out: list[bytes]) -> int:
             payload = encode(message)
-            return pack(0, len(payload)) + payload
+            n = len(payload)
+            out.append(pack(0, n))
+            out.append(payload)
+            return n + HEADER_SIZE
 
         return frame
 
-    def frame_checked(message: Any) -> bytes:
-        return encode_message(
+    def frame_checked(message: Any, out: list[bytes]) -> int:
+        data = encode_message(
             encode(message), compression, compress_min_bytes, send_max_bytes
         )
+        out.append(data)
+        return len(data)
 
     return frame_checked
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
-from protoc_gen_connect_python.runtime.context import SENT
+from protoc_gen_connect_python.runtime.context import SENT, RequestContext
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import AsyncServerInterceptor
@@ -28,6 +28,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     DRAIN_MAX_BYTES,
     DRAIN_SECONDS,
     HEAD_NAMES,
+    JOIN_MAX,
     NOT_FOUND,
     Endpoint,
     Head,
@@ -623,7 +624,7 @@ class ASGIApp:
                 requests = _Requests(receive, call, guard)
                 ctx._head_sender = head.flush
                 responses = ep.stream(requests, ctx)
-                await _send_messages(responses, call.stream_framer(), head, send)
+                await _send_messages(responses, call.stream_framer(), head, send, ctx)
             finally:
                 ctx._head_sender = None
                 if responses is not None:
@@ -671,8 +672,6 @@ class ASGIApp:
             await send({"type": "http.response.trailers", "headers": trailers})
 
 
-JOIN_MAX = 64 * 1024
-"""The most bytes of response messages a streaming call joins into one event."""
 JOIN_SECONDS = 0.001
 """How long a message may wait for others ready after it, counted from the
 start of the handler step that made it."""
@@ -680,9 +679,10 @@ start of the handler step that made it."""
 
 async def _send_messages(
     responses: AsyncIterator[Message],
-    frame: Callable[[Message], bytes],
+    frame: Callable[[Message, list[bytes]], int],
     head: _StreamHead,
     send: Send,
+    ctx: RequestContext,
 ) -> None:
     """Send the framed response messages of a stream as they come.
 
@@ -693,7 +693,8 @@ async def _send_messages(
     while the handler waits: its steps are run by hand (as ``await`` would),
     and what was held is sent as soon as one suspends. A handler slow between
     messages gets each sent alone: a batch goes out once ``JOIN_SECONDS`` have
-    passed since the step that made its first message began.
+    passed since the step that made its first message began. With
+    ``ctx.buffer_hint`` set, a batch waits for ``JOIN_MAX`` bytes or the end.
     """
     anext = responses.__anext__
     held: list[bytes] = []
@@ -710,7 +711,7 @@ async def _send_messages(
             except StopAsyncIteration:
                 break
             else:
-                if held:
+                if held and not ctx.buffer_hint:
                     out, held, size = held, [], 0
                     try:
                         await _send_body(head, send, out)
@@ -721,13 +722,13 @@ async def _send_messages(
                     msg = await _resume(step, pending)
                 except StopAsyncIteration:
                     break
-            data = frame(msg)
             if not held:
                 first = began
-            held.append(data)
-            size += len(data)
+            size += frame(msg, held)
             began = now()
-            if size >= JOIN_MAX or began - first >= JOIN_SECONDS:
+            if size >= JOIN_MAX or (
+                began - first >= JOIN_SECONDS and not ctx.buffer_hint
+            ):
                 out, held, size = held, [], 0
                 await _send_body(head, send, out)
     except Exception:
@@ -742,7 +743,7 @@ async def _send_messages(
 async def _send_body(head: _StreamHead, send: Send, pieces: list[bytes]) -> None:
     if not head.sent:
         await head.start()
-    body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    body = b"".join(pieces)
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
 

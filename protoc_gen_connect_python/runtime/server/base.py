@@ -175,7 +175,7 @@ class EnvelopeCall(ServerCall):
             opts.send_max_bytes,
         )
 
-    def stream_framer(self) -> Callable[[Message], bytes]:
+    def stream_framer(self) -> Callable[[Message, list[bytes]], int]:
         """One closure per stream: no option or compression lookups per message."""
         assert self.codec is not None
         opts = self.core.options

@@ -27,6 +27,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     DRAIN_MAX_BYTES,
     DRAIN_SECONDS,
     HEAD_NAMES,
+    JOIN_MAX,
     NOT_FOUND,
     Endpoint,
     Head,
@@ -378,6 +379,10 @@ class WSGIApp:
         err: ConnectError | None = None
         responses: Iterator[Message] | None = None
         eof = [False]
+        # The pieces of the next write: one message, or those held under
+        # ctx.buffer_hint.
+        held: list[bytes] = []
+        size = 0
 
         def send_head() -> Awaitable[None]:
             # ctx.send_headers(): PEP 3333 servers send the head on the first
@@ -403,11 +408,16 @@ class WSGIApp:
                 for msg in responses:
                     if ctx.deadline is not None:
                         check_deadline(ctx)
-                    data = frame(msg)
+                    size += frame(msg, held)
                     if not started:
                         status, head = call.stream_head()
                         start_response(status_line(status), _str_headers(head))
                         started = True
+                    if size < JOIN_MAX and ctx.buffer_hint:
+                        continue
+                    data = b"".join(held)
+                    held.clear()
+                    size = 0
                     yield data
                 check_deadline(ctx)
             finally:
@@ -428,6 +438,8 @@ class WSGIApp:
                 status, head = call.stream_head()
                 start_response(status_line(status), _str_headers(head))
             body, trailers = call.encode_stream_end(err)
+            if held:  # what the handler yielded before it ended goes first
+                body = b"".join([*held, body])
         yield from _end(
             body, trailers, send_trailers, None if eof[0] else _unread(environ, ep)
         )
