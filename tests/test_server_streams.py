@@ -161,16 +161,21 @@ def test_asgi_send_headers_in_unary_does_nothing() -> None:
     assert log[1] == "start 200 ['x-late']"
 
 
+def _environ(path: str, body: bytes) -> dict[str, Any]:
+    """A WSGI environ for a streaming POST of ``body``."""
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "CONTENT_TYPE": STREAM,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+
+
 def test_wsgi_send_headers_before_first_message() -> None:
     app = WSGIApp(EarlySync())
     req = envelope(pb.CountUpRequest(number=1).SerializeToString())
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": P + "CountUp",
-        "CONTENT_TYPE": STREAM,
-        "CONTENT_LENGTH": str(len(req)),
-        "wsgi.input": io.BytesIO(req),
-    }
+    environ = _environ(P + "CountUp", req)
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> Any:
         names = sorted(k for k, _ in headers if k.startswith("x-"))
@@ -401,15 +406,8 @@ def test_asgi_stream_buffer_hint_holds_across_waits() -> None:
 def _wsgi_bodies(app: WSGIApp, path: str, body: bytes) -> list[str]:
     """Run one streaming request; what each yielded body chunk holds, in order,
     among the handler's own EVENTS."""
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": path,
-        "CONTENT_TYPE": STREAM,
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-    }
     EVENTS.clear()
-    for chunk in app(environ, lambda status, headers: None):
+    for chunk in app(_environ(path, body), lambda status, headers: None):
         kinds = ["end" if f & 2 else "message" for f, _ in split_envelopes(chunk)]
         EVENTS.append(f"{kinds.count('message')} messages{' + end' * ('end' in kinds)}")
     return list(EVENTS)
@@ -460,12 +458,7 @@ def test_wsgi_stream_buffer_hint_sends_what_it_holds_with_the_end() -> None:
     body = _echo_requests("a", "b", "c", "!")
     log = _wsgi_bodies(WSGIApp(_HintedSync()), P + "Echo", body)
     assert log == ["3 messages + end"]
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": P + "Echo",
-        "CONTENT_TYPE": STREAM,
-        "wsgi.input": io.BytesIO(body),
-    }
+    environ = _environ(P + "Echo", body)
     (chunk,) = WSGIApp(_HintedSync())(environ, lambda status, headers: None)
     frames = split_envelopes(chunk)
     texts = [pb.EchoResponse.FromString(m).text for _, m in frames[:3]]
