@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from client_env import SERVER_STREAM_SPEC, UNARY_SPEC
+from client_env import BIDI_SPEC, SERVER_STREAM_SPEC, UNARY_SPEC
 from google.protobuf.wrappers_pb2 import StringValue
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,13 +15,15 @@ from protoc_gen_connect_python.runtime import (
     Code,
     ConnectError,
     Headers,
+    SyncClient,
 )
 from protoc_gen_connect_python.runtime.client.config import build_config
-from protoc_gen_connect_python.runtime.client.core import ConnectProtocol
+from protoc_gen_connect_python.runtime.client.core import ConnectProtocol, HTTPRequest
 from protoc_gen_connect_python.runtime.compression import Gzip
 from protoc_gen_connect_python.runtime.envelope import (
     FLAG_COMPRESSED,
     FLAG_END_STREAM,
+    JOIN_MAX,
     encode_envelope,
 )
 from protoc_gen_connect_python.runtime.protocol import connect
@@ -263,3 +266,44 @@ def test_zstd_is_safe_to_share_between_threads() -> None:
 
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(round_trip, payloads * 4))
+
+
+class _Recording:
+    """A sync transport that takes the whole request body, notes the size of
+    each piece, and answers an empty Connect stream."""
+
+    def __init__(self) -> None:
+        self.pieces: list[int] = []
+        self._end = [encode_envelope(FLAG_END_STREAM, b"{}")]
+
+    def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> Any:
+        assert body is not None
+        self.pieces = [len(p) for p in body]
+        return self
+
+    status = 200
+    headers = Headers({"content-type": "application/connect+proto"})
+    trailers = Headers()
+
+    def read(self) -> bytes:
+        return self._end.pop() if self._end else b""
+
+    def close(self) -> None:
+        pass
+
+
+def test_sync_client_joins_a_list_of_requests() -> None:
+    # A list is all there: its messages share writes of about JOIN_MAX. A
+    # generator may block between messages, so each goes alone.
+    msgs = [StringValue(value=c * 16384) for c in "abcdefghij"]
+    frame = len(encode_envelope(0, msgs[0].SerializeToString()))
+    assert JOIN_MAX == 65536
+    for requests, want in (
+        (msgs, [4 * frame, 4 * frame, 2 * frame]),
+        (tuple(msgs), [4 * frame, 4 * frame, 2 * frame]),
+        ((m for m in msgs), [frame] * 10),
+    ):
+        t = _Recording()
+        client = SyncClient("http://h", transport=t)
+        assert list(client.call_bidi_stream(BIDI_SPEC, requests)) == []
+        assert t.pieces == want

@@ -17,6 +17,7 @@ from protoc_gen_connect_python.runtime.envelope import (
     decode_payload,
     encode_envelope,
     encode_message,
+    joined,
     message_framer,
 )
 
@@ -167,6 +168,15 @@ def test_message_framer_adds_pieces_of_one_write() -> None:
     with pytest.raises(ConnectError) as e:
         frame("msg", out)
     assert e.value.code is Code.RESOURCE_EXHAUSTED and len(out) == 1
+
+
+def test_joined_writes() -> None:
+    frames = [bytes([i]) * 30_000 for i in range(5)]
+    out = list(joined(frames))
+    # 30 000 + 30 000 + 30 000 passes 64 KiB; the other two are what is left.
+    assert [len(w) for w in out] == [90_000, 60_000]
+    assert b"".join(out) == b"".join(frames)
+    assert list(joined([])) == []
 
 
 def test_decode_payload() -> None:

@@ -26,13 +26,10 @@ from protoc_gen_connect_python.runtime import (
     RequestContext,
     WSGIApp,
 )
+from protoc_gen_connect_python.runtime.envelope import JOIN_MAX
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.server.asgi import JOIN_SECONDS
-from protoc_gen_connect_python.runtime.server.core import (
-    DEADLINE_GRACE,
-    JOIN_MAX,
-    check_deadline,
-)
+from protoc_gen_connect_python.runtime.server.core import DEADLINE_GRACE, check_deadline
 
 P = "/testing.v1.PingService/"
 STREAM = "application/connect+proto"

@@ -31,6 +31,7 @@ from protoc_gen_connect_python.runtime.client.transport import (
     sync_transport_for,
 )
 from protoc_gen_connect_python.runtime.code import Code
+from protoc_gen_connect_python.runtime.envelope import joined
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import HeadersInput
 from protoc_gen_connect_python.runtime.method import MethodSpec
@@ -102,8 +103,14 @@ class SyncStream(StreamBase[O], Iterator[O]):
 
     def _body(self, proto: ClientProtocol) -> Iterator[bytes]:
         encode = proto.encode_stream_message
+        reqs = self._requests
         try:
-            for m in self._requests:  # type: ignore[union-attr]
+            if isinstance(reqs, (list, tuple)):
+                # All there already: nothing can wait behind a message held
+                # to share a write with the next ones.
+                yield from joined(map(encode, reqs))
+                return
+            for m in reqs:  # type: ignore[union-attr]
                 yield encode(m)
         except Exception as e:
             # Raised in the transport's thread; reported to the caller instead.

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.context import SENT, RequestContext
+from protoc_gen_connect_python.runtime.envelope import JOIN_MAX
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import AsyncServerInterceptor
@@ -28,7 +29,6 @@ from protoc_gen_connect_python.runtime.server.core import (
     DRAIN_MAX_BYTES,
     DRAIN_SECONDS,
     HEAD_NAMES,
-    JOIN_MAX,
     NOT_FOUND,
     Endpoint,
     Head,

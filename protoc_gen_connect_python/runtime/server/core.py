@@ -168,8 +168,6 @@ class HTTPReject(Exception):
         self.reply = reply
 
 
-JOIN_MAX = 64 * 1024
-"""The most bytes of response messages a streaming call joins into one write."""
 DRAIN_MAX_BYTES = 8 * 1024 * 1024
 """The most of an unread request body the shells read and drop after a reply."""
 DRAIN_SECONDS = 2.0
