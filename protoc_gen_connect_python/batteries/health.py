@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -59,14 +58,10 @@ __all__ = [
 ]
 
 
-class ServingStatus(enum.IntEnum):
-    """The statuses of ``HealthCheckResponse.ServingStatus``, by the same numbers."""
-
-    UNKNOWN = 0
-    SERVING = 1
-    NOT_SERVING = 2
-    SERVICE_UNKNOWN = 3
-    """Only ``Watch`` reports this: the service is not known (yet)."""
+ServingStatus = HealthCheckResponse.ServingStatus
+"""The statuses: ``ServingStatus.SERVING``, ``NOT_SERVING``, ``UNKNOWN`` and
+``SERVICE_UNKNOWN`` (which only ``Watch`` reports: the service is not known,
+yet). The proto's own enum, so replies compare with it directly."""
 
 
 SERVICE_NAME = "grpc.health.v1.Health"
@@ -118,10 +113,10 @@ class Health:
 
     def set(self, service: str, status: ServingStatus) -> None:
         """Set the status of ``service`` ("" for the server); watchers see the change."""
-        if status is ServingStatus.SERVICE_UNKNOWN:
+        if status == ServingStatus.SERVICE_UNKNOWN:
             raise ValueError("SERVICE_UNKNOWN is reported, not set: use remove()")
         with self._cond:
-            if self._statuses.get(service) is not status:
+            if self._statuses.get(service) != status:
                 self._statuses[service] = status
                 self._changed()
 
@@ -228,7 +223,7 @@ def _check(health: Health, request: HealthCheckRequest) -> HealthCheckResponse:
 
 
 def _response(status: ServingStatus) -> HealthCheckResponse:
-    return HealthCheckResponse(status=status.name)
+    return HealthCheckResponse(status=status)
 
 
 def _list(health: Health) -> HealthListResponse:
@@ -250,7 +245,7 @@ class _Watch:
     def next(self) -> HealthCheckResponse | None:
         """The response to send now: the first status, then only changes."""
         status, self.version = self._health._snapshot(self._service)
-        if status is self._last:
+        if status == self._last:
             return None
         self._last = status
         return _response(status)

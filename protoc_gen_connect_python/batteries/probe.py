@@ -64,10 +64,11 @@ def probe_reply(
         service = parse_qs(query, max_num_fields=8).get("service", [""])[0]
         serving = health.status(service)
         if serving is None:
-            status, body = 404, f"{ServingStatus.SERVICE_UNKNOWN.name}\n".encode()
+            serving = ServingStatus.SERVICE_UNKNOWN
+            status = 404
         else:
-            status = 200 if serving is ServingStatus.SERVING else 503
-            body = f"{serving.name}\n".encode()
+            status = 200 if serving == ServingStatus.SERVING else 503
+        body = f"{ServingStatus.Name(serving)}\n".encode()
     headers.append(("content-length", str(len(body))))
     return status, headers, b"" if method == "HEAD" else body
 
