@@ -12,6 +12,7 @@ the default pool, where grpcio's copies of the same names live), and
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,11 +25,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "protoc_gen_connect_python" / "batteries"
 PROTO = PACKAGE / "proto"
 BIN = Path(sys.executable).parent
-# proto file -> module name inside the batteries package
+# module name inside the batteries package -> (proto file, source file)
 MODULES = {
-    "grpc/health/v1/health.proto": "health_pb2",
-    "grpc/reflection/v1/reflection.proto": "reflection_v1_pb2",
-    "grpc/reflection/v1alpha/reflection.proto": "reflection_v1alpha_pb2",
+    "health_pb2": ("grpc/health/v1/health.proto", "grpc/health/v1/health.proto"),
+    "reflection_v1_pb2": (
+        "grpc/reflection/v1/reflection.proto",
+        "grpc/reflection/v1/reflection.proto",
+    ),
+    # The older version of reflection is the same schema in another package.
+    "reflection_v1alpha_pb2": (
+        "grpc/reflection/v1alpha/reflection.proto",
+        "grpc/reflection/v1/reflection.proto",
+    ),
 }
 
 STUB_HEADER = (
@@ -68,11 +76,16 @@ def _module(proto: descriptor_pb2.FileDescriptorProto) -> str:
 def generate(out: Path) -> dict[str, str]:
     """The text of every generated file, by name, built in ``out``."""
     files: dict[str, str] = {}
-    for proto_name, module in MODULES.items():
+    for module, (proto_name, source) in MODULES.items():
         work = out / module
-        work.mkdir(parents=True)
+        src = work / "src"
+        (src / proto_name).parent.mkdir(parents=True)
+        text = (PROTO / source).read_text()
+        package = proto_name.rpartition("/")[0].replace("/", ".")
+        text = re.sub(r"(?m)^package [\w.]+;", f"package {package};", text)
+        (src / proto_name).write_text(text)
         _run(
-            sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO}",
+            sys.executable, "-m", "grpc_tools.protoc", f"-I{src}",
             f"--pyi_out={work}", f"--descriptor_set_out={work / 'set.bin'}",
             proto_name,
         )  # fmt: skip

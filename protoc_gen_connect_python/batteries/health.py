@@ -20,7 +20,9 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import ClassVar
+from typing import ClassVar, TypeVar
+
+from google.protobuf.message import Message
 
 from protoc_gen_connect_python.batteries.health_pb2 import (
     HealthCheckRequest,
@@ -58,6 +60,9 @@ __all__ = [
 ]
 
 
+I = TypeVar("I", bound=Message)  # noqa: E741
+O = TypeVar("O", bound=Message)  # noqa: E741
+
 ServingStatus = HealthCheckResponse.ServingStatus
 """The statuses: ``ServingStatus.SERVING``, ``NOT_SERVING``, ``UNKNOWN`` and
 ``SERVICE_UNKNOWN`` (which only ``Watch`` reports: the service is not known,
@@ -65,29 +70,20 @@ yet). The proto's own enum, so replies compare with it directly."""
 
 
 SERVICE_NAME = "grpc.health.v1.Health"
-HEALTH_CHECK = MethodSpec(
-    service=SERVICE_NAME,
-    name="Check",
-    python_name="check",
-    stream_type=StreamType.UNARY,
-    input=HealthCheckRequest,
-    output=HealthCheckResponse,
+
+
+def _method(
+    name: str, stream_type: StreamType, input: type[I], output: type[O]
+) -> MethodSpec[I, O]:
+    return MethodSpec(SERVICE_NAME, name, name.lower(), stream_type, input, output)
+
+
+HEALTH_CHECK = _method(
+    "Check", StreamType.UNARY, HealthCheckRequest, HealthCheckResponse
 )
-HEALTH_LIST = MethodSpec(
-    service=SERVICE_NAME,
-    name="List",
-    python_name="list",
-    stream_type=StreamType.UNARY,
-    input=HealthListRequest,
-    output=HealthListResponse,
-)
-HEALTH_WATCH = MethodSpec(
-    service=SERVICE_NAME,
-    name="Watch",
-    python_name="watch",
-    stream_type=StreamType.SERVER_STREAM,
-    input=HealthCheckRequest,
-    output=HealthCheckResponse,
+HEALTH_LIST = _method("List", StreamType.UNARY, HealthListRequest, HealthListResponse)
+HEALTH_WATCH = _method(
+    "Watch", StreamType.SERVER_STREAM, HealthCheckRequest, HealthCheckResponse
 )
 HEALTH = ServiceSpec(
     name=SERVICE_NAME, methods=(HEALTH_CHECK, HEALTH_LIST, HEALTH_WATCH)
