@@ -35,6 +35,8 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2 as grpc_health_pb2
 from grpc_health.v1 import health_pb2_grpc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from servers import WSGI_SERVERS, Server, free_port, run_server
 
 from protoc_gen_connect_python.batteries import (
@@ -44,6 +46,7 @@ from protoc_gen_connect_python.batteries import (
     HealthService,
     HealthServiceSync,
     ServingStatus,
+    WSGIHealthProbe,
 )
 from protoc_gen_connect_python.batteries import health_pb2 as ours
 from protoc_gen_connect_python.batteries.health import HEALTH_WATCH
@@ -455,3 +458,39 @@ def test_generated_message_modules_are_up_to_date() -> None:
     assert done.returncode == 0, (
         done.stderr + "\nrun: .venv/bin/python scripts/gen_batteries.py"
     )
+
+
+# --- the probe route with any request a peer can send -------------------------
+
+
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "OPTIONS", "get", ""]),
+    query=st.text(max_size=60)
+    | st.lists(st.sampled_from(["service=", GREET, "&", "=", "%", "x"])).map("".join),
+)
+@settings(max_examples=300, deadline=None)
+def test_probe_answers_any_request(method: str, query: str) -> None:
+    health = Health()
+    health.set(GREET, ServingStatus.NOT_SERVING)
+
+    def inner(environ: Any, start_response: Any) -> list[bytes]:
+        raise AssertionError("the probe path must not reach the app")
+
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+    environ = {"PATH_INFO": "/healthz", "REQUEST_METHOD": method, "QUERY_STRING": query}
+    body = b"".join(
+        WSGIHealthProbe(inner, health)(environ, lambda s, h: started.append((s, h)))
+    )
+    ((status, headers),) = started
+    code = int(status.split()[0])
+    assert code in (200, 400, 404, 405, 503)
+    if method == "HEAD" and code != 405:
+        assert body == b""  # the length is that of the GET body
+    else:
+        assert dict(headers)["content-length"] == str(len(body))
+    if code == 405:
+        assert method not in ("GET", "HEAD")
+    elif method == "GET":
+        assert body.decode().strip() in (
+            "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN", "malformed query string"
+        )  # fmt: skip

@@ -27,6 +27,8 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from protoc_env import protoc
 from servers import Server, run_server
 
@@ -391,3 +393,55 @@ def test_async_and_sync_reflection_pairs_share_a_catalog() -> None:
         assert pair[0].catalog is pair[1].catalog
         assert pair[0].service_spec.name == "grpc.reflection.v1.ServerReflection"
         assert pair[1].service_spec.name == "grpc.reflection.v1alpha.ServerReflection"
+
+
+# --- any request a peer can send ----------------------------------------------------
+
+_text = st.text(max_size=40) | st.sampled_from(
+    ["", ".", "..", "shop.v1.Shop", "shop.v1.Shop.Place", "shop.v1.Order.",
+     "shop/v1/shop.proto", "google/protobuf/timestamp.proto", "grpc.health.v1.Health"]
+)  # fmt: skip
+_requests = st.one_of(
+    st.builds(v1.ServerReflectionRequest, host=_text),
+    st.builds(v1.ServerReflectionRequest, file_by_filename=_text),
+    st.builds(v1.ServerReflectionRequest, file_containing_symbol=_text),
+    st.builds(v1.ServerReflectionRequest, all_extension_numbers_of_type=_text),
+    st.builds(v1.ServerReflectionRequest, list_services=_text),
+    st.builds(
+        v1.ServerReflectionRequest,
+        file_containing_extension=st.builds(
+            v1.ExtensionRequest,
+            containing_type=_text,
+            extension_number=st.integers(-(2**31), 2**31 - 1),
+        ),
+    ),
+)
+
+
+@given(requests=st.lists(_requests, max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_catalog_answers_any_request(
+    shop: tuple[ServiceSpec, DescriptorPool], requests: list[Any]
+) -> None:
+    spec, _ = shop
+    catalog = Catalog()
+    catalog.add((spec,))
+    sent: set[str] = set()
+    for request in requests:
+        before = set(sent)
+        reply = catalog.answer(request, sent)
+        assert reply.original_request == request
+        kind = reply.WhichOneof("message_response")
+        if kind == "error_response":
+            assert reply.error_response.error_code in (
+                Code.NOT_FOUND.value,
+                Code.INVALID_ARGUMENT.value,
+            )
+        elif kind == "file_descriptor_response":
+            # Files the catalog describes; imports once a stream.
+            first, *imports = names(reply)
+            assert {first, *imports} <= set(catalog.files)
+            assert not set(imports) & before
+        else:
+            assert kind in ("list_services_response", "all_extension_numbers_response")
+    assert sent <= set(catalog.files)
