@@ -445,3 +445,9 @@ def test_catalog_answers_any_request(
         else:
             assert kind in ("list_services_response", "all_extension_numbers_response")
     assert sent <= set(catalog.files)
+
+
+def test_generated_names_keep_clear_of_the_served_with_hook() -> None:
+    from protoc_gen_connect_python.plugin.model import runtime_attributes
+
+    assert "served_with" in runtime_attributes()
