@@ -555,6 +555,13 @@ class ServerCore:
             raise ValueError("an app needs at least one service")
         self.options = options
         self.routes = _build_endpoints(services, interceptors, is_async)
+        # Tell each service what else the app serves (reflection asks);
+        # _build_endpoints has checked that every one has a spec.
+        specs = tuple(getattr(type(s), "service_spec", None) for s in services)
+        for s in services:
+            served_with = getattr(s, "served_with", None)
+            if served_with is not None:
+                served_with(specs)
         if options.prime_allocator:
             allocator.prime_allocator()
 
