@@ -241,7 +241,10 @@ class ClientBase(Generic[_T, _P]):
         headers: HeadersInput | None,
         timeout: float | None,
     ) -> ClientCall:
-        call = ClientCall(method, Headers(headers or ()), timeout)
+        config = self._config
+        call = ClientCall(
+            method, Headers(headers or ()), timeout, config.base_url, config.protocol
+        )
         for i in self._hooks:
             i.on_start(call)
         return call

@@ -37,7 +37,9 @@ class ClientCall:
 
     __slots__ = (
         "__weakref__",
+        "base_url",
         "method",
+        "protocol",
         "request_headers",
         "response_headers",
         "response_trailers",
@@ -46,7 +48,12 @@ class ClientCall:
     )
 
     def __init__(
-        self, method: MethodSpec[Any, Any], headers: Headers, timeout: float | None
+        self,
+        method: MethodSpec[Any, Any],
+        headers: Headers,
+        timeout: float | None,
+        base_url: str = "",
+        protocol: str = "connect",
     ) -> None:
         self.method = method
         self.request_headers = headers
@@ -55,6 +62,10 @@ class ClientCall:
         self.response_trailers = Headers()
         self.start = time.monotonic()
         """When the call started, as ``time.monotonic()``."""
+        self.base_url = base_url
+        """The URL of the server the client calls (its ``base_url``)."""
+        self.protocol = protocol
+        """``"connect"``, ``"grpc"`` or ``"grpc-web"``."""
 
     def __repr__(self) -> str:
         return f"ClientCall({self.method.procedure!r})"
