@@ -1,7 +1,7 @@
 """Validation (``extras.validate``) with protovalidate, on real servers.
 
 A service whose messages carry ``buf.validate`` rules
-(``tests/proto/validatetest/v1/users.proto``, generated at test time, see
+(``tests/proto/users/v1/users.proto``, generated at test time, see
 ``validate_proto``) is served by uvicorn (``ASGIApp``) and hypercorn
 (``WSGIApp``). Invalid requests must come back as ``invalid_argument`` with a
 ``buf.validate.Violations`` detail that our clients and connect-node read

@@ -1,4 +1,4 @@
-"""Generates ``tests/proto/validatetest/v1/users.proto`` for the validation tests.
+"""Generates ``tests/proto/users/v1/users.proto`` for the validation tests.
 
 The proto imports ``buf/validate/validate.proto``. No copy of it is kept here:
 protovalidate carries that file's descriptor, so it is written, with its
@@ -27,7 +27,7 @@ from google.protobuf import (
 )
 
 PROTO_ROOT = Path(__file__).parent / "proto"
-PROTO = "validatetest/v1/users.proto"
+PROTO = "users/v1/users.proto"
 VALIDATE_PROTO = "buf/validate/validate.proto"
 
 
@@ -85,7 +85,7 @@ def generate(out: Path) -> Generated:
     return Generated(
         root=out,
         descriptor=descriptor,
-        users_pb2=importlib.import_module("validatetest.v1.users_pb2"),
-        users_connect=importlib.import_module("validatetest.v1.users_connect"),
+        users_pb2=importlib.import_module("users.v1.users_pb2"),
+        users_connect=importlib.import_module("users.v1.users_connect"),
         validate_pb2=importlib.import_module("buf.validate.validate_pb2"),
     )

@@ -37,9 +37,9 @@ const { values: args } = parseArgs({
 const registry = createFileRegistry(
   fromBinary(FileDescriptorSetSchema, readFileSync(args.descriptor)),
 );
-const service = registry.getService("validatetest.v1.UserService");
-const requestSchema = registry.getMessage("validatetest.v1.CreateUserRequest");
-const responseSchema = registry.getMessage("validatetest.v1.CreateUserResponse");
+const service = registry.getService("users.v1.UserService");
+const requestSchema = registry.getMessage("users.v1.CreateUserRequest");
+const responseSchema = registry.getMessage("users.v1.CreateUserResponse");
 const violationsSchema = registry.getMessage("buf.validate.Violations");
 if (!service || !requestSchema || !responseSchema || !violationsSchema) {
   console.error("validate_client.mjs: types missing from the descriptor set");
