@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from example_env import PLUGIN
 from google.protobuf import (
     descriptor_pb2,
     duration_pb2,
@@ -57,11 +58,6 @@ def generate(out: Path) -> Generated:
     """Run protoc into ``out`` and import the results; fails loudly."""
     deps = out / "validate-deps.binpb"
     deps.write_bytes(_validate_descriptor_set())
-    plugin = out / "protoc-gen-connect-python"
-    plugin.write_text(
-        f'#!/bin/sh\nexec "{sys.executable}" -m protoc_gen_connect_python "$@"\n'
-    )
-    plugin.chmod(0o755)
     descriptor = out / "users.binpb"
     cmd = [
         sys.executable,
@@ -69,7 +65,7 @@ def generate(out: Path) -> Generated:
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"--descriptor_set_in={deps}",
-        f"--plugin=protoc-gen-connect-python={plugin}",
+        f"--plugin=protoc-gen-connect-python={PLUGIN}",
         f"--python_out={out}",
         f"--connect-python_out={out}",
         "--include_imports",

@@ -50,6 +50,7 @@ from opentelemetry.propagators.textmap import Getter, Setter, TextMapPropagator
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
+from protoc_gen_connect_python.extras._streams import aclose, close
 from protoc_gen_connect_python.runtime import (
     AsyncServerInterceptor,
     AsyncStreamFunc,
@@ -373,12 +374,8 @@ class _ServerTelemetry(_Telemetry):
         return response
 
 
-class OTelServerInterceptor(AsyncServerInterceptor):
-    """Spans and metrics for the calls an ``ASGIApp`` serves.
-
-    ``tracer_provider``, ``meter_provider`` and ``propagator`` default to the
-    global ones (set by the application's OpenTelemetry SDK set-up).
-    """
+class _ServerOptions:
+    """The providers and propagator; each defaults to the global one."""
 
     def __init__(
         self,
@@ -389,13 +386,21 @@ class OTelServerInterceptor(AsyncServerInterceptor):
     ) -> None:
         self._t = _ServerTelemetry(tracer_provider, meter_provider, propagator)
 
-    async def on_request(self, ctx: RequestContext) -> None:
-        """Start the call's span, a child of the caller's trace context."""
-        self._t.start(ctx)
-
     def on_end(self, ctx: RequestContext, error: ConnectError | None) -> None:
         """End the call's span with its code and record the call's metrics."""
         self._t.end(ctx, error)
+
+
+class OTelServerInterceptor(_ServerOptions, AsyncServerInterceptor):
+    """Spans and metrics for the calls an ``ASGIApp`` serves.
+
+    ``tracer_provider``, ``meter_provider`` and ``propagator`` default to the
+    global ones (set by the application's OpenTelemetry SDK set-up).
+    """
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        """Start the call's span, a child of the caller's trace context."""
+        self._t.start(ctx)
 
     def wrap_unary(self, next: AsyncUnaryFunc) -> AsyncUnaryFunc:
         """Run the handler with the call's span current; count the messages."""
@@ -439,35 +444,20 @@ class OTelServerInterceptor(AsyncServerInterceptor):
                     t.message(call, m, request=False)
                     yield m
             finally:
-                aclose = getattr(responses, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await aclose(responses)
 
         return stream
 
 
-class OTelServerInterceptorSync(SyncServerInterceptor):
+class OTelServerInterceptorSync(_ServerOptions, SyncServerInterceptor):
     """Spans and metrics for the calls a ``WSGIApp`` serves.
 
     The same as :class:`OTelServerInterceptor`, for sync apps.
     """
 
-    def __init__(
-        self,
-        *,
-        tracer_provider: TracerProvider | None = None,
-        meter_provider: MeterProvider | None = None,
-        propagator: TextMapPropagator | None = None,
-    ) -> None:
-        self._t = _ServerTelemetry(tracer_provider, meter_provider, propagator)
-
     def on_request(self, ctx: RequestContext) -> None:
         """Start the call's span, a child of the caller's trace context."""
         self._t.start(ctx)
-
-    def on_end(self, ctx: RequestContext, error: ConnectError | None) -> None:
-        """End the call's span with its code and record the call's metrics."""
-        self._t.end(ctx, error)
 
     def wrap_unary(self, next: SyncUnaryFunc) -> SyncUnaryFunc:
         """Run the handler with the call's span current; count the messages."""
@@ -509,9 +499,7 @@ class OTelServerInterceptorSync(SyncServerInterceptor):
                     t.message(call, m, request=False)
                     yield m
             finally:
-                close = getattr(responses, "close", None)
-                if close is not None:
-                    close()
+                close(responses)
 
         return stream
 

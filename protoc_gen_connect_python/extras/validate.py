@@ -29,6 +29,7 @@ from typing import Any
 import protovalidate
 from google.protobuf.message import Message
 
+from protoc_gen_connect_python.extras._streams import aclose, close
 from protoc_gen_connect_python.runtime import (
     AsyncServerInterceptor,
     AsyncStreamFunc,
@@ -117,8 +118,8 @@ class Validation:
         return message
 
 
-class ValidateInterceptor(AsyncServerInterceptor):
-    """Validates the requests (and optionally the responses) of an ``ASGIApp``."""
+class _Options:
+    """``validate_responses``: check responses too; ``validator``: see ``Validation``."""
 
     def __init__(
         self,
@@ -128,6 +129,10 @@ class ValidateInterceptor(AsyncServerInterceptor):
     ) -> None:
         self._v = Validation(validator)
         self._responses = validate_responses
+
+
+class ValidateInterceptor(_Options, AsyncServerInterceptor):
+    """Validates the requests (and optionally the responses) of an ``ASGIApp``."""
 
     def wrap_unary(self, next: AsyncUnaryFunc) -> AsyncUnaryFunc:
         """Check the request before the handler runs, and its response."""
@@ -155,24 +160,13 @@ class ValidateInterceptor(AsyncServerInterceptor):
                 async for m in out:
                     yield v.response(m) if responses else m
             finally:
-                aclose = getattr(out, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await aclose(out)
 
         return stream
 
 
-class ValidateInterceptorSync(SyncServerInterceptor):
+class ValidateInterceptorSync(_Options, SyncServerInterceptor):
     """Validates the requests (and optionally the responses) of a ``WSGIApp``."""
-
-    def __init__(
-        self,
-        *,
-        validate_responses: bool = False,
-        validator: protovalidate.Validator | None = None,
-    ) -> None:
-        self._v = Validation(validator)
-        self._responses = validate_responses
 
     def wrap_unary(self, next: SyncUnaryFunc) -> SyncUnaryFunc:
         """Check the request before the handler runs, and its response."""
@@ -196,24 +190,13 @@ class ValidateInterceptorSync(SyncServerInterceptor):
                 for m in out:
                     yield v.response(m) if responses else m
             finally:
-                close = getattr(out, "close", None)
-                if close is not None:
-                    close()
+                close(out)
 
         return stream
 
 
-class ValidateClientInterceptor(ClientInterceptor):
+class ValidateClientInterceptor(_Options, ClientInterceptor):
     """Validates what an async or sync client sends (and optionally receives)."""
-
-    def __init__(
-        self,
-        *,
-        validate_responses: bool = False,
-        validator: protovalidate.Validator | None = None,
-    ) -> None:
-        self._v = Validation(validator)
-        self._responses = validate_responses
 
     def on_send(self, call: ClientCall, message: Message) -> None:
         """Fail the call with invalid_argument instead of sending a bad request."""

@@ -98,28 +98,29 @@ class SyncServerInterceptor:
         """See how the call ended (None: success); runs for every routed call."""
 
 
-def overrides_on_request(
-    interceptor: AsyncServerInterceptor | SyncServerInterceptor,
+def _overrides(
+    interceptor: AsyncServerInterceptor | SyncServerInterceptor, hook: str
 ) -> bool:
-    """Whether ``on_request`` does anything; apps skip the no-op default per call."""
     base = (
         AsyncServerInterceptor
         if isinstance(interceptor, AsyncServerInterceptor)
         else SyncServerInterceptor
     )
-    return type(interceptor).on_request is not base.on_request
+    return getattr(type(interceptor), hook) is not getattr(base, hook)
+
+
+def overrides_on_request(
+    interceptor: AsyncServerInterceptor | SyncServerInterceptor,
+) -> bool:
+    """Whether ``on_request`` does anything; apps skip the no-op default per call."""
+    return _overrides(interceptor, "on_request")
 
 
 def overrides_on_end(
     interceptor: AsyncServerInterceptor | SyncServerInterceptor,
 ) -> bool:
     """Whether ``on_end`` does anything; apps skip the no-op default per call."""
-    base = (
-        AsyncServerInterceptor
-        if isinstance(interceptor, AsyncServerInterceptor)
-        else SyncServerInterceptor
-    )
-    return type(interceptor).on_end is not base.on_end
+    return _overrides(interceptor, "on_end")
 
 
 # ---------------------------------------------------------------------------
