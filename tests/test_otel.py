@@ -240,9 +240,13 @@ async def test_async_unary_spans_cross_the_hop(
     assert dict(server.attributes or {})["network.peer.address"] == "127.0.0.1"
     # One request and one response message of known size, on both sides.
     size = pb.PingRequest(text="hi", number=7).ByteSize()
+    reply_size = reply.ByteSize()
+    assert reply_size > 0
     for side in ("server", "client"):
         [req] = t.points(f"rpc.{side}.request.size")
         assert (req.count, req.sum) == (1, size)
+        [resp] = t.points(f"rpc.{side}.response.size")
+        assert (resp.count, resp.sum) == (1, reply_size)
         [dur] = t.points(f"rpc.{side}.duration")
         assert dur.count == 1 and dur.attributes["rpc.method"] == "Ping"
         assert t.unit(f"rpc.{side}.duration") == "ms"
