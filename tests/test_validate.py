@@ -34,6 +34,7 @@ from protoc_gen_connect_python.extras.validate import (
     ValidateClientInterceptor,
     ValidateInterceptor,
     ValidateInterceptorSync,
+    Validation,
 )
 from protoc_gen_connect_python.runtime import (
     ASGIApp,
@@ -263,3 +264,12 @@ def test_node_reads_violations(
     )
     assert fields == [("age", "int32.gte_lte"), ("name", "string.min_len")]
     assert good == {"response": {"id": "grace"}}
+
+
+def test_rules_that_do_not_compile_are_internal(gen: validate_proto.Generated) -> None:
+    with pytest.raises(ConnectError) as e:
+        Validation().request(gen.users_pb2.Broken(name="x"))
+    assert e.value.code is Code.INTERNAL
+    assert e.value.message == (
+        "the validation rules of users.v1.Broken could not be evaluated"
+    )
