@@ -29,8 +29,8 @@ every hook a no-op, so override only what you need:
 
 Order: with ``interceptors=(a, b)``, ``a.on_request`` runs before
 ``b.on_request``, and ``a`` wraps ``b`` which wraps the handler, so ``a`` sees
-the call first and the result last; ``b.on_end`` runs before ``a.on_end``. Wrapping happens once, when the app is
-built, not per call.
+the call first and the result last; ``b.on_end`` runs before ``a.on_end``.
+Wrapping happens once, when the app is built, not per call.
 
 Async apps (``ASGIApp``) take ``AsyncServerInterceptor`` objects and sync apps
 (``WSGIApp``) ``SyncServerInterceptor`` objects; they differ only in ``await``.

@@ -181,7 +181,7 @@ def client_gone() -> ConnectError:
     return ConnectError(Code.CANCELED, "the client went away")
 
 
-EndHook = Callable[[RequestContext, "ConnectError | None"], None]
+EndHook = Callable[[RequestContext, ConnectError | None], None]
 """An interceptor's ``on_end``."""
 
 
