@@ -17,11 +17,20 @@ every hook a no-op, so override only what you need:
     from an iterator of request messages (exactly one for server streams) to an
     iterator of response messages (exactly one for client streams).
     ``ctx.method.stream_type`` tells which kind of call it is.
+``on_end(ctx, error)``
+    Runs once for every call routed to a method, however it ends: with the
+    error it ends with (None on success), before the last bytes of the
+    response are sent. It also sees calls refused before the handler ran,
+    ``on_request`` included (a 415 or 405 answer, a malformed head, an earlier
+    interceptor's refusal, a size limit, a deadline): ``on_request`` may then
+    not have run for it. A call whose client went away ends with ``canceled``.
+    It is a plain function in sync and async apps alike, so it must not block;
+    an exception it raises is logged and does not change the response.
 
 Order: with ``interceptors=(a, b)``, ``a.on_request`` runs before
 ``b.on_request``, and ``a`` wraps ``b`` which wraps the handler, so ``a`` sees
-the call first and the result last. Wrapping happens once, when the app is
-built, not per call.
+the call first and the result last; ``b.on_end`` runs before ``a.on_end``.
+Wrapping happens once, when the app is built, not per call.
 
 Async apps (``ASGIApp``) take ``AsyncServerInterceptor`` objects and sync apps
 (``WSGIApp``) ``SyncServerInterceptor`` objects; they differ only in ``await``.
@@ -35,6 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.context import RequestContext
+from protoc_gen_connect_python.runtime.errors import ConnectError
 
 # ---------------------------------------------------------------------------
 # Server interceptors
@@ -66,6 +76,9 @@ class AsyncServerInterceptor:
         """Return the function to call instead of ``next`` for streaming calls."""
         return next
 
+    def on_end(self, ctx: RequestContext, error: ConnectError | None) -> None:
+        """See how the call ended (None: success); runs for every routed call."""
+
 
 class SyncServerInterceptor:
     """Base class of interceptors for ``WSGIApp``; every hook defaults to a no-op."""
@@ -81,17 +94,33 @@ class SyncServerInterceptor:
         """Return the function to call instead of ``next`` for streaming calls."""
         return next
 
+    def on_end(self, ctx: RequestContext, error: ConnectError | None) -> None:
+        """See how the call ended (None: success); runs for every routed call."""
 
-def overrides_on_request(
-    interceptor: AsyncServerInterceptor | SyncServerInterceptor,
+
+def _overrides(
+    interceptor: AsyncServerInterceptor | SyncServerInterceptor, hook: str
 ) -> bool:
-    """Whether ``on_request`` does anything; apps skip the no-op default per call."""
     base = (
         AsyncServerInterceptor
         if isinstance(interceptor, AsyncServerInterceptor)
         else SyncServerInterceptor
     )
-    return type(interceptor).on_request is not base.on_request
+    return getattr(type(interceptor), hook) is not getattr(base, hook)
+
+
+def overrides_on_request(
+    interceptor: AsyncServerInterceptor | SyncServerInterceptor,
+) -> bool:
+    """Whether ``on_request`` does anything; apps skip the no-op default per call."""
+    return _overrides(interceptor, "on_request")
+
+
+def overrides_on_end(
+    interceptor: AsyncServerInterceptor | SyncServerInterceptor,
+) -> bool:
+    """Whether ``on_end`` does anything; apps skip the no-op default per call."""
+    return _overrides(interceptor, "on_end")
 
 
 # ---------------------------------------------------------------------------
@@ -117,5 +146,6 @@ __all__ = [
     "SyncStreamFunc",
     "SyncUnaryFunc",
     "SyncUnaryNext",
+    "overrides_on_end",
     "overrides_on_request",
 ]

@@ -15,7 +15,9 @@ from protoc_gen_connect_python.runtime.client.base import (
     ClientBase,
     StreamBase,
     UnaryScope,
+    received,
     recorded,
+    sending,
 )
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
@@ -155,7 +157,7 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
         self._response_head(resp.status, resp.headers)
 
     async def _body(self, proto: ClientProtocol) -> AsyncIterator[bytes]:
-        encode = proto.encode_stream_message
+        encode = self._encode or proto.encode_stream_message
         reqs = self._requests
         try:
             if isinstance(reqs, AsyncIterable):
@@ -316,8 +318,9 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         timeout: float | None,
     ) -> UnaryResponse[Any]:
         async def send(msg: Message, c: ClientCall) -> UnaryResponse[Any]:
+            msg = sending(self, c, msg)
             res = await self._unary(method, msg, c.request_headers, c.timeout, True)
-            return recorded(c, res)
+            return received(self, c, recorded(c, res))
 
         with UnaryScope(self, method, headers, timeout) as call:
             return await self._chain(send)(request, call)

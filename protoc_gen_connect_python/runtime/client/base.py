@@ -43,6 +43,7 @@ from protoc_gen_connect_python.runtime.client.interceptors import (
     ClientInterceptor,
     has_hooks,
     unary_wrapper_name,
+    watches_messages,
     wraps_unary,
 )
 from protoc_gen_connect_python.runtime.code import Code
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from protoc_gen_connect_python.runtime.compression import Compression
 
 O = TypeVar("O", bound=Message)  # noqa: E741
+M = TypeVar("M", bound=Message)
 _T = TypeVar("_T")  # the transport interface the client drives
 _P = TypeVar("_P")  # the pyqwest transport it can wrap
 _N = TypeVar("_N")  # the innermost step of a unary interceptor chain
@@ -76,6 +78,56 @@ def recorded(call: ClientCall, res: UnaryResponse[O]) -> UnaryResponse[O]:
     call.response_headers = res.headers
     call.response_trailers = res.trailers
     return res
+
+
+def received(
+    client: ClientBase[Any, Any], call: ClientCall, res: UnaryResponse[O]
+) -> UnaryResponse[O]:
+    """``res``, once the interceptors' ``on_receive`` have seen its message."""
+    for i in client._watchers:
+        i.on_receive(call, res.message)
+    return res
+
+
+def sending(client: ClientBase[Any, Any], call: ClientCall, message: M) -> M:
+    """``message``, once the interceptors' ``on_send`` have seen it."""
+    for i in client._watchers:
+        i.on_send(call, message)
+    return message
+
+
+def _watched_encode(
+    encode: Callable[[Message], bytes],
+    client: ClientBase[Any, Any],
+    call: ClientCall,
+    message: Message,
+) -> bytes:
+    return encode(sending(client, call, message))
+
+
+class WatchedResponse(ResponseStream):
+    """A response decoder whose messages the interceptors' ``on_receive`` see."""
+
+    def __init__(
+        self, inner: ResponseStream, call: ClientCall, watchers: Sequence[Any]
+    ) -> None:
+        self._inner = inner
+        self._call = call
+        self._watchers = watchers
+
+    def feed(self, data: bytes) -> list[Any]:
+        messages = self._inner.feed(data)
+        for m in messages:
+            for i in self._watchers:
+                i.on_receive(self._call, m)
+        return messages
+
+    @property
+    def done(self) -> bool:
+        return self._inner.done
+
+    def finish(self, http_trailers: Headers) -> Headers:
+        return self._inner.finish(http_trailers)
 
 
 class UnaryScope:
@@ -162,6 +214,7 @@ class ClientBase(Generic[_T, _P]):
         self._protocol: ClientProtocol = make_protocol(config)
         self._transport: _T = self._open_transport(config, transport)
         self._hooks = tuple(i for i in config.interceptors if has_hooks(i))
+        self._watchers = tuple(i for i in self._hooks if watches_messages(i))
         self._wrappers = tuple(
             i for i in config.interceptors if wraps_unary(i, sync=self._sync)
         )
@@ -188,7 +241,10 @@ class ClientBase(Generic[_T, _P]):
         headers: HeadersInput | None,
         timeout: float | None,
     ) -> ClientCall:
-        call = ClientCall(method, Headers(headers or ()), timeout)
+        config = self._config
+        call = ClientCall(
+            method, Headers(headers or ()), timeout, config.base_url, config.protocol
+        )
         for i in self._hooks:
             i.on_start(call)
         return call
@@ -241,6 +297,8 @@ class StreamBase(Generic[O]):
         self._finished = False
         self._send_error: BaseException | None = None
         self._call: ClientCall | None = None
+        self._encode: Callable[[Message], bytes] | None = None
+        """How the shells encode each request message (set as the call starts)."""
 
     def _start_request(self, clock: Callable[[], float]) -> HTTPRequest:
         """Start the call: run the interceptors' ``on_start``, set the deadline.
@@ -259,8 +317,12 @@ class StreamBase(Generic[O]):
         proto = client._protocol
         self._pm = pm = proto.prepare(self._method)
         req = proto.stream_request(pm, headers, timeout)
+        encode: Callable[[Message], bytes] = proto.encode_stream_message
+        if self._call is not None and client._watchers:
+            encode = partial(_watched_encode, encode, client, self._call)
+        self._encode = encode
         if self._single:
-            req.body = proto.encode_stream_message(self._requests)
+            req.body = encode(self._requests)
         return req
 
     def _response_head(self, status: int, headers: Headers) -> None:
@@ -272,6 +334,10 @@ class StreamBase(Generic[O]):
         self._decoder = self._client._protocol.response_stream(
             self._pm, status, headers
         )
+        if self._call is not None and self._client._watchers:
+            self._decoder = WatchedResponse(
+                self._decoder, self._call, self._client._watchers
+            )
 
     def _failure(self, e: BaseException, now: float | None) -> BaseException | None:
         """What to raise instead of ``e``, the error that ended the call; None: ``e``.

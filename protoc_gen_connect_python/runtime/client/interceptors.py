@@ -3,7 +3,9 @@
 One class serves both clients and all four kinds of RPC. Override
 :meth:`ClientInterceptor.on_start` and :meth:`ClientInterceptor.on_end` for what
 only needs the call's metadata (authentication headers, logging, metrics);
-override :meth:`ClientInterceptor.intercept_unary` (async client) or
+:meth:`ClientInterceptor.on_send` and :meth:`ClientInterceptor.on_receive` to
+see each message of every kind of call, streams included (message metrics,
+validation); override :meth:`ClientInterceptor.intercept_unary` (async client) or
 :meth:`ClientInterceptor.intercept_unary_sync` (sync client) to wrap unary calls
 completely (retries, caching, rewriting messages).
 
@@ -34,7 +36,10 @@ class ClientCall:
     """
 
     __slots__ = (
+        "__weakref__",
+        "base_url",
         "method",
+        "protocol",
         "request_headers",
         "response_headers",
         "response_trailers",
@@ -43,7 +48,12 @@ class ClientCall:
     )
 
     def __init__(
-        self, method: MethodSpec[Any, Any], headers: Headers, timeout: float | None
+        self,
+        method: MethodSpec[Any, Any],
+        headers: Headers,
+        timeout: float | None,
+        base_url: str = "",
+        protocol: str = "connect",
     ) -> None:
         self.method = method
         self.request_headers = headers
@@ -52,6 +62,10 @@ class ClientCall:
         self.response_trailers = Headers()
         self.start = time.monotonic()
         """When the call started, as ``time.monotonic()``."""
+        self.base_url = base_url
+        """The URL of the server the client calls (its ``base_url``)."""
+        self.protocol = protocol
+        """``"connect"``, ``"grpc"`` or ``"grpc-web"``."""
 
     def __repr__(self) -> str:
         return f"ClientCall({self.method.procedure!r})"
@@ -71,6 +85,20 @@ class ClientInterceptor:
         """After the call ends: the response arrived or a stream finished or failed.
 
         A stream closed early by its caller ends with ``canceled``.
+        """
+
+    def on_send(self, call: ClientCall, message: Message) -> None:
+        """Before each request message is sent, in every kind of call.
+
+        Raise ConnectError to fail the call instead of sending it. For a unary
+        call it runs once per attempt: a wrapper that calls ``call_next``
+        twice sends the message twice.
+        """
+
+    def on_receive(self, call: ClientCall, message: Message) -> None:
+        """As each response message arrives, before the caller gets it.
+
+        Raise ConnectError to fail the call with it instead.
         """
 
     async def intercept_unary(
@@ -98,9 +126,19 @@ def wraps_unary(interceptor: ClientInterceptor, sync: bool) -> bool:
 
 
 def has_hooks(interceptor: ClientInterceptor) -> bool:
-    """Whether ``interceptor`` overrides ``on_start`` or ``on_end``."""
+    """Whether ``interceptor`` overrides any of the per-call hooks."""
     cls = type(interceptor)
     return (
         cls.on_start is not ClientInterceptor.on_start
         or cls.on_end is not ClientInterceptor.on_end
+        or watches_messages(interceptor)
+    )
+
+
+def watches_messages(interceptor: ClientInterceptor) -> bool:
+    """Whether ``interceptor`` overrides ``on_send`` or ``on_receive``."""
+    cls = type(interceptor)
+    return (
+        cls.on_send is not ClientInterceptor.on_send
+        or cls.on_receive is not ClientInterceptor.on_receive
     )

@@ -14,7 +14,9 @@ from protoc_gen_connect_python.runtime.client.base import (
     ClientBase,
     StreamBase,
     UnaryScope,
+    received,
     recorded,
+    sending,
 )
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
@@ -102,7 +104,7 @@ class SyncStream(StreamBase[O], Iterator[O]):
         self._response_head(resp.status, resp.headers)
 
     def _body(self, proto: ClientProtocol) -> Iterator[bytes]:
-        encode = proto.encode_stream_message
+        encode = self._encode or proto.encode_stream_message
         reqs = self._requests
         try:
             if isinstance(reqs, (list, tuple)):
@@ -263,8 +265,9 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         timeout: float | None,
     ) -> UnaryResponse[Any]:
         def send(msg: Message, c: ClientCall) -> UnaryResponse[Any]:
+            msg = sending(self, c, msg)
             res = self._unary(method, msg, c.request_headers, c.timeout, True)
-            return recorded(c, res)
+            return received(self, c, recorded(c, res))
 
         with UnaryScope(self, method, headers, timeout) as call:
             return self._chain(send)(request, call)

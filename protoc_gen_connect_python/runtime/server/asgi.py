@@ -39,6 +39,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCore,
     ServerOptions,
     aclose_iterator,
+    client_gone,
     deadline_exceeded,
     drain_first,
     logger,
@@ -514,12 +515,13 @@ class ASGIApp:
                 "(the http.response.trailers extension); %s requests are refused",
                 call.ctx.protocol,
             )
-        return call.encode_refusal(
-            ConnectError(
-                Code.UNIMPLEMENTED,
-                f"the server cannot send HTTP trailers, which {call.ctx.protocol} needs",
-            )
+        err = ConnectError(
+            Code.UNIMPLEMENTED,
+            f"the server cannot send HTTP trailers, which {call.ctx.protocol} needs",
         )
+        if call.endpoint.ends:
+            call.end(err)
+        return call.encode_refusal(err)
 
     async def _unary(
         self, ep: Endpoint, call: ServerCall, receive: Receive, send: Send
@@ -529,6 +531,7 @@ class ASGIApp:
         guard: _Guard | None = None
         ctx = call.ctx
         unread = True
+        err: ConnectError | None = None
         try:
             call.parse_head()
             if ctx.deadline is not None:
@@ -574,19 +577,26 @@ class ASGIApp:
             reply = call.encode_unary(response)
         except asyncio.CancelledError:
             reason = None if guard is None else guard.cancelled()
-            if reason is None:
-                raise
-            if reason == _DISCONNECT:
+            if reason != _DEADLINE:
+                if ep.ends:
+                    call.end(client_gone())
+                if reason is None:
+                    raise
                 return
-            reply = call.encode_error(deadline_exceeded())
+            err = deadline_exceeded()
+            reply = call.encode_error(err)
         except HTTPReject as r:
             if guard is not None:
                 guard.disarm()
+            err = r.error()
             reply = r.reply
         except Exception as e:
             if guard is not None:
                 guard.disarm()
-            reply = call.encode_error(self._core.to_error(e, ep))
+            err = self._core.to_error(e, ep)
+            reply = call.encode_error(err)
+        if ep.ends:
+            call.end(err)
         if unread:
             await _send_reply_draining(
                 send, receive, reply, call.head.get("content-length")
@@ -631,13 +641,17 @@ class ASGIApp:
                     await aclose_iterator(responses)
         except asyncio.CancelledError:
             reason = guard.cancelled()
-            if reason is None:
-                raise
-            if reason == _DISCONNECT:
+            if reason != _DEADLINE:
+                if ep.ends:
+                    call.end(client_gone())
+                if reason is None:
+                    raise
                 return
             err = deadline_exceeded()
         except HTTPReject as r:
             guard.disarm()
+            if ep.ends:
+                call.end(r.error())
             await _send_reply_draining(
                 send, receive, r.reply, call.head.get("content-length")
             )
@@ -645,6 +659,8 @@ class ASGIApp:
         except Exception as e:
             err = self._core.to_error(e, ep)
         guard.disarm()
+        if ep.ends:
+            call.end(err)
         unread = requests is None or not requests.eof
         if not head.begun and err is not None:
             reply = call.encode_error(err)

@@ -46,6 +46,7 @@ from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import (
     AsyncServerInterceptor,
     SyncServerInterceptor,
+    overrides_on_end,
     overrides_on_request,
 )
 from protoc_gen_connect_python.runtime.method import (
@@ -167,6 +168,22 @@ class HTTPReject(Exception):
         super().__init__(reply.status)
         self.reply = reply
 
+    def error(self) -> ConnectError:
+        """The refusal as the code a client infers from its HTTP status."""
+        status = self.reply.status
+        return ConnectError(
+            Code.from_http_status(status), f"refused with HTTP status {status}"
+        )
+
+
+def client_gone() -> ConnectError:
+    """How ``on_end`` hooks see a call whose client went away."""
+    return ConnectError(Code.CANCELED, "the client went away")
+
+
+EndHook = Callable[[RequestContext, ConnectError | None], None]
+"""An interceptor's ``on_end``."""
+
 
 DRAIN_MAX_BYTES = 8 * 1024 * 1024
 """The most of an unread request body the shells read and drop after a reply."""
@@ -237,6 +254,14 @@ class ServerCall(abc.ABC):
     """
 
     __slots__ = ("codec", "core", "ctx", "endpoint", "head", "preread")
+
+    def end(self, error: ConnectError | None) -> None:
+        """Run the interceptors' ``on_end`` hooks: the call ends with ``error``.
+
+        The shells call it once per call, when the outcome is known and before
+        the last bytes go out, if ``endpoint.ends`` is not empty.
+        """
+        run_end_hooks(self.endpoint.ends, self.ctx, error)
 
     needs_trailers = False
     """Whether the protocol needs HTTP trailers (gRPC): WSGI needs a server extension."""
@@ -475,6 +500,8 @@ class Endpoint:
     """``(requests, ctx) -> responses``, streaming methods."""
     hooks: tuple[Callable[[RequestContext], Any], ...]
     """Interceptors' ``on_request`` hooks, in order."""
+    ends: tuple[EndHook, ...] = ()
+    """Interceptors' ``on_end`` hooks, innermost interceptor first."""
     allow_get: bool = field(init=False)
     allow: str = field(init=False)
     """The ``Allow`` header of a 405 reply."""
@@ -494,6 +521,7 @@ def _build_endpoints(
 ) -> dict[str, Endpoint]:
     routes: dict[str, Endpoint] = {}
     hooks = tuple(i.on_request for i in interceptors if overrides_on_request(i))
+    ends = tuple(i.on_end for i in reversed(interceptors) if overrides_on_end(i))
     for svc in services:
         spec = getattr(type(svc), "service_spec", None)
         if spec is None:
@@ -533,7 +561,7 @@ def _build_endpoints(
                     stream = fn
                 for i in reversed(interceptors):
                     stream = i.wrap_stream(cast(Any, stream))
-            routes[m.procedure] = Endpoint(m, unary, stream, hooks)
+            routes[m.procedure] = Endpoint(m, unary, stream, hooks, ends)
     return routes
 
 
@@ -628,7 +656,8 @@ class ServerCore:
         """The call object for a routed request; raises HTTPReject (405, 415).
 
         ``head`` holds the ``HEAD_NAMES`` headers; ``source`` reads the rest of
-        the request ``src`` (all headers, peer, query) when needed.
+        the request ``src`` (all headers, peer, query) when needed. A refusal
+        has been shown to the interceptors' ``on_end`` hooks already.
         """
         if method == "POST":
             ct = head.get("content-type", "")
@@ -640,7 +669,13 @@ class ServerCore:
                 if len(cache) < 256:
                     cache[ct] = hit
             if hit is None:
-                raise HTTPReject(Reply(415, list(self._reply_415_headers)))
+                raise self._refuse(
+                    endpoint,
+                    Reply(415, list(self._reply_415_headers)),
+                    head,
+                    source,
+                    src,
+                )
             proto, codec = hit
             ctx = RequestContext._from_view(endpoint.spec, proto.name, source, src)
             return proto.new_call(self, endpoint, codec, ctx, head, None)
@@ -648,15 +683,36 @@ class ServerCore:
             proto = self.connect_unary
             ctx = RequestContext._from_view(endpoint.spec, proto.name, source, src)
             return proto.new_call(self, endpoint, None, ctx, head, source.query(src))
-        raise HTTPReject(
-            Reply(
-                405,
-                [
-                    (b"allow", endpoint.allow.encode("ascii")),
-                    (b"content-length", b"0"),
-                ],
-            )
+        allow = [
+            (b"allow", endpoint.allow.encode("ascii")),
+            (b"content-length", b"0"),
+        ]
+        raise self._refuse(endpoint, Reply(405, allow), head, source, src)
+
+    def _refuse(
+        self,
+        endpoint: Endpoint,
+        reply: Reply,
+        head: Head,
+        source: RequestSource,
+        src: Any,
+    ) -> HTTPReject:
+        """The refusal to raise, once the ``on_end`` hooks have seen it."""
+        reject = HTTPReject(reply)
+        if not endpoint.ends:
+            return reject
+        # No protocol matched: name the likeliest one from the content type.
+        ct = head.get("content-type", "").lower()
+        protocol = (
+            "grpc-web"
+            if ct.startswith("application/grpc-web")
+            else "grpc"
+            if ct.startswith("application/grpc")
+            else "connect"
         )
+        ctx = RequestContext._from_view(endpoint.spec, protocol, source, src)
+        run_end_hooks(endpoint.ends, ctx, reject.error())
+        return reject
 
     def _classify(
         self, content_type: str, stream_type: StreamType
@@ -738,6 +794,19 @@ def check_deadline(ctx: RequestContext) -> None:
 
 NOT_FOUND = Reply(404, [(b"content-length", b"0")])
 """The reply to an unknown procedure: a plain 404, as Connect specifies."""
+
+
+def run_end_hooks(
+    ends: Iterable[EndHook], ctx: RequestContext, error: ConnectError | None
+) -> None:
+    """Run ``on_end`` hooks; one that fails is logged and the others still run."""
+    for end in ends:
+        try:
+            end(ctx, error)
+        except Exception:
+            logger.exception(
+                "an interceptor's on_end failed for %s", ctx.method.procedure
+            )
 
 
 def call_hooks_sync(

@@ -38,6 +38,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCore,
     ServerOptions,
     check_deadline,
+    client_gone,
     close_iterator,
     drain_first,
     logger,
@@ -331,13 +332,14 @@ class WSGIApp:
                 SEND_TRAILERS,
                 call.ctx.protocol,
             )
-        return call.encode_refusal(
-            ConnectError(
-                Code.UNIMPLEMENTED,
-                f"this WSGI server cannot send HTTP trailers, which "
-                f"{call.ctx.protocol} needs",
-            )
+        err = ConnectError(
+            Code.UNIMPLEMENTED,
+            f"this WSGI server cannot send HTTP trailers, which "
+            f"{call.ctx.protocol} needs",
         )
+        if call.endpoint.ends:
+            call.end(err)
+        return call.encode_refusal(err)
 
     def _unary(
         self, ep: Endpoint, call: ServerCall, environ: Environ
@@ -360,11 +362,19 @@ class WSGIApp:
             response = ep.unary(request, ctx)
             if ctx.deadline is not None:
                 check_deadline(ctx)
-            return call.encode_unary(response), read
+            reply = call.encode_unary(response)
+            if ep.ends:
+                call.end(None)
+            return reply, read
         except HTTPReject as r:
+            if ep.ends:
+                call.end(r.error())
             return r.reply, read
         except Exception as e:
-            return _error_reply(call, self._core.to_error(e, ep)), read
+            err = self._core.to_error(e, ep)
+            if ep.ends:
+                call.end(err)
+            return _error_reply(call, err), read
 
     def _stream(
         self,
@@ -425,10 +435,19 @@ class WSGIApp:
                 if responses is not None:
                     close_iterator(responses)
         except HTTPReject as r:
+            if ep.ends:
+                call.end(r.error())
             yield from _reply(start_response, r.reply)
             return
+        except GeneratorExit:
+            # The server closed the response early: the client went away.
+            if ep.ends:
+                call.end(client_gone())
+            raise
         except Exception as e:
             err = self._core.to_error(e, ep)
+        if ep.ends:
+            call.end(err)
         if not started and err is not None:
             reply = _error_reply(call, err)
             start_response(status_line(reply.status), _str_headers(reply.headers))
