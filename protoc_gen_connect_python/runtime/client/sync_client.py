@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.client.base import (
     ClientBase,
+    SendState,
     StreamBase,
     UnaryScope,
     recorded,
@@ -46,13 +47,34 @@ def _canceled_error() -> ConnectError:
     return ConnectError(Code.CANCELED, "call canceled by the client")
 
 
+def _body(
+    proto: ClientProtocol, reqs: Message | Iterable[Any], state: SendState
+) -> Iterator[bytes]:
+    """The request messages of a stream, encoded, as the transport pulls them."""
+    encode = proto.encode_stream_message
+    state.started = True
+    try:
+        if isinstance(reqs, (list, tuple)):
+            # All there already: nothing can wait behind a message held
+            # to share a write with the next ones.
+            yield from joined(map(encode, reqs))
+            return
+        for m in reqs:  # type: ignore[union-attr]
+            yield encode(m)
+    except Exception as e:
+        # Raised in the transport's thread; reported to the caller instead.
+        state.error = e
+        raise
+
+
 class SyncStream(StreamBase[O], Iterator[O]):
     """Messages of a server or bidi stream, read as they arrive.
 
     The call starts on the first ``next()`` (or on ``with``). ``headers`` holds
     the response headers once the response has started and ``trailers`` the
     trailers once the stream has ended. :meth:`close` (from any thread) or
-    leaving the ``with`` block early cancels the call.
+    leaving the ``with`` block early cancels the call, and so does dropping
+    the stream unfinished (``break`` out of a ``for`` loop).
 
     The sync client is half duplex: request messages are sent as the transport
     pulls them (from one of its threads), and responses are read afterwards.
@@ -74,24 +96,40 @@ class SyncStream(StreamBase[O], Iterator[O]):
             if self._closed:
                 raise _canceled_error()
             raise StopIteration
-        try:
-            return self._next()
-        except StopIteration:
-            raise
-        except BaseException as e:
-            if self._closed:
-                # Whatever the interrupted read raised, the caller closed it.
-                self._end(e)
-                raise _canceled_error() from None
-            err = self._failure(e, time.monotonic())
-            self._end(err or e)
-            if err is None:
+        while True:
+            try:
+                return self._next()
+            except StopIteration:
                 raise
-            raise err from None
+            except BaseException as e:
+                if self._closed:
+                    # Whatever the interrupted read raised, the caller closed it.
+                    self._end(e)
+                    raise _canceled_error() from None
+                err = self._failure(e, time.monotonic())
+                failed = err or e
+                delay = self._retry_delay(failed, time.monotonic())
+                if delay is None:
+                    self._end(err or e)
+                    if err is None:
+                        raise
+                    raise err from None
+            self._retry(failed, delay)
+
+    def _retry(self, error: BaseException, delay: float) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+        self._next_attempt(error)
+        time.sleep(delay)
 
     def _start(self) -> None:
         req = self._start_request(time.monotonic)
-        body = None if self._single else self._body(self._client._protocol)
+        body = (
+            None
+            if self._single
+            else _body(self._client._protocol, self._requests, self._sent)
+        )
         resp = self._client._transport.send(req, body)
         self._resp = resp
         if self._finished:
@@ -100,22 +138,6 @@ class SyncStream(StreamBase[O], Iterator[O]):
             resp.close()
             raise _canceled_error()
         self._response_head(resp.status, resp.headers)
-
-    def _body(self, proto: ClientProtocol) -> Iterator[bytes]:
-        encode = proto.encode_stream_message
-        reqs = self._requests
-        try:
-            if isinstance(reqs, (list, tuple)):
-                # All there already: nothing can wait behind a message held
-                # to share a write with the next ones.
-                yield from joined(map(encode, reqs))
-                return
-            for m in reqs:  # type: ignore[union-attr]
-                yield encode(m)
-        except Exception as e:
-            # Raised in the transport's thread; reported to the caller instead.
-            self._send_error = e
-            raise
 
     def _next(self) -> O:
         if self._resp is None:
@@ -131,6 +153,7 @@ class SyncStream(StreamBase[O], Iterator[O]):
                 self._end(None)
                 raise StopIteration
             pending.extend(decoder.feed(chunk))
+        self._received = True
         return pending.popleft()
 
     def _end(self, error: BaseException | None) -> None:
@@ -148,6 +171,11 @@ class SyncStream(StreamBase[O], Iterator[O]):
         """
         if not self._finished:
             self._closed = True
+            self._end(_canceled_error())
+
+    def __del__(self) -> None:
+        # Dropped unfinished (a break out of ``for``): cancel the call.
+        if not self._finished and self._resp is not None:
             self._end(_canceled_error())
 
     def __enter__(self) -> SyncStream[O]:
@@ -173,6 +201,12 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
     _sync = True
     _canceled = (GeneratorExit, KeyboardInterrupt)
     _closed = False
+
+    _transport_methods = ("send", "close")
+
+    @staticmethod
+    def _is_pyqwest(transport: object) -> bool:
+        return isinstance(transport, pyqwest.SyncHTTPTransport)
 
     def _open_transport(
         self,
@@ -215,8 +249,9 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         # At the end of an interceptor chain the call's timeout is final: None
         # there means none, not the client's default.
         if not chained:
-            if timeout is None:
-                timeout = self._config.timeout
+            timeout = self._timeout_for(timeout)
+            if self._retry is not None:
+                return self._retried_unary(method, request, headers, timeout)
             if not self._plain:
                 return self._intercepted_unary(method, request, headers, timeout)
         proto = self._protocol
@@ -254,6 +289,32 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         if self._closed:
             return _canceled_error()
         return past_deadline(err, deadline, time.monotonic())
+
+    def _retried_unary(
+        self,
+        method: MethodSpec[Any, Any],
+        request: Message,
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> UnaryResponse[Any]:
+        clock = time.monotonic
+        attempts = self._attempts(method, timeout, clock())
+        assert attempts is not None
+        while True:
+            try:
+                if self._plain:
+                    res = self._unary(method, request, headers, timeout, True)
+                else:
+                    res = self._intercepted_unary(method, request, headers, timeout)
+            except ConnectError as e:
+                delay = None if self._closed else attempts.retry_after(e, clock())
+                if delay is None:
+                    raise
+                time.sleep(delay)
+                timeout = attempts.time_left(clock())
+                continue
+            attempts.succeeded()
+            return res
 
     def _intercepted_unary(
         self,

@@ -41,6 +41,7 @@ from protoc_gen_connect_python.runtime.compression import (
     negotiate,
 )
 from protoc_gen_connect_python.runtime.context import RequestContext, RequestView
+from protoc_gen_connect_python.runtime.deadline import enter_call, leave_call
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import (
@@ -460,6 +461,112 @@ def _sync_client_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # ---------------------------------------------------------------------------
+# The current call, for the clients a handler calls out with
+# ---------------------------------------------------------------------------
+# Each handler step runs with the call marked as the inbound one (see
+# runtime/deadline.py), interceptors included, and only while it runs: the
+# shells and whatever the server does between steps never see it.
+
+
+def _sync_unary_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def unary(request: Message, ctx: RequestContext) -> Any:
+        token = enter_call(ctx)
+        try:
+            return fn(request, ctx)
+        finally:
+            leave_call(token)
+
+    return unary
+
+
+def _async_unary_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    async def unary(request: Message, ctx: RequestContext) -> Any:
+        token = enter_call(ctx)
+        try:
+            return await fn(request, ctx)
+        finally:
+            leave_call(token)
+
+    return unary
+
+
+class _SyncInCall:
+    """A sync handler's response iterator, each step run as part of its call."""
+
+    __slots__ = ("_ctx", "_it")
+
+    def __init__(self, it: Iterator[Message], ctx: RequestContext) -> None:
+        self._it = it
+        self._ctx = ctx
+
+    @classmethod
+    def wrap(cls, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def stream(requests: Any, ctx: RequestContext) -> _SyncInCall:
+            token = enter_call(ctx)
+            try:
+                return cls(iter(fn(requests, ctx)), ctx)
+            finally:
+                leave_call(token)
+
+        return stream
+
+    def __iter__(self) -> _SyncInCall:
+        return self
+
+    def __next__(self) -> Message:
+        token = enter_call(self._ctx)
+        try:
+            return next(self._it)
+        finally:
+            leave_call(token)
+
+    def close(self) -> None:
+        token = enter_call(self._ctx)
+        try:
+            close_iterator(self._it)
+        finally:
+            leave_call(token)
+
+
+class _AsyncInCall:
+    """An async handler's response iterator, each step run as part of its call."""
+
+    __slots__ = ("_ctx", "_it")
+
+    def __init__(self, it: AsyncIterator[Message], ctx: RequestContext) -> None:
+        self._it = it
+        self._ctx = ctx
+
+    @classmethod
+    def wrap(cls, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def stream(requests: Any, ctx: RequestContext) -> _AsyncInCall:
+            token = enter_call(ctx)
+            try:
+                return cls(fn(requests, ctx).__aiter__(), ctx)
+            finally:
+                leave_call(token)
+
+        return stream
+
+    def __aiter__(self) -> _AsyncInCall:
+        return self
+
+    async def __anext__(self) -> Message:
+        token = enter_call(self._ctx)
+        try:
+            return await self._it.__anext__()
+        finally:
+            leave_call(token)
+
+    async def aclose(self) -> None:
+        token = enter_call(self._ctx)
+        try:
+            await aclose_iterator(self._it)
+        finally:
+            leave_call(token)
+
+
+# ---------------------------------------------------------------------------
 # Routes
 # ---------------------------------------------------------------------------
 
@@ -520,6 +627,9 @@ def _build_endpoints(
                 unary = fn
                 for i in reversed(interceptors):
                     unary = i.wrap_unary(cast(Any, unary))
+                unary = (_async_unary_in_call if is_async else _sync_unary_in_call)(
+                    unary
+                )
             else:
                 if st is StreamType.SERVER_STREAM:
                     stream = (
@@ -533,6 +643,7 @@ def _build_endpoints(
                     stream = fn
                 for i in reversed(interceptors):
                     stream = i.wrap_stream(cast(Any, stream))
+                stream = (_AsyncInCall if is_async else _SyncInCall).wrap(stream)
             routes[m.procedure] = Endpoint(m, unary, stream, hooks)
     return routes
 
