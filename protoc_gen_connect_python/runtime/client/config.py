@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Union
@@ -71,6 +72,27 @@ def _quacks(value: object, *methods: str) -> bool:
     return isinstance(getattr(value, "name", None), str) and all(
         callable(getattr(value, m, None)) for m in methods
     )
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
+def _headers(value: HeadersInput | None) -> Headers:
+    if value is None:
+        return Headers()
+    try:
+        out = Headers(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "headers must be a Headers, a mapping or (name, value) pairs of str"
+        ) from None
+    for k, v in out.multi_items():
+        if not isinstance(k, str) or not _TOKEN.fullmatch(k):
+            raise ValueError(f"header name {k!r} is not a valid HTTP field name")
+        if not isinstance(v, str) or _BAD_VALUE.search(v):
+            raise ValueError(f"value of header {k!r} must be a str without CR, LF, NUL")
+    return out
 
 
 def _read_pem(value: PEMInput | None, what: str) -> bytes | None:
@@ -205,7 +227,7 @@ def build_config(
         read_max_bytes=read_max_bytes,
         send_max_bytes=send_max_bytes,
         timeout=timeout,
-        headers=Headers(headers) if headers is not None else Headers(),
+        headers=_headers(headers),
         use_get=use_get,
         get_url_max_bytes=get_url_max_bytes,
         http_version=http_version,
