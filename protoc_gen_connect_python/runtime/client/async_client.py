@@ -387,14 +387,11 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
                         method, request, headers, timeout
                     )
             except ConnectError as e:
-                delay = attempts.retry_after(e, clock())
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
+                await asyncio.sleep(attempts.wait_or_raise(e, clock()))
                 timeout = attempts.time_left(clock())
-                continue
-            attempts.succeeded()
-            return res
+            else:
+                attempts.succeeded()
+                return res
 
     async def _intercepted_unary(
         self,

@@ -9,14 +9,20 @@ to try again. The async client waits with ``asyncio.sleep``, the sync one with
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import duration_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    duration_pb2,
+    message_factory,
+)
+from google.protobuf.message import DecodeError, Message
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -131,17 +137,29 @@ class RetryThrottle:
             self.tokens = min(self._max, self.tokens + self._ratio)
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
+@functools.cache
+def _retry_info_class() -> type[Message]:
+    """``google.rpc.RetryInfo``, built here: googleapis-common-protos is optional."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(duration_pb2.DESCRIPTOR.serialized_pb)
+    f = descriptor_pb2.FileDescriptorProto(
+        name="protoc_gen_connect_python/retry_info.proto",
+        package="google.rpc",
+        dependency=[duration_pb2.DESCRIPTOR.name],
+        syntax="proto3",
+    )
+    m = f.message_type.add(name="RetryInfo")
+    m.field.add(
+        name="retry_delay",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+        type_name=".google.protobuf.Duration",
+    )
+    pool.Add(f)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("google.rpc.RetryInfo")
+    )
 
 
 def retry_info_delay(value: bytes) -> float | None:
@@ -149,34 +167,14 @@ def retry_info_delay(value: bytes) -> float | None:
 
     None when it has none or does not parse; never negative.
     """
-    pos = 0
-    found: float | None = None
     try:
-        while pos < len(value):
-            key, pos = _varint(value, pos)
-            wire = key & 7
-            if wire == 0:
-                _, pos = _varint(value, pos)
-            elif wire == 1:
-                pos += 8
-            elif wire == 5:
-                pos += 4
-            elif wire == 2:
-                size, pos = _varint(value, pos)
-                if pos + size > len(value):
-                    return None
-                if key >> 3 == 1:
-                    d = duration_pb2.Duration()
-                    d.ParseFromString(value[pos : pos + size])
-                    found = max(0.0, d.seconds + d.nanos / 1e9)
-                pos += size
-            else:
-                return None
-    except (ValueError, DecodeError):
+        info: Any = _retry_info_class().FromString(value)
+    except (DecodeError, RuntimeError, ValueError):
         return None
-    if pos > len(value):
+    if not info.HasField("retry_delay"):
         return None
-    return found
+    d: duration_pb2.Duration = info.retry_delay
+    return max(0.0, d.seconds + d.nanos / 1e9)
 
 
 def server_delay(err: ConnectError) -> tuple[bool, float | None]:
@@ -240,6 +238,13 @@ class Attempts:
         self._rand = rand
         self.count = 1
         """Attempts made so far, the current one included."""
+
+    def wait_or_raise(self, err: ConnectError, now: float) -> float:
+        """:meth:`retry_after` for a unary call: the wait, or ``err`` raised."""
+        delay = self.retry_after(err, now)
+        if delay is None:
+            raise err
+        return delay
 
     def time_left(self, now: float) -> float | None:
         """The timeout of the next attempt: what is left of the call's."""

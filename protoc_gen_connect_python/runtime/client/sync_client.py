@@ -307,14 +307,13 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
                 else:
                     res = self._intercepted_unary(method, request, headers, timeout)
             except ConnectError as e:
-                delay = None if self._closed else attempts.retry_after(e, clock())
-                if delay is None:
+                if self._closed:
                     raise
-                time.sleep(delay)
+                time.sleep(attempts.wait_or_raise(e, clock()))
                 timeout = attempts.time_left(clock())
-                continue
-            attempts.succeeded()
-            return res
+            else:
+                attempts.succeeded()
+                return res
 
     def _intercepted_unary(
         self,
