@@ -8,6 +8,8 @@ back with ``Events``. Every request is a ``StringValue`` whose text is
   noting ``start`` and, in ``finally``, ``end``.
 * ``Relay`` (unary) calls ``Hold`` at the URL in its second field, with no
   timeout of its own, and notes ``relay-end:<code>`` when done.
+* ``RelayWatch`` (server stream) streams what ``Watch`` at the URL in its
+  second field streams, noting ``relay-end`` when done.
 * ``Hold`` (unary) notes ``remaining:<seconds>`` (its deadline as seen here),
   then waits until it is canceled or its deadline passes; ``end`` at last.
 * ``Flaky`` (idempotent unary), ``FlakyWrite`` (no idempotency) and
@@ -67,11 +69,13 @@ WATCH = _spec("Watch", StreamType.SERVER_STREAM)
 EVENTS = _spec("Events", U, Idempotency.NO_SIDE_EFFECTS)
 RELAY = _spec("Relay", U)
 HOLD = _spec("Hold", U)
+RELAY_WATCH = _spec("RelayWatch", StreamType.SERVER_STREAM)
 FLAKY = _spec("Flaky", U, Idempotency.IDEMPOTENT)
 FLAKY_WRITE = _spec("FlakyWrite", U)
 FLAKY_STREAM = _spec("FlakyStream", StreamType.SERVER_STREAM, Idempotency.IDEMPOTENT)
 LIFE = ServiceSpec(
-    SERVICE, (WATCH, EVENTS, RELAY, HOLD, FLAKY, FLAKY_WRITE, FLAKY_STREAM)
+    SERVICE,
+    (WATCH, EVENTS, RELAY, RELAY_WATCH, HOLD, FLAKY, FLAKY_WRITE, FLAKY_STREAM),
 )
 
 _events: defaultdict[str, list[str]] = defaultdict(list)
@@ -115,6 +119,24 @@ def flaky(request: StringValue) -> StringValue:
     raise ConnectError(Code.UNAVAILABLE, "down for now", metadata=metadata)
 
 
+def async_client(url: str, version: str) -> AsyncClient:
+    """One client per server, as an app keeps them."""
+    client = _async_clients.get(url + version)
+    if client is None:
+        client = AsyncClient(url, http_version=version or None)  # type: ignore[arg-type]
+        _async_clients[url + version] = client
+    return client
+
+
+def sync_client(url: str, version: str) -> SyncClient:
+    with _lock:
+        client = _sync_clients.get(url + version)
+        if client is None:
+            client = SyncClient(url, http_version=version or None)  # type: ignore[arg-type]
+            _sync_clients[url + version] = client
+        return client
+
+
 def remaining(ctx: RequestContext) -> str:
     left = ctx.timeout_remaining()
     return f"remaining:{'none' if left is None else round(left, 3)}"
@@ -140,10 +162,7 @@ class Life(AsyncService):
 
     async def relay(self, request: StringValue, ctx: RequestContext) -> StringValue:
         key, url, version = fields(request)
-        client = _async_clients.get(url + version)
-        if client is None:
-            client = AsyncClient(url, http_version=version or None)  # type: ignore[arg-type]
-            _async_clients[url + version] = client
+        client = async_client(url, version)
         code = "ok"
         try:
             return await client.call_unary(HOLD, StringValue(value=key))
@@ -155,6 +174,17 @@ class Life(AsyncService):
             raise
         finally:
             note(key, f"relay-end:{code}")
+
+    async def relay_watch(
+        self, request: StringValue, ctx: RequestContext
+    ) -> AsyncIterator[StringValue]:
+        key, url, version = fields(request)
+        client = async_client(url, version)
+        try:
+            async for m in client.call_server_stream(WATCH, StringValue(value=key)):
+                yield m
+        finally:
+            note(key, "relay-end")
 
     async def hold(self, request: StringValue, ctx: RequestContext) -> StringValue:
         key = request.value
@@ -206,11 +236,7 @@ class LifeSync(SyncService):
 
     def relay(self, request: StringValue, ctx: RequestContext) -> StringValue:
         key, url, version = fields(request)
-        with _lock:
-            client = _sync_clients.get(url + version)
-            if client is None:
-                client = SyncClient(url, http_version=version or None)  # type: ignore[arg-type]
-                _sync_clients[url + version] = client
+        client = sync_client(url, version)
         code = "ok"
         try:
             return client.call_unary(HOLD, StringValue(value=key))
@@ -219,6 +245,16 @@ class LifeSync(SyncService):
             raise
         finally:
             note(key, f"relay-end:{code}")
+
+    def relay_watch(
+        self, request: StringValue, ctx: RequestContext
+    ) -> Iterator[StringValue]:
+        key, url, version = fields(request)
+        client = sync_client(url, version)
+        try:
+            yield from client.call_server_stream(WATCH, StringValue(value=key))
+        finally:
+            note(key, "relay-end")
 
     def hold(self, request: StringValue, ctx: RequestContext) -> StringValue:
         key = request.value

@@ -23,6 +23,7 @@ from lifecycle_apps import (
     FLAKY_STREAM,
     FLAKY_WRITE,
     RELAY,
+    RELAY_WATCH,
     WATCH,
 )
 from servers import Server, free_port, start_server
@@ -215,6 +216,51 @@ def test_deadline_propagates_over_three_hops(
     # An async A is canceled at its deadline (and its call to B with it); a
     # sync A's call to B times out at the same deadline.
     assert seen_a in (["relay-end:canceled"], ["relay-end:deadline_exceeded"]), seen_a
+
+
+@pytest.mark.parametrize(("a", "b", "version"), HOPS)
+def test_a_stream_left_at_the_client_ends_down_the_chain(
+    servers: Callable[[str], str], a: str, b: str, version: str
+) -> None:
+    """Client -> A -> B streams: leaving the loop at the client ends all three."""
+    key = new_key("relay-watch")
+    url_a, url_b = servers(a), servers(b)
+    with SyncClient(url_a) as c:
+        for m in c.call_server_stream(
+            RELAY_WATCH, StringValue(value=f"{key}|{url_b}|{version}")
+        ):
+            assert m.value == "tick"
+            break
+    # A notices (ASGI: the disconnect; WSGI: its next write fails), its
+    # handler is closed, and the stream it had open to B is canceled with it.
+    assert wait_events(url_a, key, lambda s: bool(s)) == ["relay-end"]
+    assert wait_events(url_b, key, _ended) == ["start", "end"]
+
+
+def test_canceling_a_call_cancels_what_an_async_handler_called(
+    servers: Callable[[str], str],
+) -> None:
+    """Client -> A (async) -> B, no deadline anywhere: canceling at the client ends B.
+
+    A's handler runs in its request's task, which the server cancels when the
+    client goes away; the call it awaits is canceled with it.
+    """
+    key = new_key("cancel")
+    url_a, url_b = servers("uvicorn"), servers("hypercorn")
+
+    async def main() -> None:
+        async with AsyncClient(url_a) as c:
+            call = asyncio.ensure_future(
+                c.call_unary(RELAY, StringValue(value=f"{key}|{url_b}|2"))
+            )
+            await asyncio.to_thread(wait_events, url_b, key, lambda s: bool(s))
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert wait_events(url_b, key, _ended) == ["remaining:none", "end"]
+    assert wait_events(url_a, key, lambda s: bool(s)) == ["relay-end:canceled"]
 
 
 # -- retries ------------------------------------------------------------------------
