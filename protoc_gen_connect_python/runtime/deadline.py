@@ -27,24 +27,25 @@ from protoc_gen_connect_python.runtime.errors import ConnectError
 if TYPE_CHECKING:
     from protoc_gen_connect_python.runtime.context import RequestContext
 
-_INBOUND: ContextVar[RequestContext | None] = ContextVar(
+INBOUND: ContextVar[RequestContext | None] = ContextVar(
     "protoc_gen_connect_python_inbound_call", default=None
 )
+"""The call the running handler serves; the server core sets it around handlers."""
 
 
 def inbound_call() -> RequestContext | None:
     """The context of the call the current handler serves, or None outside one."""
-    return _INBOUND.get()
+    return INBOUND.get()
 
 
 def enter_call(ctx: RequestContext | None) -> Token[RequestContext | None]:
     """Make ``ctx`` the current inbound call; pass the token to :func:`leave_call`."""
-    return _INBOUND.set(ctx)
+    return INBOUND.set(ctx)
 
 
 def leave_call(token: Token[RequestContext | None]) -> None:
     """Undo :func:`enter_call`."""
-    _INBOUND.reset(token)
+    INBOUND.reset(token)
 
 
 @contextmanager
@@ -55,16 +56,16 @@ def detached() -> Iterator[None]:
     fill): the per-call opt-out, where the client option
     ``propagate_deadline=False`` is the opt-out for every call of a client.
     """
-    token = _INBOUND.set(None)
+    token = INBOUND.set(None)
     try:
         yield
     finally:
-        _INBOUND.reset(token)
+        INBOUND.reset(token)
 
 
 def inherited_deadline() -> float | None:
     """The inbound call's deadline as a ``time.monotonic()`` instant, or None."""
-    ctx = _INBOUND.get()
+    ctx = INBOUND.get()
     return None if ctx is None else ctx.deadline
 
 

@@ -41,7 +41,7 @@ from protoc_gen_connect_python.runtime.compression import (
     negotiate,
 )
 from protoc_gen_connect_python.runtime.context import RequestContext, RequestView
-from protoc_gen_connect_python.runtime.deadline import enter_call, leave_call
+from protoc_gen_connect_python.runtime.deadline import INBOUND
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import (
@@ -468,102 +468,97 @@ def _sync_client_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
 # shells and whatever the server does between steps never see it.
 
 
+# The context variable's own methods, bound once: this runs for every call
+# and every streamed message.
+_enter, _leave = INBOUND.set, INBOUND.reset
+
+
 def _sync_unary_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     def unary(request: Message, ctx: RequestContext) -> Any:
-        token = enter_call(ctx)
+        token = _enter(ctx)
         try:
             return fn(request, ctx)
         finally:
-            leave_call(token)
+            _leave(token)
 
     return unary
 
 
 def _async_unary_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     async def unary(request: Message, ctx: RequestContext) -> Any:
-        token = enter_call(ctx)
+        token = _enter(ctx)
         try:
             return await fn(request, ctx)
         finally:
-            leave_call(token)
+            _leave(token)
 
     return unary
 
 
-class _SyncInCall:
-    """A sync handler's response iterator, each step run as part of its call."""
+def _sync_stream_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def stream(requests: Any, ctx: RequestContext) -> Iterator[Message]:
+        token = _enter(ctx)
+        try:
+            it = iter(fn(requests, ctx))
+        finally:
+            _leave(token)
+        return _sync_steps_in_call(it, ctx)
 
-    __slots__ = ("_ctx", "_it")
+    return stream
 
-    def __init__(self, it: Iterator[Message], ctx: RequestContext) -> None:
-        self._it = it
-        self._ctx = ctx
 
-    @classmethod
-    def wrap(cls, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def stream(requests: Any, ctx: RequestContext) -> _SyncInCall:
-            token = enter_call(ctx)
+def _sync_steps_in_call(
+    it: Iterator[Message], ctx: RequestContext
+) -> Iterator[Message]:
+    try:
+        while True:
+            token = _enter(ctx)
             try:
-                return cls(iter(fn(requests, ctx)), ctx)
+                msg = next(it)
+            except StopIteration:
+                return
             finally:
-                leave_call(token)
-
-        return stream
-
-    def __iter__(self) -> _SyncInCall:
-        return self
-
-    def __next__(self) -> Message:
-        token = enter_call(self._ctx)
+                _leave(token)
+            yield msg
+    finally:
+        token = _enter(ctx)
         try:
-            return next(self._it)
+            close_iterator(it)
         finally:
-            leave_call(token)
+            _leave(token)
 
-    def close(self) -> None:
-        token = enter_call(self._ctx)
+
+def _async_stream_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def stream(requests: Any, ctx: RequestContext) -> AsyncIterator[Message]:
+        token = _enter(ctx)
         try:
-            close_iterator(self._it)
+            it = fn(requests, ctx).__aiter__()
         finally:
-            leave_call(token)
+            _leave(token)
+        return _async_steps_in_call(it, ctx)
+
+    return stream
 
 
-class _AsyncInCall:
-    """An async handler's response iterator, each step run as part of its call."""
-
-    __slots__ = ("_ctx", "_it")
-
-    def __init__(self, it: AsyncIterator[Message], ctx: RequestContext) -> None:
-        self._it = it
-        self._ctx = ctx
-
-    @classmethod
-    def wrap(cls, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def stream(requests: Any, ctx: RequestContext) -> _AsyncInCall:
-            token = enter_call(ctx)
+async def _async_steps_in_call(
+    it: AsyncIterator[Message], ctx: RequestContext
+) -> AsyncIterator[Message]:
+    try:
+        while True:
+            token = _enter(ctx)
             try:
-                return cls(fn(requests, ctx).__aiter__(), ctx)
+                msg = await it.__anext__()
+            except StopAsyncIteration:
+                return
             finally:
-                leave_call(token)
-
-        return stream
-
-    def __aiter__(self) -> _AsyncInCall:
-        return self
-
-    async def __anext__(self) -> Message:
-        token = enter_call(self._ctx)
+                _leave(token)
+            yield msg
+    finally:
+        token = _enter(ctx)
         try:
-            return await self._it.__anext__()
+            await aclose_iterator(it)
         finally:
-            leave_call(token)
-
-    async def aclose(self) -> None:
-        token = enter_call(self._ctx)
-        try:
-            await aclose_iterator(self._it)
-        finally:
-            leave_call(token)
+            _leave(token)
 
 
 # ---------------------------------------------------------------------------
@@ -643,7 +638,9 @@ def _build_endpoints(
                     stream = fn
                 for i in reversed(interceptors):
                     stream = i.wrap_stream(cast(Any, stream))
-                stream = (_AsyncInCall if is_async else _SyncInCall).wrap(stream)
+                stream = (_async_stream_in_call if is_async else _sync_stream_in_call)(
+                    stream
+                )
             routes[m.procedure] = Endpoint(m, unary, stream, hooks)
     return routes
 
