@@ -473,26 +473,30 @@ def _sync_client_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
 _enter, _leave = INBOUND.set, INBOUND.reset
 
 
-def _sync_unary_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def unary(request: Message, ctx: RequestContext) -> Any:
-        token = _enter(ctx)
+def _sync_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a unary handler or ``on_request``; the context comes last) in its call."""
+
+    def run(*args: Any) -> Any:
+        token = _enter(args[-1])
         try:
-            return fn(request, ctx)
+            return fn(*args)
         finally:
             _leave(token)
 
-    return unary
+    return run
 
 
-def _async_unary_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
-    async def unary(request: Message, ctx: RequestContext) -> Any:
-        token = _enter(ctx)
+def _async_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`_sync_in_call` for coroutine functions."""
+
+    async def run(*args: Any) -> Any:
+        token = _enter(args[-1])
         try:
-            return await fn(request, ctx)
+            return await fn(*args)
         finally:
             _leave(token)
 
-    return unary
+    return run
 
 
 def _sync_stream_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -595,7 +599,10 @@ def _build_endpoints(
     is_async: bool,
 ) -> dict[str, Endpoint]:
     routes: dict[str, Endpoint] = {}
-    hooks = tuple(i.on_request for i in interceptors if overrides_on_request(i))
+    in_call = _async_in_call if is_async else _sync_in_call
+    hooks = tuple(
+        in_call(i.on_request) for i in interceptors if overrides_on_request(i)
+    )
     for svc in services:
         spec = getattr(type(svc), "service_spec", None)
         if spec is None:
@@ -622,9 +629,7 @@ def _build_endpoints(
                 unary = fn
                 for i in reversed(interceptors):
                     unary = i.wrap_unary(cast(Any, unary))
-                unary = (_async_unary_in_call if is_async else _sync_unary_in_call)(
-                    unary
-                )
+                unary = in_call(unary)
             else:
                 if st is StreamType.SERVER_STREAM:
                     stream = (
