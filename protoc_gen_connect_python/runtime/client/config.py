@@ -100,6 +100,9 @@ def _read_pem(value: PEMInput | None, what: str) -> bytes | None:
         return None
     if isinstance(value, bytes):
         return value
+    if not isinstance(value, (str, os.PathLike)):
+        # An int would be taken for a file descriptor by open().
+        raise ValueError(f"{what} must be PEM bytes or a file path: {value!r}")
     try:
         with open(value, "rb") as f:
             return f.read()
