@@ -20,6 +20,7 @@ import inspect
 import logging
 import time
 from collections.abc import (
+    AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -499,21 +500,22 @@ def _async_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _sync_stream_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def stream(requests: Any, ctx: RequestContext) -> Iterator[Message]:
-        token = _enter(ctx)
-        try:
-            it = iter(fn(requests, ctx))
-        finally:
-            _leave(token)
-        return _sync_steps_in_call(it, ctx)
+def _stream_in_call(
+    fn: Callable[..., Any], steps: Callable[[Any, RequestContext], Any]
+) -> Callable[..., Any]:
+    """``fn`` (a streaming handler) in its call: made there, every step run there."""
+    make = _sync_in_call(fn)
+
+    def stream(requests: Any, ctx: RequestContext) -> Any:
+        return steps(make(requests, ctx), ctx)
 
     return stream
 
 
 def _sync_steps_in_call(
-    it: Iterator[Message], ctx: RequestContext
+    responses: Iterable[Message], ctx: RequestContext
 ) -> Iterator[Message]:
+    it = iter(responses)
     try:
         while True:
             token = _enter(ctx)
@@ -532,21 +534,10 @@ def _sync_steps_in_call(
             _leave(token)
 
 
-def _async_stream_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def stream(requests: Any, ctx: RequestContext) -> AsyncIterator[Message]:
-        token = _enter(ctx)
-        try:
-            it = fn(requests, ctx).__aiter__()
-        finally:
-            _leave(token)
-        return _async_steps_in_call(it, ctx)
-
-    return stream
-
-
 async def _async_steps_in_call(
-    it: AsyncIterator[Message], ctx: RequestContext
+    responses: AsyncIterable[Message], ctx: RequestContext
 ) -> AsyncIterator[Message]:
+    it = responses.__aiter__()
     try:
         while True:
             token = _enter(ctx)
@@ -643,8 +634,8 @@ def _build_endpoints(
                     stream = fn
                 for i in reversed(interceptors):
                     stream = i.wrap_stream(cast(Any, stream))
-                stream = (_async_stream_in_call if is_async else _sync_stream_in_call)(
-                    stream
+                stream = _stream_in_call(
+                    stream, _async_steps_in_call if is_async else _sync_steps_in_call
                 )
             routes[m.procedure] = Endpoint(m, unary, stream, hooks)
     return routes
