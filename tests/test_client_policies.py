@@ -448,3 +448,84 @@ def test_retry_info_delay_cases() -> None:
     assert retry_info_delay(negative) == 0.0
     # Unknown fields are skipped.
     assert retry_info_delay(b"\x10\x01" + _retry_info(2).SerializeToString()) == 2.0
+
+
+def test_a_server_asking_for_a_long_wait_is_not_retried() -> None:
+    long_wait = ConnectError(
+        Code.UNAVAILABLE,
+        "down",
+        metadata=Headers({"grpc-retry-pushback-ms": "31000"}),
+    )
+    assert _attempts().retry_after(long_wait, 0.0) is None
+    patient = RetryPolicy(max_server_delay=60)
+    assert _attempts(patient).retry_after(long_wait, 0.0) == 31.0
+
+
+# -- a stream closed while it waits to retry ----------------------------------------
+
+WATCH_IDEMPOTENT = MethodSpec(
+    "t.v1.S",
+    "Watch",
+    "watch",
+    StreamType.SERVER_STREAM,
+    StringValue,
+    StringValue,
+    Idempotency.IDEMPOTENT,
+)
+
+
+class _CloseOnFailure(ClientInterceptor):
+    """Closes (sync) or cancels (async) the stream as its first attempt ends.
+
+    Each attempt ends once for the interceptors; the wait after it is no
+    attempt, so closing then reports nothing more.
+    """
+
+    def __init__(self) -> None:
+        self.stream: Any = None
+        self.ends: list[str] = []
+
+    def on_end(self, call: Any, error: ConnectError | None) -> None:
+        self.ends.append("ok" if error is None else error.code.wire_name)
+        if len(self.ends) == 1:
+            if isinstance(self.stream, asyncio.Task):
+                self.stream.cancel()
+            else:
+                self.stream.close()
+
+
+def test_sync_stream_closed_while_waiting_makes_no_new_attempt() -> None:
+    t = _RecordingSync()
+    close = _CloseOnFailure()
+    policy = RetryPolicy(initial_backoff=0.001, max_backoff=0.001)
+    c = SyncClient("http://h", transport=t, retry=policy, interceptors=[close])
+    stream = c.call_server_stream(WATCH_IDEMPOTENT, StringValue())
+    close.stream = stream
+    with pytest.raises(ConnectError) as raised:
+        next(stream)
+    assert raised.value.code is Code.CANCELED
+    assert len(t.timeouts) == 1
+    assert close.ends == ["unavailable"]
+
+
+def test_async_stream_canceled_while_waiting_makes_no_new_attempt() -> None:
+    async def main() -> tuple[list[float | None], list[str], bool]:
+        t = _RecordingAsync()
+        cancel = _CloseOnFailure()
+        policy = RetryPolicy(initial_backoff=0.001, max_backoff=0.001)
+        c = AsyncClient("http://h", transport=t, retry=policy, interceptors=[cancel])
+        stream = c.call_server_stream(WATCH_IDEMPOTENT, StringValue())
+        cancel.stream = asyncio.current_task()
+        with pytest.raises(asyncio.CancelledError):
+            await stream.__anext__()
+        ended = False
+        try:
+            await stream.__anext__()
+        except StopAsyncIteration:
+            ended = True
+        return t.timeouts, cancel.ends, ended
+
+    timeouts, ends, ended = asyncio.run(main())
+    assert len(timeouts) == 1
+    assert ends == ["unavailable"]
+    assert ended

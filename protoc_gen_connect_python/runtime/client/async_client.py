@@ -197,7 +197,11 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
                     if err is None:
                         raise
                     raise err from None
-            await self._retry(failed, delay)
+            try:
+                await self._retry(failed, delay)
+            except BaseException as e:
+                await self._end(e)
+                raise
 
     async def _retry(self, error: BaseException, delay: float) -> None:
         if self._resp is not None:

@@ -415,7 +415,6 @@ class StreamBase(Generic[O]):
     def _next_attempt(self, error: BaseException) -> None:
         """Forget the failed attempt (its response is closed) before a retry."""
         self._report_end(error)
-        self._call = None
         self._pm = None
         self._decoder = None
         self._sent = SendState()
@@ -446,6 +445,8 @@ class StreamBase(Generic[O]):
         """Tell the interceptors how the call ended."""
         if error is None and self._attempts is not None:
             self._attempts.succeeded()
-        if self._call is not None:
-            self._call.response_trailers = self.trailers
-            self._client._end_call(self._call, error)
+        # Taken first: an ``on_end`` that closes the stream must not end it twice.
+        call, self._call = self._call, None
+        if call is not None:
+            call.response_trailers = self.trailers
+            self._client._end_call(call, error)

@@ -63,8 +63,8 @@ class RetryPolicy:
     capped at ``max_backoff`` (full jitter), unless the server said how long to
     wait: a ``google.rpc.RetryInfo`` error detail or a
     ``grpc-retry-pushback-ms`` trailer (a negative or malformed pushback means
-    "do not retry"). No retry is attempted that could not start before the
-    call's deadline.
+    "do not retry"; a wait longer than ``max_server_delay`` is not made). No
+    retry is attempted that could not start before the call's deadline.
 
     ``codes`` are retried on methods whose idempotency is in ``idempotency``;
     ``resource_exhausted`` is retried too when the error carries RetryInfo
@@ -81,6 +81,7 @@ class RetryPolicy:
     codes: frozenset[Code] = frozenset({Code.UNAVAILABLE})
     idempotency: frozenset[Idempotency] = _SAFE
     retry_info_resource_exhausted: bool = True
+    max_server_delay: float = 30.0
     throttling: RetryThrottling | None = field(default_factory=RetryThrottling)
 
     def __post_init__(self) -> None:
@@ -92,6 +93,8 @@ class RetryPolicy:
             raise ValueError("max_attempts must be between 1 and 10")
         if not self.initial_backoff > 0 or not self.max_backoff > 0:
             raise ValueError("initial_backoff and max_backoff must be positive")
+        if not self.max_server_delay >= 0:
+            raise ValueError("max_server_delay must not be negative")
         if not self.backoff_multiplier >= 1:
             raise ValueError("backoff_multiplier must be at least 1")
         for c in self.codes:
@@ -285,6 +288,8 @@ class Attempts:
             return None
         if delay is None:
             delay = policy.backoff(self.count, self._rand)
+        elif delay > policy.max_server_delay:
+            return None
         if self._deadline is not None and now + delay >= self._deadline:
             return None
         self.count += 1

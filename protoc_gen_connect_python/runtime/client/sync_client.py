@@ -114,7 +114,11 @@ class SyncStream(StreamBase[O], Iterator[O]):
                     if err is None:
                         raise
                     raise err from None
-            self._retry(failed, delay)
+            try:
+                self._retry(failed, delay)
+            except BaseException as e:
+                self._end(e)
+                raise
 
     def _retry(self, error: BaseException, delay: float) -> None:
         if self._resp is not None:
@@ -122,6 +126,9 @@ class SyncStream(StreamBase[O], Iterator[O]):
             self._resp = None
         self._next_attempt(error)
         time.sleep(delay)
+        if self._closed:
+            # Closed from another thread while waiting: no new attempt.
+            raise _canceled_error()
 
     def _start(self) -> None:
         req = self._start_request(time.monotonic)
