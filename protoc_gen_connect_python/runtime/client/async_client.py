@@ -53,8 +53,14 @@ _closing: set[asyncio.Task[None]] = set()
 """Closes of dropped streams still running (the loop holds tasks weakly)."""
 
 
+async def _quiet_close(resp: AsyncResponse) -> None:
+    # Nobody is left to hear how closing a dropped stream went.
+    with contextlib.suppress(Exception):
+        await resp.aclose()
+
+
 def _close_soon(resp: AsyncResponse) -> None:
-    task = asyncio.ensure_future(resp.aclose())
+    task = asyncio.ensure_future(_quiet_close(resp))
     _closing.add(task)
     task.add_done_callback(_closing.discard)
 
