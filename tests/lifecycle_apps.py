@@ -6,6 +6,7 @@ back with ``Events``. Every request is a ``StringValue`` whose text is
 
 * ``Watch`` (server stream) sends ``tick`` every 10 ms for at most 30 s,
   noting ``start`` and, in ``finally``, ``end``.
+* ``Peer`` (unary) answers the client's address as the server sees it.
 * ``Relay`` (unary) calls ``Hold`` at the URL in its second field, with no
   timeout of its own, and notes ``relay-end:<code>`` when done.
 * ``RelayWatch`` (server stream) streams what ``Watch`` at the URL in its
@@ -67,6 +68,7 @@ def _spec(
 U = StreamType.UNARY
 WATCH = _spec("Watch", StreamType.SERVER_STREAM)
 EVENTS = _spec("Events", U, Idempotency.NO_SIDE_EFFECTS)
+PEER = _spec("Peer", U, Idempotency.NO_SIDE_EFFECTS)
 RELAY = _spec("Relay", U)
 HOLD = _spec("Hold", U)
 RELAY_WATCH = _spec("RelayWatch", StreamType.SERVER_STREAM)
@@ -75,7 +77,7 @@ FLAKY_WRITE = _spec("FlakyWrite", U)
 FLAKY_STREAM = _spec("FlakyStream", StreamType.SERVER_STREAM, Idempotency.IDEMPOTENT)
 LIFE = ServiceSpec(
     SERVICE,
-    (WATCH, EVENTS, RELAY, RELAY_WATCH, HOLD, FLAKY, FLAKY_WRITE, FLAKY_STREAM),
+    (WATCH, EVENTS, PEER, RELAY, RELAY_WATCH, HOLD, FLAKY, FLAKY_WRITE, FLAKY_STREAM),
 )
 
 _events: defaultdict[str, list[str]] = defaultdict(list)
@@ -160,6 +162,9 @@ class Life(AsyncService):
     async def events(self, request: StringValue, ctx: RequestContext) -> StringValue:
         return events(request)
 
+    async def peer(self, request: StringValue, ctx: RequestContext) -> StringValue:
+        return StringValue(value=ctx.peer or "")
+
     async def relay(self, request: StringValue, ctx: RequestContext) -> StringValue:
         key, url, version = fields(request)
         client = async_client(url, version)
@@ -233,6 +238,9 @@ class LifeSync(SyncService):
 
     def events(self, request: StringValue, ctx: RequestContext) -> StringValue:
         return events(request)
+
+    def peer(self, request: StringValue, ctx: RequestContext) -> StringValue:
+        return StringValue(value=ctx.peer or "")
 
     def relay(self, request: StringValue, ctx: RequestContext) -> StringValue:
         key, url, version = fields(request)
