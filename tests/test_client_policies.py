@@ -529,3 +529,53 @@ def test_async_stream_canceled_while_waiting_makes_no_new_attempt() -> None:
     assert len(timeouts) == 1
     assert ends == ["unavailable"]
     assert ended
+
+
+class _PushedBack:
+    """Fails every request with ``unavailable`` and a 20 s pushback."""
+
+    def __init__(self) -> None:
+        self.sent = threading.Event()
+        self.count = 0
+
+    def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> Any:
+        self.count += 1
+        self.sent.set()
+        raise ConnectError(
+            Code.UNAVAILABLE,
+            "down",
+            metadata=Headers({"grpc-retry-pushback-ms": "20000"}),
+        )
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["unary", "stream"])
+def test_sync_close_from_another_thread_ends_a_retry_wait(kind: str) -> None:
+    t = _PushedBack()
+    c = SyncClient("http://h", transport=t, retry=RetryPolicy())
+    stream = c.call_server_stream(WATCH_IDEMPOTENT, StringValue())
+    errors: list[ConnectError] = []
+
+    def call() -> None:
+        try:
+            if kind == "unary":
+                c.call_unary(IDEMPOTENT, StringValue())
+            else:
+                next(stream)
+        except ConnectError as e:
+            errors.append(e)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    assert t.sent.wait(10)
+    if kind == "unary":
+        c.close()
+    else:
+        stream.close()
+    # Well before the 20 s the server asked for.
+    worker.join(10)
+    assert not worker.is_alive()
+    assert [e.code for e in errors] == [Code.CANCELED]
+    assert t.count == 1

@@ -205,6 +205,10 @@ class ClientBase(Generic[_T, _P]):
         self._plain = not (self._hooks or self._wrappers)
         self._retry = config.retry
         self._throttle = make_throttle(config.retry)
+        self._init_shell()
+
+    def _init_shell(self) -> None:
+        """Set up what one shell needs besides the shared state (nothing here)."""
 
     def _check_transport(self, transport: object) -> None:
         """Refuse a ``transport`` this client cannot drive, at build time."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -85,6 +86,8 @@ class SyncStream(StreamBase[O], Iterator[O]):
     _resp: SyncResponse | None = None
     _closed = False
     """Set by :meth:`close` while the call was still running."""
+    _woken: threading.Event | None = None
+    """Set by :meth:`close` to end a wait before a retry."""
 
     def __iter__(self) -> SyncStream[O]:
         return self
@@ -125,7 +128,11 @@ class SyncStream(StreamBase[O], Iterator[O]):
             self._resp.close()
             self._resp = None
         self._next_attempt(error)
-        time.sleep(delay)
+        # close(), from any thread, ends the wait at once: it sets _closed,
+        # then the event, so one of the two checks here sees it.
+        self._woken = woken = threading.Event()
+        if not self._closed:
+            woken.wait(delay)
         if self._closed:
             # Closed from another thread while waiting: no new attempt.
             raise _canceled_error()
@@ -179,6 +186,8 @@ class SyncStream(StreamBase[O], Iterator[O]):
         if not self._finished:
             self._closed = True
             self._end(_canceled_error())
+            if self._woken is not None:
+                self._woken.set()
 
     def __del__(self) -> None:
         # Dropped unfinished (a break out of ``for``): cancel the call.
@@ -221,6 +230,10 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         transport: SyncTransport | pyqwest.SyncHTTPTransport | None,
     ) -> SyncTransport:
         return sync_transport_for(config, transport)
+
+    def _init_shell(self) -> None:
+        # Set by close(): unary calls waiting to retry stop waiting.
+        self._woken = threading.Event()
 
     def call_unary(
         self,
@@ -316,7 +329,9 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
             except ConnectError as e:
                 if self._closed:
                     raise
-                time.sleep(attempts.wait_or_raise(e, clock()))
+                self._woken.wait(attempts.wait_or_raise(e, clock()))
+                if self._closed:
+                    raise _canceled_error() from None
                 timeout = attempts.time_left(clock())
             else:
                 attempts.succeeded()
@@ -395,6 +410,7 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         :meth:`SyncStream.close`.
         """
         self._closed = True
+        self._woken.set()
         self._transport.close()
 
     def __enter__(self: _C) -> _C:
