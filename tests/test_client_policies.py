@@ -29,6 +29,7 @@ from protoc_gen_connect_python.runtime import (
     ClientInterceptor,
     Code,
     ConnectError,
+    ErrorDetail,
     Headers,
     Idempotency,
     MethodSpec,
@@ -579,3 +580,27 @@ def test_sync_close_from_another_thread_ends_a_retry_wait(kind: str) -> None:
     assert not worker.is_alive()
     assert [e.code for e in errors] == [Code.CANCELED]
     assert t.count == 1
+
+
+@given(
+    st.one_of(st.none(), st.text(max_size=12)),
+    st.lists(st.binary(max_size=24), max_size=3),
+)
+def test_what_a_server_says_about_retrying_never_breaks_the_client(
+    pushback: str | None, infos: list[bytes]
+) -> None:
+    metadata = Headers()
+    if pushback is not None:
+        metadata["grpc-retry-pushback-ms"] = pushback
+    err = ConnectError(
+        Code.UNAVAILABLE,
+        "down",
+        details=[ErrorDetail.from_wire("google.rpc.RetryInfo", b) for b in infos],
+        metadata=metadata,
+    )
+    allowed, delay = server_delay(err)
+    assert delay is None or delay >= 0
+    if pushback is not None and not allowed:
+        assert delay is None
+    got = _attempts(deadline=100.0).retry_after(err, 0.0)
+    assert got is None or 0 <= got < 100
