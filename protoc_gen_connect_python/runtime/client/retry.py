@@ -213,7 +213,8 @@ def never_sent(err: BaseException) -> bool:
             return False
         if getattr(e, "never_sent", False) or isinstance(e, ConnectionRefusedError):
             return True
-        e = e.__cause__ or e.__context__
+        # Causes only: an error raised while another was handled says nothing.
+        e = e.__cause__
     return False
 
 

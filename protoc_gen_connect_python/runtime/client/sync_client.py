@@ -281,7 +281,11 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         try:
             resp = self._transport.send(req, None)
         except ConnectError as e:
-            raise self._transport_error(e, deadline) from None
+            # Re-raised as is, it keeps its cause (a refused connection, say).
+            late = self._transport_error(e, deadline)
+            if late is e:
+                raise
+            raise late from None
         limit = proto.unary_read_limit
         try:
             body = resp.read()
@@ -295,7 +299,10 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
                 raise read_limit_error(limit)
             trailers = resp.trailers
         except ConnectError as e:
-            raise self._transport_error(e, deadline) from None
+            late = self._transport_error(e, deadline)
+            if late is e:
+                raise
+            raise late from None
         finally:
             resp.close()
         if self._closed:
