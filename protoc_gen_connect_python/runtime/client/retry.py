@@ -3,8 +3,8 @@
 A :class:`RetryPolicy` says which failures are worth another attempt;
 :class:`RetryThrottle` (one per client) keeps a failing backend from being
 stormed; :class:`Attempts` decides, for one call, whether and after how long
-to try again. The async client waits with ``asyncio.sleep``, the sync one with
-``time.sleep``; everything else is here, once.
+to try again. The async client waits with ``asyncio.sleep``, the sync one on
+an event its ``close()`` sets; everything else is here, once.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ _SAFE = frozenset({Idempotency.NO_SIDE_EFFECTS, Idempotency.IDEMPOTENT})
 class RetryThrottling:
     """The retry budget: a token bucket shared by every call of one client.
 
-    It starts full with ``max_tokens``. Each failed attempt takes one token,
-    each success gives back ``token_ratio``; retries stop while the bucket holds
+    It starts full with ``max_tokens``. Each failure the policy would retry
+    takes one token, each success gives back ``token_ratio``; retries stop while the bucket holds
     half of ``max_tokens`` or less, and resume as successes refill it (the
     rule of gRPC's ``retryThrottling``).
     """
