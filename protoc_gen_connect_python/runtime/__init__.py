@@ -9,6 +9,7 @@ from protoc_gen_connect_python.runtime.client.async_client import (
     AsyncStream,
     UnaryResponse,
 )
+from protoc_gen_connect_python.runtime.client.retry import RetryPolicy, RetryThrottling
 from protoc_gen_connect_python.runtime.client.sync_client import SyncClient, SyncStream
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.context import RequestContext
@@ -59,6 +60,8 @@ __all__ = [
     "Idempotency",
     "MethodSpec",
     "RequestContext",
+    "RetryPolicy",
+    "RetryThrottling",
     "ServerOptions",
     "ServiceSpec",
     "StreamType",

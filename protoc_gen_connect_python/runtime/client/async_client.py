@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -13,6 +14,7 @@ from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.client.base import (
     ClientBase,
+    SendState,
     StreamBase,
     UnaryScope,
     received,
@@ -21,7 +23,6 @@ from protoc_gen_connect_python.runtime.client.base import (
 )
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
-    ClientProtocol,
     HTTPRequest,
     UnaryBody,
     UnaryResponse,
@@ -43,6 +44,52 @@ __all__ = ["AsyncClient", "AsyncStream", "UnaryResponse"]
 
 I = TypeVar("I", bound=Message)  # noqa: E741
 O = TypeVar("O", bound=Message)  # noqa: E741
+
+
+def _closed_error() -> ConnectError:
+    return ConnectError(Code.CANCELED, "stream closed by the client")
+
+
+_closing: set[asyncio.Task[None]] = set()
+"""Closes of dropped streams still running (the loop holds tasks weakly)."""
+
+
+async def _quiet_close(resp: AsyncResponse) -> None:
+    # Nobody is left to hear how closing a dropped stream went.
+    with contextlib.suppress(Exception):
+        await resp.aclose()
+
+
+def _close_soon(resp: AsyncResponse) -> None:
+    task = asyncio.ensure_future(_quiet_close(resp))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _body(
+    encode: Callable[[Message], bytes],
+    reqs: Message | AsyncIterable[Any] | Iterable[Any],
+    state: SendState,
+) -> AsyncIterator[bytes]:
+    """The request messages of a stream, encoded, as the transport pulls them."""
+    state.started = True
+    try:
+        if isinstance(reqs, AsyncIterable):
+            it = reqs.__aiter__()
+            try:
+                async for m in it:
+                    yield encode(m)
+            finally:
+                # The caller's async generator must not be left suspended.
+                aclose = getattr(it, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        else:
+            for m in reqs:  # type: ignore[union-attr]
+                yield encode(m)
+    except Exception as e:
+        state.error = e
+        raise
 
 
 def _deadline_error() -> ConnectError:
@@ -115,12 +162,15 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
     The call starts on the first ``__anext__`` (or on ``async with``).
     ``headers`` holds the response headers once the response has started and
     ``trailers`` the trailers once the stream has ended. Leaving the ``async
-    with`` block or calling :meth:`aclose` early cancels the call.
+    with`` block or calling :meth:`aclose` early cancels the call, and so does
+    dropping the stream unfinished (``break`` out of ``async for``): the
+    request is reset as soon as the event loop runs again.
     """
 
     _client: AsyncClient
     _requests: Message | AsyncIterable[Any] | Iterable[Any]
     _resp: AsyncResponse | None = None
+    _loop: asyncio.AbstractEventLoop
 
     def __aiter__(self) -> AsyncStream[O]:
         return self
@@ -130,52 +180,50 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
             return self._pending.popleft()
         if self._finished:
             raise StopAsyncIteration
-        try:
-            if self._resp is None:
-                # The deadline is known only once the call starts, and it bounds
-                # the first read as well as sending the request.
-                req = self._start_request(asyncio.get_running_loop().time)
+        while True:
+            try:
+                if self._resp is None:
+                    # The deadline is known only once the call starts, and it
+                    # bounds the first read as well as sending the request.
+                    req = self._start_request(asyncio.get_running_loop().time)
+                    with _Deadline(self._deadline):
+                        await self._send(req)
+                        return await self._next()
                 with _Deadline(self._deadline):
-                    await self._send(req)
                     return await self._next()
-            with _Deadline(self._deadline):
-                return await self._next()
-        except StopAsyncIteration:
-            raise
-        except BaseException as e:
-            # _Deadline has already reported transport errors past the deadline.
-            err = self._failure(e, None)
-            await self._end(err or e)
-            if err is None:
+            except StopAsyncIteration:
                 raise
-            raise err from None
+            except BaseException as e:
+                # _Deadline has already reported transport errors past the deadline.
+                err = self._failure(e, None)
+                failed = err or e
+                delay = self._retry_delay(failed, asyncio.get_running_loop().time())
+                if delay is None:
+                    await self._end(err or e)
+                    if err is None:
+                        raise
+                    raise err from None
+            try:
+                await self._retry(failed, delay)
+            except BaseException as e:
+                await self._end(e)
+                raise
+
+    async def _retry(self, error: BaseException, delay: float) -> None:
+        if self._resp is not None:
+            await self._resp.aclose()
+            self._resp = None
+        self._next_attempt(error)
+        await asyncio.sleep(delay)
 
     async def _send(self, req: HTTPRequest) -> None:
-        body = None if self._single else self._body(self._client._protocol)
+        self._loop = asyncio.get_running_loop()
+        body = (
+            None if self._single else _body(self._encoder(), self._requests, self._sent)
+        )
         resp = await self._client._transport.send(req, body)
         self._resp = resp
         self._response_head(resp.status, resp.headers)
-
-    async def _body(self, proto: ClientProtocol) -> AsyncIterator[bytes]:
-        encode = self._encode or proto.encode_stream_message
-        reqs = self._requests
-        try:
-            if isinstance(reqs, AsyncIterable):
-                it = reqs.__aiter__()
-                try:
-                    async for m in it:
-                        yield encode(m)
-                finally:
-                    # The caller's async generator must not be left suspended.
-                    aclose = getattr(it, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-            else:
-                for m in reqs:  # type: ignore[union-attr]
-                    yield encode(m)
-        except Exception as e:
-            self._send_error = e
-            raise
 
     async def _next(self) -> O:
         resp = self._resp
@@ -189,6 +237,7 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
                 await self._end(None)
                 raise StopAsyncIteration
             pending.extend(decoder.feed(chunk))
+        self._received = True
         return pending.popleft()
 
     async def _end(self, error: BaseException | None) -> None:
@@ -209,7 +258,17 @@ class AsyncStream(StreamBase[O], AsyncIterator[O]):
     async def aclose(self) -> None:
         """Stop reading and cancel the call if it is still running."""
         if not self._finished:
-            await self._end(ConnectError(Code.CANCELED, "stream closed by the client"))
+            await self._end(_closed_error())
+
+    def __del__(self) -> None:
+        # Dropped unfinished (a break out of ``async for``): cancel the call.
+        # Closing awaits, so it runs on the loop; the interceptors hear now.
+        resp = self._resp
+        if self._finished or resp is None or not self._finishing():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self._loop.call_soon_threadsafe(_close_soon, resp)
+        self._report_end(_closed_error())
 
     async def __aenter__(self) -> AsyncStream[O]:
         return self
@@ -233,6 +292,12 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
 
     _sync = False
     _canceled = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt)
+
+    _transport_methods = ("send", "aclose")
+
+    @staticmethod
+    def _is_pyqwest(transport: object) -> bool:
+        return isinstance(transport, pyqwest.HTTPTransport)
 
     def _open_transport(
         self,
@@ -275,8 +340,9 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         # At the end of an interceptor chain the call's timeout is final: None
         # there means none, not the client's default.
         if not chained:
-            if timeout is None:
-                timeout = self._config.timeout
+            timeout = self._timeout_for(timeout)
+            if self._retry is not None:
+                return await self._retried_unary(method, request, headers, timeout)
             if not self._plain:
                 return await self._intercepted_unary(method, request, headers, timeout)
         proto = self._protocol
@@ -309,6 +375,31 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
             return resp.status, resp.headers, body, resp.trailers
         finally:
             await resp.aclose()
+
+    async def _retried_unary(
+        self,
+        method: MethodSpec[Any, Any],
+        request: Message,
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> UnaryResponse[Any]:
+        clock = asyncio.get_running_loop().time
+        attempts = self._attempts(method, timeout, clock())
+        assert attempts is not None
+        while True:
+            try:
+                if self._plain:
+                    res = await self._unary(method, request, headers, timeout, True)
+                else:
+                    res = await self._intercepted_unary(
+                        method, request, headers, timeout
+                    )
+            except ConnectError as e:
+                await asyncio.sleep(attempts.wait_or_raise(e, clock()))
+                timeout = attempts.time_left(clock())
+            else:
+                attempts.succeeded()
+                return res
 
     async def _intercepted_unary(
         self,

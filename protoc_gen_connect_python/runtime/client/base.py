@@ -7,6 +7,8 @@ client, the timer that cancels a call at its deadline.
 
 from __future__ import annotations
 
+import inspect
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from google.protobuf.message import Message
 
-from protoc_gen_connect_python.runtime import allocator
+from protoc_gen_connect_python.runtime import allocator, deadline
 from protoc_gen_connect_python.runtime.client.config import (
     DEFAULT_COMPRESS_MIN_BYTES,
     DEFAULT_GET_URL_MAX_BYTES,
@@ -45,6 +47,11 @@ from protoc_gen_connect_python.runtime.client.interceptors import (
     unary_wrapper_name,
     watches_messages,
     wraps_unary,
+)
+from protoc_gen_connect_python.runtime.client.retry import (
+    Attempts,
+    RetryPolicy,
+    make_throttle,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -157,6 +164,23 @@ class UnaryScope:
         self._client._end_call(self.call, exc)
 
 
+class SendState:
+    """How far a stream's request body got; shared with the body generator.
+
+    The generator holds this rather than the stream, so that a stream its
+    caller dropped can be collected (and its call canceled) while a transport
+    still holds the body.
+    """
+
+    __slots__ = ("error", "started")
+
+    def __init__(self) -> None:
+        self.started = False
+        """Whether the transport began to pull request messages."""
+        self.error: BaseException | None = None
+        """What the caller's request iterator raised, if it failed."""
+
+
 class ClientBase(Generic[_T, _P]):
     """The constructor and per-client state of :class:`AsyncClient` and :class:`SyncClient`."""
 
@@ -164,6 +188,8 @@ class ClientBase(Generic[_T, _P]):
     """Which unary wrapper of the interceptors this client runs."""
     _canceled: ClassVar[tuple[type[BaseException], ...]]
     """Exceptions that mean the caller canceled the call."""
+    _transport_methods: ClassVar[tuple[str, str]]
+    """What a custom transport for this client must have: send and close."""
 
     def __init__(
         self,
@@ -187,6 +213,8 @@ class ClientBase(Generic[_T, _P]):
         transport: _T | _P | None = None,
         interceptors: Sequence[ClientInterceptor] = (),
         prime_allocator: bool = True,
+        retry: RetryPolicy | None = None,
+        propagate_deadline: bool = True,
     ) -> None:
         config = build_config(
             base_url,
@@ -206,7 +234,14 @@ class ClientBase(Generic[_T, _P]):
             tls_cert=tls_cert,
             tls_key=tls_key,
             interceptors=interceptors,
+            retry=retry,
+            propagate_deadline=propagate_deadline,
         )
+        if not isinstance(prime_allocator, bool):
+            raise ValueError(
+                f"prime_allocator must be True or False: {prime_allocator!r}"
+            )
+        self._check_transport(transport)
         # A setting of the whole process, not of this client: not in the config.
         if prime_allocator:
             allocator.prime_allocator()
@@ -221,6 +256,60 @@ class ClientBase(Generic[_T, _P]):
         self._wrapper_name = unary_wrapper_name(self._sync)
         # Decided once: calls without interceptors skip all of their machinery.
         self._plain = not (self._hooks or self._wrappers)
+        self._retry = config.retry
+        self._throttle = make_throttle(config.retry)
+        self._init_shell()
+
+    def _init_shell(self) -> None:
+        """Set up what one shell needs besides the shared state (nothing here)."""
+
+    def _check_transport(self, transport: object) -> None:
+        """Refuse a ``transport`` this client cannot drive, at build time."""
+        if transport is None or self._is_pyqwest(transport):
+            return
+        send, close = self._transport_methods
+        missing = [
+            m for m in (send, close) if not callable(getattr(transport, m, None))
+        ]
+        kind = "sync" if self._sync else "async"
+        if missing:
+            raise ValueError(
+                f"transport must be a {kind} transport with {send}() and {close}()"
+                f" (or a pyqwest transport), not {type(transport).__name__}"
+            )
+        if inspect.iscoroutinefunction(getattr(transport, send)) == self._sync:
+            raise ValueError(
+                f"transport {type(transport).__name__} is not a {kind} transport:"
+                f" its send() must {'not ' if self._sync else ''}be a coroutine"
+                " function"
+            )
+
+    @staticmethod
+    def _is_pyqwest(transport: object) -> bool:
+        raise NotImplementedError
+
+    def _timeout_for(self, timeout: float | None) -> float | None:
+        """A call's timeout: its own or the client's, bounded by the inherited deadline.
+
+        Raises ``deadline_exceeded`` when the handler this call is made from
+        has no time left.
+        """
+        if timeout is None:
+            timeout = self._config.timeout
+        return deadline.outbound_timeout(timeout, self._config.propagate_deadline)
+
+    def _attempts(
+        self, method: MethodSpec[Any, Any], timeout: float | None, now: float
+    ) -> Attempts | None:
+        """The retry state of a call starting at ``now``, if this client retries."""
+        if self._retry is None:
+            return None
+        return Attempts(
+            self._retry,
+            self._throttle,
+            method,
+            None if timeout is None else now + timeout,
+        )
 
     def _open_transport(self, config: ClientConfig, transport: _T | _P | None) -> _T:
         raise NotImplementedError
@@ -270,7 +359,13 @@ class StreamBase(Generic[O]):
     headers: Headers
     trailers: Headers
     _deadline: float | None = None
-    """When the call times out, on the shell's clock; set as it starts."""
+    """When the current attempt times out, on the shell's clock; set as it starts."""
+    _overall: float | None = None
+    """When the whole call (every attempt) times out, on the shell's clock."""
+    _attempts: Attempts | None = None
+    """The retry state, when the client retries."""
+    _received = False
+    """Whether a response message has arrived (no retry after that)."""
     _result: O | None = None
     """A client stream's response message, once it has arrived."""
 
@@ -295,10 +390,23 @@ class StreamBase(Generic[O]):
         self._decoder: ResponseStream | None = None
         self._pending: deque[O] = deque()
         self._finished = False
-        self._send_error: BaseException | None = None
+        self._sent = SendState()
         self._call: ClientCall | None = None
         self._encode: Callable[[Message], bytes] | None = None
         """How the shells encode each request message (set as the call starts)."""
+        self._attempt = 0
+        # Read where the stream is made: the handler it is made in, if any.
+        self._inherited = (
+            deadline.inherited_deadline() if client._config.propagate_deadline else None
+        )
+
+    @property
+    def _send_error(self) -> BaseException | None:
+        return self._sent.error
+
+    def _encoder(self) -> Callable[[Message], bytes]:
+        """How this call's request messages are encoded (set as the call starts)."""
+        return self._encode or self._client._protocol.encode_stream_message
 
     def _start_request(self, clock: Callable[[], float]) -> HTTPRequest:
         """Start the call: run the interceptors' ``on_start``, set the deadline.
@@ -307,13 +415,23 @@ class StreamBase(Generic[O]):
         message.
         """
         client = self._client
-        headers, timeout = self._call_headers, self._timeout
+        now = clock()
+        self._attempt += 1
+        if self._attempt == 1:
+            timeout = deadline.call_timeout(
+                self._timeout, self._inherited, time.monotonic()
+            )
+            self._overall = None if timeout is None else now + timeout
+            self._attempts = client._attempts(self._method, timeout, now)
+        else:
+            # A retry gets what is left of the call's time.
+            timeout = None if self._overall is None else self._overall - now
+        headers = self._call_headers
         if client._hooks:
             call = client._start_call(self._method, headers, timeout)
             self._call = call
             headers, timeout = call.request_headers, call.timeout
-        if timeout is not None:
-            self._deadline = clock() + timeout
+        self._deadline = None if timeout is None else now + timeout
         proto = client._protocol
         self._pm = pm = proto.prepare(self._method)
         req = proto.stream_request(pm, headers, timeout)
@@ -355,6 +473,28 @@ class StreamBase(Generic[O]):
         late = past_deadline(e, self._deadline, now)
         return None if late is e else late
 
+    def _retry_delay(self, error: BaseException, now: float) -> float | None:
+        """How long to wait before trying the failed attempt again; None: don't.
+
+        Server streams retry only before their first message; client and bidi
+        streams only while none of their request messages has been pulled.
+        """
+        attempts = self._attempts
+        if attempts is None or self._received or self._finished:
+            return None
+        if not self._single and self._sent.started:
+            return None
+        return attempts.retry_after(error, now, started=self._single)
+
+    def _next_attempt(self, error: BaseException) -> None:
+        """Forget the failed attempt (its response is closed) before a retry."""
+        self._report_end(error)
+        self._pm = None
+        self._decoder = None
+        self._sent = SendState()
+        self.headers = Headers()
+        self.trailers = Headers()
+
     def _keep_only(self, message: O) -> None:
         """Hold a client stream's response; a second one is a protocol error."""
         if self._result is not None:
@@ -377,6 +517,10 @@ class StreamBase(Generic[O]):
 
     def _report_end(self, error: BaseException | None) -> None:
         """Tell the interceptors how the call ended."""
-        if self._call is not None:
-            self._call.response_trailers = self.trailers
-            self._client._end_call(self._call, error)
+        if error is None and self._attempts is not None:
+            self._attempts.succeeded()
+        # Taken first: an ``on_end`` that closes the stream must not end it twice.
+        call, self._call = self._call, None
+        if call is not None:
+            call.response_trailers = self.trailers
+            self._client._end_call(call, error)

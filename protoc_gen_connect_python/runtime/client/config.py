@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Union
 
+from protoc_gen_connect_python.runtime.client.retry import RetryPolicy
 from protoc_gen_connect_python.runtime.codec import CODECS, Codec
 from protoc_gen_connect_python.runtime.compression import COMPRESSIONS, Compression
 from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
@@ -53,6 +55,8 @@ class ClientConfig:
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
     interceptors: tuple[ClientInterceptor, ...] = ()
+    retry: RetryPolicy | None = None
+    propagate_deadline: bool = True
 
     @property
     def decompressors(self) -> dict[str, Compression]:
@@ -63,11 +67,42 @@ class ClientConfig:
         return out
 
 
+def _quacks(value: object, *methods: str) -> bool:
+    """Whether ``value`` has a str ``name`` and these methods (codecs, compressions)."""
+    return isinstance(getattr(value, "name", None), str) and all(
+        callable(getattr(value, m, None)) for m in methods
+    )
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
+def _headers(value: HeadersInput | None) -> Headers:
+    if value is None:
+        return Headers()
+    try:
+        out = Headers(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "headers must be a Headers, a mapping or (name, value) pairs of str"
+        ) from None
+    for k, v in out.multi_items():
+        if not isinstance(k, str) or not _TOKEN.fullmatch(k):
+            raise ValueError(f"header name {k!r} is not a valid HTTP field name")
+        if not isinstance(v, str) or _BAD_VALUE.search(v):
+            raise ValueError(f"value of header {k!r} must be a str without CR, LF, NUL")
+    return out
+
+
 def _read_pem(value: PEMInput | None, what: str) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, bytes):
         return value
+    if not isinstance(value, (str, os.PathLike)):
+        # An int would be taken for a file descriptor by open().
+        raise ValueError(f"{what} must be PEM bytes or a file path: {value!r}")
     try:
         with open(value, "rb") as f:
             return f.read()
@@ -77,6 +112,10 @@ def _read_pem(value: PEMInput | None, what: str) -> bytes | None:
 
 def _compression(value: str | Compression) -> Compression:
     if not isinstance(value, str):
+        if not _quacks(value, "compress", "decompress"):
+            raise ValueError(
+                f"a compression must be a name or a Compression: {value!r}"
+            )
         return value
     found = COMPRESSIONS.get(value)
     if found is None:
@@ -107,12 +146,31 @@ def build_config(
     tls_cert: PEMInput | None = None,
     tls_key: PEMInput | None = None,
     interceptors: Sequence[ClientInterceptor] = (),
+    retry: RetryPolicy | None = None,
+    propagate_deadline: bool = True,
 ) -> ClientConfig:
     """Check the client constructor's arguments and resolve them into a config.
 
     Raises ValueError for anything unusable, so mistakes surface when the client
     is built rather than on its first call.
     """
+    _check_types(
+        base_url=base_url,
+        codec=codec,
+        timeout=timeout,
+        use_get=use_get,
+        ints=(
+            ("compress_min_bytes", compress_min_bytes),
+            ("read_max_bytes", read_max_bytes),
+            ("send_max_bytes", send_max_bytes),
+            ("get_url_max_bytes", get_url_max_bytes),
+        ),
+        interceptors=interceptors,
+        retry=retry,
+        propagate_deadline=propagate_deadline,
+    )
+    if accept_compression is not None and isinstance(accept_compression, (str, bytes)):
+        raise ValueError("accept_compression must be a sequence of names")
     if protocol not in SUPPORTED_PROTOCOLS:
         raise ValueError(
             f"unsupported protocol {protocol!r}; supported: {', '.join(SUPPORTED_PROTOCOLS)}"
@@ -172,7 +230,7 @@ def build_config(
         read_max_bytes=read_max_bytes,
         send_max_bytes=send_max_bytes,
         timeout=timeout,
-        headers=Headers(headers) if headers is not None else Headers(),
+        headers=_headers(headers),
         use_get=use_get,
         get_url_max_bytes=get_url_max_bytes,
         http_version=http_version,
@@ -180,4 +238,51 @@ def build_config(
         tls_cert=cert,
         tls_key=key,
         interceptors=tuple(interceptors),
+        retry=retry,
+        propagate_deadline=propagate_deadline,
     )
+
+
+def _check_types(
+    *,
+    base_url: object,
+    codec: object,
+    timeout: object,
+    use_get: object,
+    ints: tuple[tuple[str, object], ...],
+    interceptors: object,
+    retry: object,
+    propagate_deadline: object,
+) -> None:
+    """Refuse option values of the wrong type, which would fail only at a call."""
+    # Imported here: interceptors import the core, which imports this module.
+    from protoc_gen_connect_python.runtime.client.interceptors import (
+        ClientInterceptor,
+    )
+
+    if not isinstance(base_url, str):
+        raise ValueError(f"base_url must be a str: {base_url!r}")
+    if not isinstance(codec, str) and not _quacks(codec, "encode", "decode"):
+        raise ValueError(f"codec must be a name or a Codec: {codec!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+    ):
+        raise ValueError(f"timeout must be a number of seconds or None: {timeout!r}")
+    if isinstance(timeout, float) and timeout != timeout:
+        raise ValueError("timeout must not be NaN")
+    for name, flag in (
+        ("use_get", use_get),
+        ("propagate_deadline", propagate_deadline),
+    ):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False: {flag!r}")
+    for name, value in ints:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int: {value!r}")
+    if isinstance(interceptors, (str, bytes)) or not isinstance(interceptors, Sequence):
+        raise ValueError("interceptors must be a sequence of ClientInterceptor")
+    for i in interceptors:
+        if not isinstance(i, ClientInterceptor):
+            raise ValueError(f"interceptors must be ClientInterceptor instances: {i!r}")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ValueError(f"retry must be a RetryPolicy or None: {retry!r}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -12,6 +13,7 @@ from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.client.base import (
     ClientBase,
+    SendState,
     StreamBase,
     UnaryScope,
     received,
@@ -20,7 +22,6 @@ from protoc_gen_connect_python.runtime.client.base import (
 )
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
-    ClientProtocol,
     UnaryBody,
     UnaryResponse,
     past_deadline,
@@ -48,13 +49,35 @@ def _canceled_error() -> ConnectError:
     return ConnectError(Code.CANCELED, "call canceled by the client")
 
 
+def _body(
+    encode: Callable[[Message], bytes],
+    reqs: Message | Iterable[Any],
+    state: SendState,
+) -> Iterator[bytes]:
+    """The request messages of a stream, encoded, as the transport pulls them."""
+    state.started = True
+    try:
+        if isinstance(reqs, (list, tuple)):
+            # All there already: nothing can wait behind a message held
+            # to share a write with the next ones.
+            yield from joined(map(encode, reqs))
+            return
+        for m in reqs:  # type: ignore[union-attr]
+            yield encode(m)
+    except Exception as e:
+        # Raised in the transport's thread; reported to the caller instead.
+        state.error = e
+        raise
+
+
 class SyncStream(StreamBase[O], Iterator[O]):
     """Messages of a server or bidi stream, read as they arrive.
 
     The call starts on the first ``next()`` (or on ``with``). ``headers`` holds
     the response headers once the response has started and ``trailers`` the
     trailers once the stream has ended. :meth:`close` (from any thread) or
-    leaving the ``with`` block early cancels the call.
+    leaving the ``with`` block early cancels the call, and so does dropping
+    the stream unfinished (``break`` out of a ``for`` loop).
 
     The sync client is half duplex: request messages are sent as the transport
     pulls them (from one of its threads), and responses are read afterwards.
@@ -65,6 +88,8 @@ class SyncStream(StreamBase[O], Iterator[O]):
     _resp: SyncResponse | None = None
     _closed = False
     """Set by :meth:`close` while the call was still running."""
+    _woken: threading.Event | None = None
+    """Set by :meth:`close` to end a wait before a retry."""
 
     def __iter__(self) -> SyncStream[O]:
         return self
@@ -76,24 +101,49 @@ class SyncStream(StreamBase[O], Iterator[O]):
             if self._closed:
                 raise _canceled_error()
             raise StopIteration
-        try:
-            return self._next()
-        except StopIteration:
-            raise
-        except BaseException as e:
-            if self._closed:
-                # Whatever the interrupted read raised, the caller closed it.
-                self._end(e)
-                raise _canceled_error() from None
-            err = self._failure(e, time.monotonic())
-            self._end(err or e)
-            if err is None:
+        while True:
+            try:
+                return self._next()
+            except StopIteration:
                 raise
-            raise err from None
+            except BaseException as e:
+                if self._closed:
+                    # Whatever the interrupted read raised, the caller closed it.
+                    self._end(e)
+                    raise _canceled_error() from None
+                err = self._failure(e, time.monotonic())
+                failed = err or e
+                delay = self._retry_delay(failed, time.monotonic())
+                if delay is None:
+                    self._end(err or e)
+                    if err is None:
+                        raise
+                    raise err from None
+            try:
+                self._retry(failed, delay)
+            except BaseException as e:
+                self._end(e)
+                raise
+
+    def _retry(self, error: BaseException, delay: float) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+        self._next_attempt(error)
+        # close(), from any thread, ends the wait at once: it sets _closed,
+        # then the event, so one of the two checks here sees it.
+        self._woken = woken = threading.Event()
+        if not self._closed:
+            woken.wait(delay)
+        if self._closed:
+            # Closed from another thread while waiting: no new attempt.
+            raise _canceled_error()
 
     def _start(self) -> None:
         req = self._start_request(time.monotonic)
-        body = None if self._single else self._body(self._client._protocol)
+        body = (
+            None if self._single else _body(self._encoder(), self._requests, self._sent)
+        )
         resp = self._client._transport.send(req, body)
         self._resp = resp
         if self._finished:
@@ -102,22 +152,6 @@ class SyncStream(StreamBase[O], Iterator[O]):
             resp.close()
             raise _canceled_error()
         self._response_head(resp.status, resp.headers)
-
-    def _body(self, proto: ClientProtocol) -> Iterator[bytes]:
-        encode = self._encode or proto.encode_stream_message
-        reqs = self._requests
-        try:
-            if isinstance(reqs, (list, tuple)):
-                # All there already: nothing can wait behind a message held
-                # to share a write with the next ones.
-                yield from joined(map(encode, reqs))
-                return
-            for m in reqs:  # type: ignore[union-attr]
-                yield encode(m)
-        except Exception as e:
-            # Raised in the transport's thread; reported to the caller instead.
-            self._send_error = e
-            raise
 
     def _next(self) -> O:
         if self._resp is None:
@@ -133,6 +167,7 @@ class SyncStream(StreamBase[O], Iterator[O]):
                 self._end(None)
                 raise StopIteration
             pending.extend(decoder.feed(chunk))
+        self._received = True
         return pending.popleft()
 
     def _end(self, error: BaseException | None) -> None:
@@ -150,6 +185,13 @@ class SyncStream(StreamBase[O], Iterator[O]):
         """
         if not self._finished:
             self._closed = True
+            self._end(_canceled_error())
+            if self._woken is not None:
+                self._woken.set()
+
+    def __del__(self) -> None:
+        # Dropped unfinished (a break out of ``for``): cancel the call.
+        if not self._finished and self._resp is not None:
             self._end(_canceled_error())
 
     def __enter__(self) -> SyncStream[O]:
@@ -176,12 +218,22 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
     _canceled = (GeneratorExit, KeyboardInterrupt)
     _closed = False
 
+    _transport_methods = ("send", "close")
+
+    @staticmethod
+    def _is_pyqwest(transport: object) -> bool:
+        return isinstance(transport, pyqwest.SyncHTTPTransport)
+
     def _open_transport(
         self,
         config: ClientConfig,
         transport: SyncTransport | pyqwest.SyncHTTPTransport | None,
     ) -> SyncTransport:
         return sync_transport_for(config, transport)
+
+    def _init_shell(self) -> None:
+        # Set by close(): unary calls waiting to retry stop waiting.
+        self._woken = threading.Event()
 
     def call_unary(
         self,
@@ -217,8 +269,9 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         # At the end of an interceptor chain the call's timeout is final: None
         # there means none, not the client's default.
         if not chained:
-            if timeout is None:
-                timeout = self._config.timeout
+            timeout = self._timeout_for(timeout)
+            if self._retry is not None:
+                return self._retried_unary(method, request, headers, timeout)
             if not self._plain:
                 return self._intercepted_unary(method, request, headers, timeout)
         proto = self._protocol
@@ -228,7 +281,11 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         try:
             resp = self._transport.send(req, None)
         except ConnectError as e:
-            raise self._transport_error(e, deadline) from None
+            # Re-raised as is, it keeps its cause (a refused connection, say).
+            late = self._transport_error(e, deadline)
+            if late is e:
+                raise
+            raise late from None
         limit = proto.unary_read_limit
         try:
             body = resp.read()
@@ -242,7 +299,10 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
                 raise read_limit_error(limit)
             trailers = resp.trailers
         except ConnectError as e:
-            raise self._transport_error(e, deadline) from None
+            late = self._transport_error(e, deadline)
+            if late is e:
+                raise
+            raise late from None
         finally:
             resp.close()
         if self._closed:
@@ -256,6 +316,33 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         if self._closed:
             return _canceled_error()
         return past_deadline(err, deadline, time.monotonic())
+
+    def _retried_unary(
+        self,
+        method: MethodSpec[Any, Any],
+        request: Message,
+        headers: HeadersInput | None,
+        timeout: float | None,
+    ) -> UnaryResponse[Any]:
+        clock = time.monotonic
+        attempts = self._attempts(method, timeout, clock())
+        assert attempts is not None
+        while True:
+            try:
+                if self._plain:
+                    res = self._unary(method, request, headers, timeout, True)
+                else:
+                    res = self._intercepted_unary(method, request, headers, timeout)
+            except ConnectError as e:
+                if self._closed:
+                    raise
+                self._woken.wait(attempts.wait_or_raise(e, clock()))
+                if self._closed:
+                    raise _canceled_error() from None
+                timeout = attempts.time_left(clock())
+            else:
+                attempts.succeeded()
+                return res
 
     def _intercepted_unary(
         self,
@@ -331,6 +418,7 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         :meth:`SyncStream.close`.
         """
         self._closed = True
+        self._woken.set()
         self._transport.close()
 
     def __enter__(self: _C) -> _C:

@@ -20,6 +20,7 @@ import inspect
 import logging
 import time
 from collections.abc import (
+    AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -41,6 +42,7 @@ from protoc_gen_connect_python.runtime.compression import (
     negotiate,
 )
 from protoc_gen_connect_python.runtime.context import RequestContext, RequestView
+from protoc_gen_connect_python.runtime.deadline import INBOUND
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import (
@@ -485,6 +487,101 @@ def _sync_client_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # ---------------------------------------------------------------------------
+# The current call, for the clients a handler calls out with
+# ---------------------------------------------------------------------------
+# Each handler step runs with the call marked as the inbound one (see
+# runtime/deadline.py), interceptors included, and only while it runs: the
+# shells and whatever the server does between steps never see it.
+
+
+# The context variable's own methods, bound once: this runs for every call
+# and every streamed message.
+_enter, _leave = INBOUND.set, INBOUND.reset
+
+
+def _sync_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a unary handler or ``on_request``; the context comes last) in its call."""
+
+    def run(*args: Any) -> Any:
+        token = _enter(args[-1])
+        try:
+            return fn(*args)
+        finally:
+            _leave(token)
+
+    return run
+
+
+def _async_in_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`_sync_in_call` for coroutine functions."""
+
+    async def run(*args: Any) -> Any:
+        token = _enter(args[-1])
+        try:
+            return await fn(*args)
+        finally:
+            _leave(token)
+
+    return run
+
+
+def _stream_in_call(
+    fn: Callable[..., Any], steps: Callable[[Any, RequestContext], Any]
+) -> Callable[..., Any]:
+    """``fn`` (a streaming handler) in its call: made there, every step run there."""
+    make = _sync_in_call(fn)
+
+    def stream(requests: Any, ctx: RequestContext) -> Any:
+        return steps(make(requests, ctx), ctx)
+
+    return stream
+
+
+def _sync_steps_in_call(
+    responses: Iterable[Message], ctx: RequestContext
+) -> Iterator[Message]:
+    it = iter(responses)
+    try:
+        while True:
+            token = _enter(ctx)
+            try:
+                msg = next(it)
+            except StopIteration:
+                return
+            finally:
+                _leave(token)
+            yield msg
+    finally:
+        token = _enter(ctx)
+        try:
+            close_iterator(it)
+        finally:
+            _leave(token)
+
+
+async def _async_steps_in_call(
+    responses: AsyncIterable[Message], ctx: RequestContext
+) -> AsyncIterator[Message]:
+    it = responses.__aiter__()
+    try:
+        while True:
+            token = _enter(ctx)
+            try:
+                msg = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                _leave(token)
+            yield msg
+    finally:
+        token = _enter(ctx)
+        try:
+            await aclose_iterator(it)
+        finally:
+            _leave(token)
+
+
+# ---------------------------------------------------------------------------
 # Routes
 # ---------------------------------------------------------------------------
 
@@ -520,7 +617,10 @@ def _build_endpoints(
     is_async: bool,
 ) -> dict[str, Endpoint]:
     routes: dict[str, Endpoint] = {}
-    hooks = tuple(i.on_request for i in interceptors if overrides_on_request(i))
+    in_call = _async_in_call if is_async else _sync_in_call
+    hooks = tuple(
+        in_call(i.on_request) for i in interceptors if overrides_on_request(i)
+    )
     ends = tuple(i.on_end for i in reversed(interceptors) if overrides_on_end(i))
     for svc in services:
         spec = getattr(type(svc), "service_spec", None)
@@ -548,6 +648,7 @@ def _build_endpoints(
                 unary = fn
                 for i in reversed(interceptors):
                     unary = i.wrap_unary(cast(Any, unary))
+                unary = in_call(unary)
             else:
                 if st is StreamType.SERVER_STREAM:
                     stream = (
@@ -561,6 +662,9 @@ def _build_endpoints(
                     stream = fn
                 for i in reversed(interceptors):
                     stream = i.wrap_stream(cast(Any, stream))
+                stream = _stream_in_call(
+                    stream, _async_steps_in_call if is_async else _sync_steps_in_call
+                )
             routes[m.procedure] = Endpoint(m, unary, stream, hooks, ends)
     return routes
 
