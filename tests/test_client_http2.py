@@ -767,6 +767,51 @@ def test_encoder_table_is_capped(announced: int) -> None:
         conn.receive(frame(RST, 0, 2 * i + 1, u32(0)))  # keep under the stream cap
 
 
+def table_size_updates(block: bytes) -> list[int]:
+    """The dynamic table size updates that open an HPACK block (RFC 7541 6.3)."""
+    sizes = []
+    pos = 0
+    while pos < len(block) and block[pos] & 0xE0 == 0x20:
+        value = block[pos] & 0x1F
+        pos += 1
+        if value == 0x1F:
+            shift = 0
+            while True:
+                b = block[pos]
+                pos += 1
+                value += (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+        sizes.append(value)
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("announced", "updates"),
+    [
+        ([4096], []),
+        ([1, 0], [0]),
+        ([0, 1], [0, 1]),
+        ([100, 5000], [100, 4096]),
+        ([100, 4096, 200], [100, 200]),
+    ],
+)
+def test_table_size_changes_announce_the_smallest_then_the_last(
+    announced: list[int], updates: list[int]
+) -> None:
+    # RFC 7541 4.2: after several changes, the next block signals the smallest
+    # size, then the final one; a size above the last one allowed is an error.
+    conn, _ = client()
+    conn.receive(b"".join(frame(SETTINGS, 0, 0, settings(table=v)) for v in announced))
+    conn.data_to_send()
+    for expected in (updates, []):
+        conn.open_stream("POST", "http", "h", "/p", [("x-a", "1")], True)
+        (kind, _, _, block), *_ = parse_frames(conn.data_to_send())
+        assert kind == HEADERS
+        assert table_size_updates(block) == expected
+
+
 @pytest.mark.parametrize("step", [1, 3, 5, 1000])
 def test_an_http1_answer_is_named(step: int) -> None:
     conn, _ = client_without_settings()

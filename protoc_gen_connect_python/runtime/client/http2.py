@@ -185,6 +185,15 @@ class Limits:
     max_queued_control: int = MAX_QUEUED_CONTROL
     """Most answer bytes queued while the server reads nothing (async shell)."""
 
+    def __post_init__(self) -> None:
+        # A connection window starts at 65535 and can only grow (RFC 9113 6.9.2).
+        if not _DEFAULT_WINDOW <= self.connection_window <= _MAX_WINDOW:
+            raise ValueError("connection_window must be within 65535..2**31-1")
+        if not 0 <= self.stream_window <= _MAX_WINDOW:
+            raise ValueError("stream_window must be within 0..2**31-1")
+        if not _DEFAULT_FRAME <= self.max_frame_size <= 2**24 - 1:
+            raise ValueError("max_frame_size must be within 16384..2**24-1")
+
 
 class ProtocolError(Exception):
     """The connection failed: the peer broke HTTP/2, or the connection ended.
@@ -333,6 +342,10 @@ class Connection:
         self._encoder.header_table_size = min(
             self._encoder.header_table_size, limits.max_encoder_table
         )
+        # Table sizes the server allowed since the last header block: the next
+        # block announces the smallest, then the last (RFC 7541 section 4.2).
+        self._table_low = -1
+        self._table_last = 0
         self._decoder = hpack.Decoder()
         self._decoder.max_header_list_size = limits.max_header_list
         self._out: list[bytes | memoryview] = []
@@ -438,6 +451,13 @@ class Connection:
         self.next_stream_id += 2
         stream = Stream(sid, self.peer_initial_window, self.stream_window)
         self.streams[sid] = stream
+        if self._table_low >= 0:
+            # hpack announces each size that differs from the one before (and
+            # forgets the first if the second set is no change).
+            self._encoder.header_table_size = self._table_low
+            if self._table_last != self._table_low:
+                self._encoder.header_table_size = self._table_last
+            self._table_low = -1
         self._send_headers(sid, self._encoder.encode(fields), end_stream)
         if end_stream:
             stream.local_ended = True
@@ -1004,9 +1024,10 @@ class Connection:
         for off in range(0, len(payload), 6):
             ident, value = _SETTING.unpack_from(payload, off)
             if ident == _HEADER_TABLE_SIZE:
-                self._encoder.header_table_size = min(
-                    value, self.limits.max_encoder_table
-                )
+                size = min(value, self.limits.max_encoder_table)
+                low = self._table_low
+                self._table_low = size if low < 0 else min(low, size)
+                self._table_last = size
             elif ident == _ENABLE_PUSH:
                 if value > 1:
                     raise ProtocolError("ENABLE_PUSH must be 0 or 1")
