@@ -12,6 +12,7 @@ bytes the other side sent.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -453,3 +454,47 @@ def test_a_lowered_window_with_h2(split: int) -> None:
     assert call.sent == 1000  # nothing while the window is negative
     pair.finish()
     check(pair)
+
+
+def raw_frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+    n = len(payload)
+    return struct.pack(">HBBBL", n >> 8, n & 0xFF, kind, flags, sid) + payload
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    frames=st.lists(
+        st.tuples(
+            st.integers(0, 11),
+            st.integers(0, 255),
+            st.sampled_from([0, 1, 2, 3, 5, 1 << 31 | 1]),
+            st.binary(max_size=40),
+        ),
+        max_size=20,
+    ),
+    tail=st.binary(max_size=100),
+    split=st.sampled_from(SPLITS),
+)
+def test_any_frames_end_in_a_clean_failure(
+    frames: list[tuple[int, int, int, bytes]], tail: bytes, split: int
+) -> None:
+    """Whatever the server sends, ``receive`` never raises: a violation fails
+    the connection (GOAWAY) or the stream (RST_STREAM) with a message."""
+    conn = Connection(Limits(max_header_frames=4, max_header_block=256))
+    conn.data_to_send()
+    s = conn.open_stream("POST", "http", "peer", "/p", [], False)
+    wire = raw_frame(4, 0, 0, b"") + b"".join(raw_frame(*f) for f in frames) + tail
+    for piece in cut(wire, split):
+        conn.receive(piece)
+        while s.buffered:
+            conn.consume(s, len(s.take()))
+        conn.send_data(s, b"x" * 100, False)
+    out = conn.data_to_send()
+    if conn.error is not None:
+        assert str(conn.error)
+        # The last frame out is GOAWAY with the error's code.
+        assert out[-17:-8] == raw_frame(7, 0, 0, b"\0" * 8)[:9]
+        assert struct.unpack(">L", out[-4:])[0] == conn.error.code
+        assert s.error is not None or s.remote_ended
+    if s.error is not None:
+        assert str(s.error)
