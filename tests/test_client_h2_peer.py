@@ -12,6 +12,7 @@ bytes the other side sent.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,12 +27,16 @@ from h2.settings import SettingCodes
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.client.http2 import (
     Connection,
     Limits,
     ProtocolError,
     Stream,
     StreamReset,
+)
+from protoc_gen_connect_python.runtime.client.http2_transport import (
+    AsyncHTTP2Transport,
 )
 
 SPLITS = [1, 3, 9, 10, 100, 16_393, 1 << 30]
@@ -498,3 +503,120 @@ def test_any_frames_end_in_a_clean_failure(
         assert s.error is not None or s.remote_ended
     if s.error is not None:
         assert str(s.error)
+
+
+class H2Server(asyncio.Protocol):
+    """An h2 server on loopback, hard on flow control.
+
+    It lowers SETTINGS_INITIAL_WINDOW_SIZE once the request body is under way
+    (the client's window goes negative), then gives window back; it answers
+    with the size of the body it got, in padded DATA frames sent only within
+    the client's windows. h2 raises if the client sends beyond a window.
+    """
+
+    def __init__(self, response_size: int) -> None:
+        self.h2 = H2Connection(
+            H2Configuration(client_side=False, header_encoding="utf-8")
+        )
+        self.response_size = response_size
+        self.transport: asyncio.Transport | None = None
+        self.bodies: dict[int, bytearray] = {}
+        self.left: dict[int, int] = {}
+        self.lowered = False
+        self.errors: list[BaseException] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.h2.initiate_connection()
+        self.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 30_000})
+        self.flush()
+
+    def flush(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.h2.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for e in self.h2.receive_data(data):
+                self.handle(e)
+        except Exception as e:  # the test reports what h2 found
+            self.errors.append(e)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        self.flush()
+
+    def handle(self, e: Any) -> None:
+        h2c = self.h2
+        if isinstance(e, ev.RequestReceived):
+            self.bodies[e.stream_id] = bytearray()
+        elif isinstance(e, ev.DataReceived):
+            self.bodies[e.stream_id] += e.data
+            if e.flow_controlled_length:
+                h2c.increment_flow_control_window(e.flow_controlled_length)
+            if not self.lowered:
+                self.lowered = True
+                h2c.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 100})
+            elif e.flow_controlled_length and e.stream_id in h2c.streams:
+                h2c.increment_flow_control_window(e.flow_controlled_length, e.stream_id)
+        elif isinstance(e, ev.SettingsAcknowledged) and self.lowered:
+            for sid in list(self.bodies):
+                if sid in h2c.streams and sid not in self.left:
+                    h2c.increment_flow_control_window(65_535, sid)
+        elif isinstance(e, ev.StreamEnded):
+            sid = e.stream_id
+            h2c.send_headers(
+                sid, [(":status", "200"), ("x-got", str(len(self.bodies[sid])))]
+            )
+            self.left[sid] = self.response_size
+            self.answer(sid)
+        elif isinstance(e, ev.WindowUpdated):
+            for sid in list(self.left):
+                self.answer(sid)
+
+    def answer(self, sid: int) -> None:
+        h2c = self.h2
+        pad = 200
+        while self.left[sid]:
+            room = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+            n = min(self.left[sid], 1000, room - pad - 1)
+            if n <= 0:
+                return
+            self.left[sid] -= n
+            h2c.send_data(sid, b"r" * n, end_stream=not self.left[sid], pad_length=pad)
+        del self.left[sid]
+
+
+@pytest.mark.anyio
+async def test_transport_with_a_lowered_window_and_padding() -> None:
+    loop = asyncio.get_running_loop()
+    servers: list[H2Server] = []
+
+    def make() -> H2Server:
+        servers.append(H2Server(300_000))
+        return servers[-1]
+
+    listener = await loop.create_server(make, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    limits = Limits(stream_window=4096, connection_window=65_535)
+    t = AsyncHTTP2Transport(limits=limits)
+    body = bytes(range(256)) * 800  # 200 KiB: beyond every window
+    try:
+
+        async def call() -> tuple[str, int]:
+            req = HTTPRequest("POST", f"http://127.0.0.1:{port}/svc/M", [], body, None)
+            resp = await t.send(req, None)
+            size = 0
+            while chunk := await resp.read():
+                assert set(chunk) == {ord("r")}
+                size += len(chunk)
+            await resp.aclose()
+            return resp.headers["x-got"], size
+
+        got = await asyncio.wait_for(asyncio.gather(call(), call()), 60)
+        assert got == [(str(len(body)), 300_000)] * 2
+        assert [s.errors for s in servers] == [[]]
+        assert all(bytes(b) == body for b in servers[0].bodies.values())
+    finally:
+        await t.aclose()
+        listener.close()

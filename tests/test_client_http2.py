@@ -1491,3 +1491,35 @@ async def test_grpc_against_an_http1_only_server(env: PeerEnv) -> None:
     assert info.value.message.endswith(
         "not HTTP/2: it does not accept HTTP/2 on this port"
     )
+
+
+async def test_continuation_flood_fails_every_call_on_the_connection(
+    scripted: Any,
+) -> None:
+    flood = 100_000
+    heads: list[int] = []
+
+    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
+        heads.append(sid)
+        if len(heads) == 2:
+            # Both calls are open: an endless header block on the second.
+            c.send(frame(HEADERS, 0, sid, c.peer.block([(":status", "200")])))
+            c.send(frame(CONT, 0, sid, b"") * flood)
+
+    url, log = await scripted(script)
+    t = AsyncHTTP2Transport()
+    try:
+        calls = [asyncio.ensure_future(read_all(t, raw_request(url))) for _ in range(2)]
+        done = await asyncio.wait_for(
+            asyncio.gather(*calls, return_exceptions=True), 30
+        )
+        for err in done:
+            assert isinstance(err, ConnectError)
+            assert err.code is Code.RESOURCE_EXHAUSTED
+            assert (
+                err.message == "the server sent a header block of more than 64 frames"
+            )
+        goaway = [f for f in log if isinstance(f, tuple) and f[0] == GOAWAY]
+        assert goaway and goaway[0][3][4:8] == u32(ErrorCode.ENHANCE_YOUR_CALM)
+    finally:
+        await t.aclose()
