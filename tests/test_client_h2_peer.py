@@ -614,7 +614,7 @@ async def test_transport_with_a_lowered_window_and_padding() -> None:
             return resp.headers["x-got"], size
 
         got = await asyncio.wait_for(asyncio.gather(call(), call()), 60)
-        assert got == [(str(len(body)), 300_000)] * 2
+        assert list(got) == [(str(len(body)), 300_000)] * 2
         assert [s.errors for s in servers] == [[]]
         assert all(bytes(b) == body for b in servers[0].bodies.values())
     finally:
