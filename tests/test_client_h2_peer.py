@@ -420,21 +420,10 @@ def test_client_against_h2_server(
             pair.ping()
         elif move == "goaway":
             pair.go_away()
+        elif call is not None and move == "respond":
+            pair.respond(call, data.draw(st.booleans()))
         elif call is not None:
-            if move == "send":
-                pair.send(call)
-            elif move == "read":
-                pair.read(call)
-            elif move == "respond":
-                pair.respond(call, data.draw(st.booleans()))
-            elif move == "ack":
-                pair.ack(call)
-            elif move == "server_reset":
-                pair.server_reset(call)
-            elif move == "client_reset":
-                pair.client_reset(call)
-            elif move == "unblock":
-                pair.unblock(call)
+            getattr(pair, move)(call)
     pair.finish()
     check(pair)
     for note in sorted(pair.notes):
