@@ -37,6 +37,7 @@ from protoc_gen_connect_python.runtime.client.http2 import (
 )
 from protoc_gen_connect_python.runtime.client.http2_transport import (
     AsyncHTTP2Transport,
+    stream_error,
 )
 
 pytestmark = pytest.mark.anyio
@@ -1523,3 +1524,23 @@ async def test_continuation_flood_fails_every_call_on_the_connection(
         assert goaway and goaway[0][3][4:8] == u32(ErrorCode.ENHANCE_YOUR_CALM)
     finally:
         await t.aclose()
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (
+            ProtocolError("over a limit", ErrorCode.ENHANCE_YOUR_CALM),
+            Code.RESOURCE_EXHAUSTED,
+        ),
+        (ProtocolError("broken", ErrorCode.PROTOCOL_ERROR), Code.UNAVAILABLE),
+        (ProtocolError("closed", ErrorCode.NO_ERROR), Code.UNAVAILABLE),
+        (
+            StreamReset("r", ErrorCode.ENHANCE_YOUR_CALM, remote=True),
+            Code.RESOURCE_EXHAUSTED,
+        ),
+    ],
+)
+def test_connection_errors_map_to_codes(error: Exception, code: Code) -> None:
+    err = stream_error(error)
+    assert (err.code, err.message) == (code, str(error))
