@@ -22,6 +22,12 @@ What the connection takes care of:
   processed fail as refused, and no new stream starts on the connection),
   connection errors (GOAWAY sent, every stream failed).
 
+What the server can make it hold is bounded by :class:`Limits`: windows and
+frame size, the size and number of frames of a header block, the decoded
+header list, the HPACK table kept for requests. Windows may go negative when
+the server lowers its initial window (RFC 9113 section 6.9.2). A server that
+answers in HTTP/1.1 is named as such instead of being read as frames.
+
 The receive path never copies a buffer over and over: DATA payloads are sliced
 once out of the bytes the socket delivered, and only the bytes of an
 incomplete control frame wait in a small buffer.
