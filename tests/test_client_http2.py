@@ -768,6 +768,40 @@ def test_encoder_table_is_capped(announced: int) -> None:
         conn.receive(frame(RST, 0, 2 * i + 1, u32(0)))  # keep under the stream cap
 
 
+def test_end_stream_on_headers_takes_effect_when_the_block_ends() -> None:
+    # RFC 9113 6.2: END_STREAM rides on HEADERS; CONTINUATION frames that
+    # carry the rest of the block still belong to it.
+    conn, peer = client()
+    s = request(conn)
+    block = peer.block([(":status", "200"), ("x-a", "1")])
+    conn.receive(frame(HEADERS, END_STREAM, 1, block[:2]))
+    assert not s.head_received and not s.remote_ended
+    conn.receive(frame(CONT, END_HEADERS, 1, block[2:]))
+    assert s.head_received and s.remote_ended and s.error is None
+
+
+def test_continuation_on_another_stream_is_a_connection_error() -> None:
+    conn, peer = client()
+    request(conn)
+    s3 = request(conn)
+    block = peer.block([(":status", "200")])
+    conn.receive(frame(HEADERS, 0, 1, block) + frame(CONT, END_HEADERS, 3, b""))
+    assert conn.error is not None and conn.error.code == ErrorCode.PROTOCOL_ERROR
+    assert s3.error is conn.error
+
+
+def test_blocks_of_streams_gone_still_update_the_hpack_table() -> None:
+    # RFC 9113 4.3: every header block is decoded, even for a stream the
+    # client reset, or the shared table would go out of step.
+    conn, peer = client()
+    a, b = request(conn), request(conn)
+    conn.reset(a)
+    conn.receive(peer.head(1, fields={"x-shared": "v" * 20}))
+    conn.receive(peer.head(3, end=True, fields={"x-shared": "v" * 20}))
+    assert conn.error is None
+    assert b.headers == [("x-shared", "v" * 20)] and b.remote_ended
+
+
 def table_size_updates(block: bytes) -> list[int]:
     """The dynamic table size updates that open an HPACK block (RFC 7541 6.3)."""
     sizes = []
