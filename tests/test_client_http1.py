@@ -612,6 +612,7 @@ ROUTES: dict[str, bytes | Reply] = {
     "/nothing": b"<close>",
     "/hang": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab<hang>",
     "/then-close": lambda body: ok(body) + b"<close>",
+    "/big-head": ok(b"x", b"x-pad: " + b"v" * 300 + b"\r\n"),
 }
 
 
@@ -681,6 +682,32 @@ async def test_async_reuse_and_close(raw: RawServer) -> None:
     assert (status, body, trailers["x-checksum"]) == (200, b"abcde", "5")
     assert (await aget(t, raw.url + "/continue", b"c"))[1] == b"c"
     await t.aclose()
+
+
+async def test_async_limits_are_the_transports(raw: RawServer) -> None:
+    small = AsyncHTTP1Transport(limits=Limits(max_head_bytes=200))
+    try:
+        with pytest.raises(ConnectError) as info:
+            await aget(small, raw.url + "/big-head")
+        assert info.value.code is Code.UNAVAILABLE
+        assert info.value.message == "response head too large"
+    finally:
+        await small.aclose()
+    default = AsyncHTTP1Transport()
+    assert (await aget(default, raw.url + "/big-head"))[1] == b"x"
+    await default.aclose()
+
+
+def test_sync_limits_are_the_transports(raw: RawServer) -> None:
+    small = SyncHTTP1Transport(limits=Limits(max_head_bytes=200))
+    with pytest.raises(ConnectError) as info:
+        sget(small, raw.url + "/big-head")
+    assert info.value.code is Code.UNAVAILABLE
+    assert info.value.message == "response head too large"
+    small.close()
+    default = SyncHTTP1Transport()
+    assert sget(default, raw.url + "/big-head")[1] == b"x"
+    default.close()
 
 
 def test_sync_reuse_and_close(raw: RawServer) -> None:
