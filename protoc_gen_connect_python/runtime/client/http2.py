@@ -169,9 +169,11 @@ def error_name(code: int) -> str:
 class Limits:
     """What one connection allows the server, and the most it holds for it.
 
-    Beyond a limit, the connection fails with GOAWAY (``ENHANCE_YOUR_CALM``
-    for sizes, ``FLOW_CONTROL_ERROR`` for windows) and so does every call on
-    it. Each field defaults to the module constant of the same name.
+    A server beyond a size limit fails the connection (GOAWAY with
+    ``ENHANCE_YOUR_CALM``, or ``FRAME_SIZE_ERROR`` for a frame) and every call
+    on it; one beyond a window breaks flow control (RST_STREAM or GOAWAY with
+    ``FLOW_CONTROL_ERROR``). ``max_encoder_table`` only caps what the client
+    keeps. Each field defaults to the module constant of the same name.
     """
 
     stream_window: int = STREAM_WINDOW
