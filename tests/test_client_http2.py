@@ -1578,3 +1578,53 @@ async def test_continuation_flood_fails_every_call_on_the_connection(
 def test_connection_errors_map_to_codes(error: Exception, code: Code) -> None:
     err = stream_error(error)
     assert (err.code, err.message) == (code, str(error))
+
+
+async def test_streamed_request_ends_while_its_window_is_negative(
+    scripted: Any,
+) -> None:
+    """The end of a streamed request is an empty DATA frame: it goes even
+    when the server lowered the window below what was sent and never gives
+    it back (RFC 9113 6.9.2)."""
+    lowered = asyncio.Event()
+
+    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
+        async def watch() -> None:
+            def data() -> list[Any]:
+                return [f for f in c.log if isinstance(f, tuple) and f[0] == DATA]
+
+            while sum(len(f[3]) for f in data()) < 20_000:
+                await asyncio.sleep(0.001)
+            c.send(frame(SETTINGS, 0, 0, settings(window=100)))
+            await c.writer.drain()
+            while not any(f[1] & END_STREAM for f in data()):
+                await asyncio.sleep(0.001)
+            await answer(c, sid, b"%d" % sum(len(f[3]) for f in data()))
+
+        asyncio.get_running_loop().create_task(watch())
+
+    url, log = await scripted(script)
+    t = AsyncHTTP2Transport()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"b" * 20_000
+        # End only once the client has applied the lowered window.
+        (conn,) = [c for conns in t._conns.values() for c in conns]
+        while conn.h2.peer_initial_window != 100:
+            await asyncio.sleep(0.001)
+        lowered.set()
+
+    try:
+        req = HTTPRequest("POST", url + "/svc/M", [], None, None)
+        resp = await asyncio.wait_for(t.send(req, body()), 30)
+        got = b""
+        while chunk := await asyncio.wait_for(resp.read(), 30):
+            got += chunk
+        assert lowered.is_set() and got == b"20000"
+        window = resp._stream.send_window  # type: ignore[attr-defined]
+        assert window == 100 - 20_000  # negative, and the request ended anyway
+        await resp.aclose()
+        ends = [f for f in log if isinstance(f, tuple) and f[0] == DATA and f[1]]
+        assert ends == [(DATA, END_STREAM, 1, b"")]
+    finally:
+        await t.aclose()
