@@ -27,12 +27,13 @@ from protoc_gen_connect_python.runtime import (
     ConnectError,
     SyncClient,
 )
-from protoc_gen_connect_python.runtime.client import net
+from protoc_gen_connect_python.runtime.client import http1, net
 from protoc_gen_connect_python.runtime.client.config import build_config
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.client.http1 import (
     JOIN_MAX,
     LAST_CHUNK,
+    Limits,
     ProtocolError,
     ResponseParser,
     encode_chunk,
@@ -391,6 +392,102 @@ def test_request_head_rejects_bad_fields(headers: list[tuple[str, str]]) -> None
         request_head("POST", "/", "h", headers, 0)
 
 
+class Work:
+    """Counts the bytes the parser searches and copies while bytes trickle in."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.bytes = 0
+        find = http1._find_blank_line
+        gather = ResponseParser._gather
+
+        def counted_find(buf: bytes, pos: int) -> tuple[int, int]:
+            self.bytes += len(buf) - pos
+            return find(buf, pos)
+
+        def counted_gather(p: ResponseParser) -> None:
+            gather(p)
+            self.bytes += p.buffered
+
+        monkeypatch.setattr(http1, "_find_blank_line", counted_find)
+        monkeypatch.setattr(ResponseParser, "_gather", counted_gather)
+
+
+def big_head(fields: int) -> bytes:
+    lines = b"".join(b"x-f%05d: %s\r\n" % (i, b"v" * 40) for i in range(fields))
+    return b"HTTP/1.1 200 OK\r\n" + lines + b"content-length: 2\r\n\r\nok"
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7])
+def test_a_head_fed_in_tiny_reads_costs_linear_work(
+    monkeypatch: pytest.MonkeyPatch, step: int
+) -> None:
+    work = Work(monkeypatch)
+    wire = big_head(1200)  # ~60 KB
+    p = ResponseParser()
+    head = None
+    for i in range(0, len(wire), step):
+        p.feed(wire[i : i + step])
+        head = head or p.head()
+        if head is not None:
+            assert p.body() in (b"", b"o", b"k", b"ok")
+    assert head is not None and len(head.headers) == 1201
+    # Searching the whole buffer at each read would be ~len(wire)**2 / 2.
+    assert work.bytes < 4 * len(wire)
+
+
+def test_trailers_and_chunk_lines_fed_in_tiny_reads_cost_linear_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    work = Work(monkeypatch)
+    ext = b";" + b"e" * 3000  # chunk extensions: a long line to wait for
+    trailers = b"".join(b"t-%05d: %s\r\n" % (i, b"w" * 30) for i in range(1200))
+    body = b"".join(b"5" + ext + b"\r\nhello\r\n" for _ in range(5))
+    wire = b"0" + ext + b"\r\n" + trailers + b"\r\n"
+    p = ResponseParser()
+    p.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    assert p.head() is not None
+    got = b""
+    for piece in (body, wire):
+        for i in range(len(piece)):
+            p.feed(piece[i : i + 1])
+            got += p.body()
+    assert got == b"hello" * 5 and p.complete
+    assert len(p.trailers) == 1200
+    assert work.bytes < 4 * (len(body) + len(wire))
+
+
+@pytest.mark.parametrize("step", [1, 100, 100_000])
+def test_head_limit_holds_for_any_reads(step: int) -> None:
+    limits = Limits(max_head_bytes=1000)
+    wire = b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 200
+    p = ResponseParser(limits=limits)
+    with pytest.raises(ProtocolError, match="response head too large"):
+        for i in range(0, len(wire), step):
+            p.feed(wire[i : i + step])
+            assert p.head() is None
+    # Within the limit it parses.
+    ok = b"HTTP/1.1 204 No Content\r\n" + b"x: y\r\n" * 100 + b"\r\n"
+    _, status, _ = parse(ok, list(range(0, len(ok), step)))
+    assert status == 204
+
+
+@pytest.mark.parametrize("step", [1, 50, 100_000])
+def test_trailer_and_chunk_line_limits(step: int) -> None:
+    start = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    cases = [
+        (b"5;" + b"e" * 600, "chunk size line too long"),
+        (b"0\r\n" + b"t: v\r\n" * 200, "trailer section too large"),
+    ]
+    for tail, message in cases:
+        p = ResponseParser(limits=Limits(max_head_bytes=1000, max_chunk_line=500))
+        p.feed(start)
+        assert p.head() is not None
+        with pytest.raises(ProtocolError, match=message):
+            for i in range(0, len(tail), step):
+                p.feed(tail[i : i + step])
+                assert p.body() == b""
+
+
 # -- a raw server that misbehaves on purpose ----------------------------------
 
 Reply = Callable[[bytes], bytes]
@@ -515,6 +612,7 @@ ROUTES: dict[str, bytes | Reply] = {
     "/nothing": b"<close>",
     "/hang": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab<hang>",
     "/then-close": lambda body: ok(body) + b"<close>",
+    "/big-head": ok(b"x", b"x-pad: " + b"v" * 300 + b"\r\n"),
 }
 
 
@@ -584,6 +682,32 @@ async def test_async_reuse_and_close(raw: RawServer) -> None:
     assert (status, body, trailers["x-checksum"]) == (200, b"abcde", "5")
     assert (await aget(t, raw.url + "/continue", b"c"))[1] == b"c"
     await t.aclose()
+
+
+async def test_async_limits_are_the_transports(raw: RawServer) -> None:
+    small = AsyncHTTP1Transport(limits=Limits(max_head_bytes=200))
+    try:
+        with pytest.raises(ConnectError) as info:
+            await aget(small, raw.url + "/big-head")
+        assert info.value.code is Code.UNAVAILABLE
+        assert info.value.message == "response head too large"
+    finally:
+        await small.aclose()
+    default = AsyncHTTP1Transport()
+    assert (await aget(default, raw.url + "/big-head"))[1] == b"x"
+    await default.aclose()
+
+
+def test_sync_limits_are_the_transports(raw: RawServer) -> None:
+    small = SyncHTTP1Transport(limits=Limits(max_head_bytes=200))
+    with pytest.raises(ConnectError) as info:
+        sget(small, raw.url + "/big-head")
+    assert info.value.code is Code.UNAVAILABLE
+    assert info.value.message == "response head too large"
+    small.close()
+    default = SyncHTTP1Transport()
+    assert sget(default, raw.url + "/big-head")[1] == b"x"
+    default.close()
 
 
 def test_sync_reuse_and_close(raw: RawServer) -> None:

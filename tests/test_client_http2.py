@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -29,12 +30,14 @@ from protoc_gen_connect_python.runtime.client.http2 import (
     STREAM_WINDOW,
     Connection,
     ErrorCode,
+    Limits,
     ProtocolError,
     Stream,
     StreamReset,
 )
 from protoc_gen_connect_python.runtime.client.http2_transport import (
     AsyncHTTP2Transport,
+    stream_error,
 )
 
 pytestmark = pytest.mark.anyio
@@ -515,6 +518,364 @@ def test_connection_lost_fails_open_streams() -> None:
     assert not conn.can_open
 
 
+# -- flow control and header blocks: regression cases -------------------------------
+
+
+def test_lowered_initial_window_makes_a_window_negative() -> None:
+    # RFC 9113 6.9.2: lowering SETTINGS_INITIAL_WINDOW_SIZE can leave a stream
+    # with a negative window; nothing is sent until it is positive again.
+    conn, _ = client()
+    conn.receive(frame(SETTINGS, 0, 0, settings(window=100)))
+    s = request(conn, end=False)
+    assert conn.send_data(s, b"a" * 100, False) == 100
+    conn.receive(frame(SETTINGS, 0, 0, settings(window=40)))
+    conn.data_to_send()
+    assert s.send_window == -60
+    assert conn.send_data(s, b"b", False) == 0
+    conn.receive(frame(WINDOW, 0, 1, u32(50)))
+    assert s.send_window == -10
+    assert conn.send_data(s, b"b", False) == 0
+    assert conn.data_to_send() == b""
+    conn.receive(frame(WINDOW, 0, 1, u32(15)))
+    assert conn.send_data(s, b"bbbbbbbb", True) == 5
+    assert parse_frames(conn.data_to_send()) == [(DATA, 0, 1, b"bbbbb")]
+    assert s.send_window == 0 and conn.send_window == 65535 - 105
+
+
+def test_end_of_stream_needs_no_window() -> None:
+    conn, _ = client()
+    conn.receive(frame(SETTINGS, 0, 0, settings(window=100)))
+    s = request(conn, end=False)
+    conn.send_data(s, b"a" * 100, False)
+    conn.receive(frame(SETTINGS, 0, 0, settings(window=0)))
+    conn.data_to_send()
+    before = conn.send_window
+    assert s.send_window == -100
+    conn.end_stream(s)
+    assert parse_frames(conn.data_to_send()) == [(DATA, END_STREAM, 1, b"")]
+    assert s.local_ended and s.error is None
+    # The empty frame took nothing from either window.
+    assert s.send_window == -100 and conn.send_window == before
+    assert conn.send_data(s, b"", True) == 0
+    assert conn.data_to_send() == b""
+
+
+def test_raising_the_initial_window_wakes_senders() -> None:
+    conn, _ = client()
+    conn.receive(frame(SETTINGS, 0, 0, settings(window=10)))
+    s = request(conn, end=False)
+    assert conn.send_data(s, b"x" * 30, False) == 10
+    conn.window_opened = False
+    conn.receive(frame(SETTINGS, 0, 0, settings(window=25)))
+    assert conn.window_opened and s.send_window == 15
+    conn.receive(frame(WINDOW, 0, 1, u32(100)))
+    conn.receive(frame(SETTINGS, 0, 0, settings(window=2**31 - 1)))
+    assert conn.error is not None
+    assert conn.error.code == ErrorCode.FLOW_CONTROL_ERROR
+
+
+class WindowedPeer:
+    """A server that keeps the flow-control books of RFC 9113 section 6.9.
+
+    It sends only within the windows the client granted, and checks that the
+    client never sends beyond the windows the server granted.
+    """
+
+    def __init__(self, conn: Connection, stream_window: int, conn_window: int) -> None:
+        self.conn = conn
+        self.send_conn = 65535  # until the client's WINDOW_UPDATE
+        self.send_stream: dict[int, int] = {}
+        self.stream_window = stream_window
+        self.recv_conn = conn_window
+        self.recv_stream: dict[int, int] = {}
+        self.received: dict[int, bytearray] = {}
+
+    def read(self) -> None:
+        """Take what the client sent; check every DATA frame against the windows."""
+        out = self.conn.data_to_send()
+        if out.startswith(PREFACE):
+            out = out[len(PREFACE) :]
+        for kind, _, sid, payload in parse_frames(out):
+            if kind == WINDOW:
+                inc = struct.unpack(">L", payload)[0]
+                if sid:
+                    self.send_stream[sid] = self.send_stream.get(sid, 0) + inc
+                else:
+                    self.send_conn += inc
+            elif kind == HEADERS:
+                self.recv_stream[sid] = self.stream_window
+                self.send_stream.setdefault(sid, self.conn.limits.stream_window)
+            elif kind == DATA:
+                n = len(payload)
+                assert n <= self.recv_conn and n <= self.recv_stream[sid]
+                self.recv_conn -= n
+                self.recv_stream[sid] -= n
+                self.received.setdefault(sid, bytearray()).extend(payload)
+
+    def grant(self, sid: int, n: int) -> None:
+        self.recv_conn += n
+        self.recv_stream[sid] += n
+        self.conn.receive(frame(WINDOW, 0, 0, u32(n)) + frame(WINDOW, 0, sid, u32(n)))
+
+    def data(self, sid: int, payload: bytes, pad: int = -1) -> None:
+        """A DATA frame, padded with ``pad`` bytes; asserts it fits the windows."""
+        body = payload if pad < 0 else bytes([pad]) + payload + b"\0" * pad
+        assert len(body) <= self.send_conn and len(body) <= self.send_stream[sid]
+        self.send_conn -= len(body)
+        self.send_stream[sid] -= len(body)
+        self.conn.receive(frame(DATA, PADDED if pad >= 0 else 0, sid, body))
+
+
+def test_padding_is_credited_back() -> None:
+    # Padding counts against the windows (RFC 9113 6.1): the client must give
+    # it back even though the application never sees it.
+    limits = Limits(stream_window=4096, connection_window=65535)
+    conn = Connection(limits)
+    peer = WindowedPeer(conn, 65535, 65535)
+    conn.receive(frame(SETTINGS, 0, 0))
+    s = conn.open_stream("POST", "http", "h", "/p", [], True)
+    peer.read()
+    conn.receive(Peer().head(1))
+    got = bytearray()
+    for i in range(500):  # ~450 KiB of padding: many times both windows
+        peer.data(1, b"%03d" % (i % 1000), pad=255 - i % 7)
+        got += s.take()
+        conn.consume(s, 3)
+        peer.read()
+    assert bytes(got) == b"".join(b"%03d" % (i % 1000) for i in range(500))
+    assert conn.error is None and s.error is None
+
+
+def test_client_never_overruns_the_server_windows() -> None:
+    conn, _ = client()
+    peer = WindowedPeer(conn, 1000, 65535)
+    conn.receive(frame(SETTINGS, 0, 0, settings(window=1000)))
+    streams = [request(conn, end=False) for _ in range(3)]
+    for s in streams:
+        peer.recv_stream[s.id] = 1000
+    bodies = {s.id: bytes([s.id]) * 30_000 for s in streams}
+    sent = dict.fromkeys(bodies, 0)
+    rounds = 0
+    while any(not s.local_ended for s in streams):
+        rounds += 1
+        assert rounds < 100
+        for s in streams:
+            if not s.local_ended:
+                sent[s.id] += conn.send_data(s, bodies[s.id][sent[s.id] :], True)
+            peer.read()
+        for s in streams:
+            if not s.local_ended:
+                peer.grant(s.id, 700)
+        if rounds == 3:
+            # Lowered midway: windows go negative, then recover.
+            conn.receive(frame(SETTINGS, 0, 0, settings(window=100)))
+            for s in streams:
+                peer.recv_stream[s.id] -= 900
+            assert min(s.send_window for s in streams) < 0
+        peer.read()
+    assert {sid: bytes(b) for sid, b in peer.received.items()} == bodies
+
+
+def test_continuation_flood_fails_the_connection() -> None:
+    conn, peer = client()
+    a, b = request(conn), request(conn)
+    conn.receive(frame(HEADERS, 0, 1, peer.block([(":status", "200")])))
+    # A header block may take up to 64 frames; the 65th fails the connection.
+    for _ in range(62):
+        conn.receive(frame(CONT, 0, 1, b""))
+    assert conn.error is None
+    conn.receive(frame(CONT, 0, 1, b"") * 10_000)
+    assert conn.error is not None
+    assert conn.error.code == ErrorCode.ENHANCE_YOUR_CALM
+    assert "64 frames" in str(conn.error)
+    # Every stream fails now, none waits for the block to end.
+    assert a.error is conn.error and b.error is conn.error
+    assert parse_frames(conn.data_to_send())[-1][:3] == (GOAWAY, 0, 0)
+
+
+def test_a_block_of_64_frames_is_accepted() -> None:
+    conn, peer = client()
+    s = request(conn)
+    block = peer.block([(":status", "200"), ("x-long", "v" * 630)])
+    pieces = [block[i * 10 : i * 10 + 10] for i in range(64)]
+    assert b"".join(pieces) == block
+    wire = frame(HEADERS, 0, 1, pieces[0])
+    wire += b"".join(frame(CONT, 0, 1, p) for p in pieces[1:-1])
+    wire += frame(CONT, END_HEADERS, 1, pieces[-1])
+    conn.receive(wire)
+    assert conn.error is None and s.head_received
+    assert s.headers == [("x-long", "v" * 630)]
+
+
+@pytest.mark.parametrize(
+    ("limits", "blocks", "needle"),
+    [
+        (Limits(max_header_frames=3), [b"", b"", b""], "3 frames"),
+        (Limits(max_header_block=100), [b"x" * 60, b"x" * 60], "100 bytes"),
+    ],
+)
+def test_header_block_limits_are_parameters(
+    limits: Limits, blocks: list[bytes], needle: str
+) -> None:
+    conn = Connection(limits)
+    conn.data_to_send()
+    conn.receive(frame(SETTINGS, 0, 0))
+    s = request(conn)
+    conn.receive(
+        frame(HEADERS, 0, 1, b"") + b"".join(frame(CONT, 0, 1, b) for b in blocks)
+    )
+    assert isinstance(s.error, ProtocolError)
+    assert s.error.code == ErrorCode.ENHANCE_YOUR_CALM and needle in str(s.error)
+
+
+def test_decoded_header_list_limit() -> None:
+    conn = Connection(Limits(max_header_list=200))
+    out = conn.data_to_send()
+    assert struct.pack(">HL", 6, 200) in out  # advertised in SETTINGS
+    conn.receive(frame(SETTINGS, 0, 0))
+    s = request(conn)
+    conn.receive(Peer().head(1, fields={"x-big": "v" * 300}))
+    assert isinstance(s.error, ProtocolError)
+    assert s.error.code == ErrorCode.ENHANCE_YOUR_CALM
+    assert "200 bytes" in str(s.error)
+
+
+def test_undecodable_header_block_names_no_library_text() -> None:
+    conn, _ = client()
+    s = request(conn)
+    conn.receive(frame(HEADERS, END_HEADERS, 1, b"\xff\xff\xff\xff"))
+    assert isinstance(s.error, ProtocolError)
+    assert s.error.code == ErrorCode.COMPRESSION_ERROR
+    assert str(s.error) == "the server sent a header block that does not decode (HPACK)"
+
+
+@pytest.mark.parametrize("announced", [0, 1000, 4096, 100_000, 2**32 - 1])
+def test_encoder_table_is_capped(announced: int) -> None:
+    conn, _ = client()
+    conn.receive(frame(SETTINGS, 0, 0, settings(table=announced)))
+    conn.data_to_send()
+    # The server's decoder accepts table sizes up to what it announced; ours
+    # keeps at most 4096 bytes of it.
+    dec = hpack.Decoder()
+    dec.max_allowed_table_size = announced
+    for i in range(200):
+        conn.open_stream("POST", "http", "h", "/p", [("x-id", f"{i:090d}")], True)
+        for kind, _, _, payload in parse_frames(conn.data_to_send()):
+            if kind == HEADERS:
+                fields = [(str(k), str(v)) for k, v in dec.decode(payload)]
+                assert ("x-id", f"{i:090d}") in fields
+        assert dec.header_table.maxsize <= min(announced, 4096)
+        conn.receive(frame(RST, 0, 2 * i + 1, u32(0)))  # keep under the stream cap
+
+
+def test_end_stream_on_headers_takes_effect_when_the_block_ends() -> None:
+    # RFC 9113 6.2: END_STREAM rides on HEADERS; CONTINUATION frames that
+    # carry the rest of the block still belong to it.
+    conn, peer = client()
+    s = request(conn)
+    block = peer.block([(":status", "200"), ("x-a", "1")])
+    conn.receive(frame(HEADERS, END_STREAM, 1, block[:2]))
+    assert not s.head_received and not s.remote_ended
+    conn.receive(frame(CONT, END_HEADERS, 1, block[2:]))
+    assert s.head_received and s.remote_ended and s.error is None
+
+
+def test_continuation_on_another_stream_is_a_connection_error() -> None:
+    conn, peer = client()
+    request(conn)
+    s3 = request(conn)
+    block = peer.block([(":status", "200")])
+    conn.receive(frame(HEADERS, 0, 1, block) + frame(CONT, END_HEADERS, 3, b""))
+    assert conn.error is not None and conn.error.code == ErrorCode.PROTOCOL_ERROR
+    assert s3.error is conn.error
+
+
+def test_blocks_of_streams_gone_still_update_the_hpack_table() -> None:
+    # RFC 9113 4.3: every header block is decoded, even for a stream the
+    # client reset, or the shared table would go out of step.
+    conn, peer = client()
+    a, b = request(conn), request(conn)
+    conn.reset(a)
+    conn.receive(peer.head(1, fields={"x-shared": "v" * 20}))
+    conn.receive(peer.head(3, end=True, fields={"x-shared": "v" * 20}))
+    assert conn.error is None
+    assert b.headers == [("x-shared", "v" * 20)] and b.remote_ended
+
+
+def table_size_updates(block: bytes) -> list[int]:
+    """The dynamic table size updates that open an HPACK block (RFC 7541 6.3)."""
+    sizes = []
+    pos = 0
+    while pos < len(block) and block[pos] & 0xE0 == 0x20:
+        value = block[pos] & 0x1F
+        pos += 1
+        if value == 0x1F:
+            shift = 0
+            while True:
+                b = block[pos]
+                pos += 1
+                value += (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+        sizes.append(value)
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("announced", "updates"),
+    [
+        ([4096], []),
+        ([1, 0], [0]),
+        ([0, 1], [0, 1]),
+        ([100, 5000], [100, 4096]),
+        ([100, 4096, 200], [100, 200]),
+    ],
+)
+def test_table_size_changes_announce_the_smallest_then_the_last(
+    announced: list[int], updates: list[int]
+) -> None:
+    # RFC 7541 4.2: after several changes, the next block signals the smallest
+    # size, then the final one; a size above the last one allowed is an error.
+    conn, _ = client()
+    conn.receive(b"".join(frame(SETTINGS, 0, 0, settings(table=v)) for v in announced))
+    conn.data_to_send()
+    for expected in (updates, []):
+        conn.open_stream("POST", "http", "h", "/p", [("x-a", "1")], True)
+        (kind, _, _, block), *_ = parse_frames(conn.data_to_send())
+        assert kind == HEADERS
+        assert table_size_updates(block) == expected
+
+
+@pytest.mark.parametrize("step", [1, 3, 5, 1000])
+def test_an_http1_answer_is_named(step: int) -> None:
+    conn, _ = client_without_settings()
+    s = request(conn)
+    wire = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
+    for i in range(0, len(wire), step):
+        conn.receive(wire[i : i + step])
+    assert isinstance(s.error, ProtocolError)
+    message = str(s.error)
+    assert message.startswith("the server answered in HTTP/1.1 (")
+    assert message.endswith("not HTTP/2: it does not accept HTTP/2 on this port")
+    if step > len("HTTP/1.1 400 Bad Request"):
+        assert "'HTTP/1.1 400 Bad Request'" in message
+
+
+def test_the_server_must_start_with_settings() -> None:
+    conn, peer = client_without_settings()
+    s = request(conn)
+    conn.receive(peer.head(1, end=True))
+    assert isinstance(s.error, ProtocolError)
+    assert "SETTINGS" in str(s.error)
+
+
+def client_without_settings() -> tuple[Connection, Peer]:
+    conn = Connection()
+    conn.data_to_send()
+    return conn, Peer()
+
+
 # -- the transport against a scripted server -------------------------------------
 
 Script = Callable[["ScriptedConn", int, list[tuple[str, str]]], Awaitable[None]]
@@ -880,7 +1241,9 @@ async def test_tls_without_h2_in_alpn_fails(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeerEnv]:
-    with peer_env(tmp_path_factory.mktemp("h2client"), h2c="hypercorn") as env:
+    with peer_env(
+        tmp_path_factory.mktemp("h2client"), h2c="hypercorn", h1="uvicorn"
+    ) as env:
         yield env
 
 
@@ -1114,3 +1477,154 @@ async def test_pyqwest_stays_available_for_http2(env: PeerEnv) -> None:
             assert res.text == "via pyqwest"
     finally:
         await pool.aclose()
+
+
+async def test_a_server_that_never_reads_cannot_grow_the_answers(
+    scripted: Any,
+) -> None:
+    """PINGs while the client's writes are stuck: answers are bounded."""
+    pings = 0
+
+    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
+        nonlocal pings
+        # Stop reading and ask for answers until the client gives up.
+        sock = c.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        burst = frame(PING, 0, 0, b"12345678") * 4096
+        try:
+            while True:
+                c.send(burst)
+                pings += 4096
+                await c.writer.drain()
+        except (ConnectionError, OSError):
+            pass
+
+    url, _ = await scripted(script)
+    limit = 64 * 1024
+    t = AsyncHTTP2Transport(limits=Limits(max_queued_control=limit))
+    try:
+        with pytest.raises(ConnectError) as info:
+            await asyncio.wait_for(read_all(t, raw_request(url)), 60)
+        assert info.value.code is Code.RESOURCE_EXHAUSTED
+        assert info.value.message == (
+            "the server does not read what it makes the client answer"
+            f" (over {limit} bytes queued)"
+        )
+        assert pings * 17 > limit
+    finally:
+        await t.aclose()
+
+
+async def test_grpc_against_an_http1_only_server(env: PeerEnv) -> None:
+    async with AsyncClient(env.urls["h1"], protocol="grpc") as c:
+        assert isinstance(c._transport, AsyncHTTP2Transport)
+        with pytest.raises(ConnectError) as info:
+            await c.call_unary(env.specs.post, env.pb.Req(text="x"))
+    assert info.value.code is Code.UNAVAILABLE
+    assert info.value.message.startswith("the server answered in HTTP/1.1 (")
+    assert "('HTTP/1.1 " in info.value.message  # the server's status line
+    assert info.value.message.endswith(
+        "not HTTP/2: it does not accept HTTP/2 on this port"
+    )
+
+
+async def test_continuation_flood_fails_every_call_on_the_connection(
+    scripted: Any,
+) -> None:
+    flood = 100_000
+    heads: list[int] = []
+
+    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
+        heads.append(sid)
+        if len(heads) == 2:
+            # Both calls are open: an endless header block on the second.
+            c.send(frame(HEADERS, 0, sid, c.peer.block([(":status", "200")])))
+            c.send(frame(CONT, 0, sid, b"") * flood)
+
+    url, log = await scripted(script)
+    t = AsyncHTTP2Transport()
+    try:
+        calls = [asyncio.ensure_future(read_all(t, raw_request(url))) for _ in range(2)]
+        done = await asyncio.wait_for(
+            asyncio.gather(*calls, return_exceptions=True), 30
+        )
+        for err in done:
+            assert isinstance(err, ConnectError)
+            assert err.code is Code.RESOURCE_EXHAUSTED
+            assert (
+                err.message == "the server sent a header block of more than 64 frames"
+            )
+        goaway = [f for f in log if isinstance(f, tuple) and f[0] == GOAWAY]
+        assert goaway and goaway[0][3][4:8] == u32(ErrorCode.ENHANCE_YOUR_CALM)
+    finally:
+        await t.aclose()
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (
+            ProtocolError("over a limit", ErrorCode.ENHANCE_YOUR_CALM),
+            Code.RESOURCE_EXHAUSTED,
+        ),
+        (ProtocolError("broken", ErrorCode.PROTOCOL_ERROR), Code.UNAVAILABLE),
+        (ProtocolError("closed", ErrorCode.NO_ERROR), Code.UNAVAILABLE),
+        (
+            StreamReset("r", ErrorCode.ENHANCE_YOUR_CALM, remote=True),
+            Code.RESOURCE_EXHAUSTED,
+        ),
+    ],
+)
+def test_connection_errors_map_to_codes(error: Exception, code: Code) -> None:
+    err = stream_error(error)
+    assert (err.code, err.message) == (code, str(error))
+
+
+async def test_streamed_request_ends_while_its_window_is_negative(
+    scripted: Any,
+) -> None:
+    """The end of a streamed request is an empty DATA frame: it goes even
+    when the server lowered the window below what was sent and never gives
+    it back (RFC 9113 6.9.2)."""
+    lowered = asyncio.Event()
+
+    async def script(c: ScriptedConn, sid: int, fields: list[Any]) -> None:
+        async def watch() -> None:
+            def data() -> list[Any]:
+                return [f for f in c.log if isinstance(f, tuple) and f[0] == DATA]
+
+            while sum(len(f[3]) for f in data()) < 20_000:
+                await asyncio.sleep(0.001)
+            c.send(frame(SETTINGS, 0, 0, settings(window=100)))
+            await c.writer.drain()
+            while not any(f[1] & END_STREAM for f in data()):
+                await asyncio.sleep(0.001)
+            await answer(c, sid, b"%d" % sum(len(f[3]) for f in data()))
+
+        asyncio.get_running_loop().create_task(watch())
+
+    url, log = await scripted(script)
+    t = AsyncHTTP2Transport()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"b" * 20_000
+        # End only once the client has applied the lowered window.
+        (conn,) = [c for conns in t._conns.values() for c in conns]
+        while conn.h2.peer_initial_window != 100:
+            await asyncio.sleep(0.001)
+        lowered.set()
+
+    try:
+        req = HTTPRequest("POST", url + "/svc/M", [], None, None)
+        resp = await asyncio.wait_for(t.send(req, body()), 30)
+        got = b""
+        while chunk := await asyncio.wait_for(resp.read(), 30):
+            got += chunk
+        assert lowered.is_set() and got == b"20000"
+        window = resp._stream.send_window  # type: ignore[attr-defined]
+        assert window == 100 - 20_000  # negative, and the request ended anyway
+        await resp.aclose()
+        ends = [f for f in log if isinstance(f, tuple) and f[0] == DATA and f[1]]
+        assert ends == [(DATA, END_STREAM, 1, b"")]
+    finally:
+        await t.aclose()

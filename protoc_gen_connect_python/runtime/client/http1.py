@@ -17,9 +17,14 @@ asyncio and socket shells in ``http1_transport.py`` drive it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "JOIN_MAX",
     "LAST_CHUNK",
+    "MAX_CHUNK_LINE",
+    "MAX_HEAD_BYTES",
+    "Limits",
     "ProtocolError",
     "ResponseHead",
     "ResponseParser",
@@ -34,6 +39,20 @@ MAX_HEAD_BYTES = 64 * 1024
 """Largest response head (status line and fields), and largest trailer section."""
 MAX_CHUNK_LINE = 4096
 """Longest chunk-size line, extensions included."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a response may not exceed; beyond it, :class:`ProtocolError`.
+
+    ``max_head_bytes`` bounds the response head (status line and fields) and
+    the trailer section, each; ``max_chunk_line`` a chunk-size line, extensions
+    included. Nothing else is held: body bytes are handed out as they come.
+    """
+
+    max_head_bytes: int = MAX_HEAD_BYTES
+    max_chunk_line: int = MAX_CHUNK_LINE
+
 
 LAST_CHUNK = b"0\r\n\r\n"
 """The end of a chunked request body (no trailers)."""
@@ -207,6 +226,10 @@ def _find_blank_line(buf: bytes, pos: int) -> tuple[int, int]:
     return -1, -1
 
 
+_DEFAULT_LIMITS = Limits()
+# Every way a line can be empty contains one of these (see _find_blank_line).
+_BLANK_LINE = (b"\n\n", b"\n\r\n")
+
 # Body framings.
 _NONE = 0
 _LENGTH = 1
@@ -229,7 +252,12 @@ class ResponseParser:
     (``b""`` when none); :attr:`complete` turns True at the end of the message,
     after which :attr:`trailers` holds the chunked trailer fields, if any, and
     :attr:`reusable` says whether the connection may carry another request.
-    Malformed input, and a connection closed early, raise :class:`ProtocolError`.
+    Malformed input, input beyond ``limits``, and a connection closed early,
+    raise :class:`ProtocolError`.
+
+    Bytes fed in small pieces cost time in proportion to their number, never
+    to the square of it: while the end of a head, of a chunk-size line or of
+    the trailers is awaited, only the newly fed bytes are searched for it.
     """
 
     __slots__ = (
@@ -240,22 +268,35 @@ class ResponseParser:
         "_framing",
         "_head",
         "_left",
+        "_max_head",
+        "_max_line",
         "_method",
         "_more",
         "_more_size",
         "_pos",
+        "_searched",
+        "_seen",
+        "_tail",
         "complete",
         "trailers",
     )
 
-    def __init__(self, method: str = "POST") -> None:
+    def __init__(self, method: str = "POST", limits: Limits | None = None) -> None:
         self._method = method
+        limits = limits or _DEFAULT_LIMITS
+        self._max_head = limits.max_head_bytes
+        self._max_line = limits.max_chunk_line
         self._buf = b""
         self._pos = 0
         # Reads fed while unparsed bytes remain, joined when next parsed:
         # adding each to the buffer would copy it whole on every read.
         self._more: list[bytes] = []
         self._more_size = 0
+        # The unparsed bytes were searched for what ends the awaited part, up
+        # to ``_seen`` reads of ``_more``; ``_tail`` is their last two bytes.
+        self._searched = False
+        self._seen = 0
+        self._tail = b""
         self._eof = False
         self._head: ResponseHead | None = None
         self._framing = _NONE
@@ -272,6 +313,7 @@ class ResponseParser:
         if self._pos >= len(self._buf) and not self._more:
             self._buf = data
             self._pos = 0
+            self._searched = False
         else:
             self._more.append(data)
             self._more_size += len(data)
@@ -283,6 +325,33 @@ class ResponseParser:
         self._pos = 0
         self._more = []
         self._more_size = 0
+        self._searched = False
+        self._seen = 0
+
+    def _nothing_new(self, needles: tuple[bytes, ...], lead: bytes) -> bool:
+        """Whether the reads fed since the last search cannot end the awaited part.
+
+        Only those reads are searched for ``needles`` (up to 3 bytes long),
+        with the two bytes before them; ``lead`` stands before the unparsed
+        bytes. False when the unparsed bytes were not searched yet.
+        """
+        if not self._searched or self._eof:
+            return False
+        more = self._more
+        if self._seen:
+            tail = self._tail
+        else:
+            buf = self._buf
+            tail = lead + buf[max(self._pos, len(buf) - 2) :]
+        for piece in more[self._seen :]:
+            joint = tail[-2:] + piece[:2]
+            for needle in needles:
+                if needle in joint or needle in piece:
+                    return False
+            tail = tail[-2:] + piece[-2:]
+        self._seen = len(more)
+        self._tail = tail[-2:]
+        return True
 
     def feed_eof(self) -> None:
         """The peer closed its side: a body delimited by the close ends here."""
@@ -300,6 +369,10 @@ class ResponseParser:
         if self._head is not None:
             return self._head
         if self._more:
+            if self._nothing_new(_BLANK_LINE, b""):
+                if self.buffered > self._max_head:
+                    raise ProtocolError("response head too large")
+                return None
             self._gather()
         buf = self._buf
         pos = self._pos
@@ -314,14 +387,15 @@ class ResponseParser:
             pos = self._pos
             end, nxt = _find_blank_line(buf, pos)
             if end == -1:
-                if len(buf) - pos > MAX_HEAD_BYTES:
+                if len(buf) - pos > self._max_head:
                     raise ProtocolError("response head too large")
                 if self._eof:
                     if pos == len(buf):
                         raise ProtocolError("connection closed without a response")
                     raise ProtocolError("connection closed inside the response head")
+                self._searched = True
                 return None
-            if end - pos > MAX_HEAD_BYTES:
+            if end - pos > self._max_head:
                 raise ProtocolError("response head too large")
             head = self._parse_head(buf[pos:end])
             self._pos = nxt
@@ -341,7 +415,7 @@ class ResponseParser:
         end = buf.find(b"\r\n\r\n", pos)
         if (
             end == -1
-            or end - pos > MAX_HEAD_BYTES
+            or end - pos > self._max_head
             or buf.count(b"\n", pos, end) != buf.count(b"\r\n", pos, end)
         ):
             return None
@@ -458,9 +532,9 @@ class ResponseParser:
         """Body bytes received since the last call; ``b""`` if none (yet)."""
         if self.complete:
             return b""
-        if self._more:
-            self._gather()
         framing = self._framing
+        if self._more and framing != _CHUNKED:
+            self._gather()
         if framing == _LENGTH:
             buf = self._buf
             pos = self._pos
@@ -485,6 +559,17 @@ class ResponseParser:
                 self._finish()
             return data
         if framing == _CHUNKED:
+            if self._more:
+                state = self._chunk_state
+                if state == _SIZE and self._nothing_new((b"\n",), b""):
+                    if self.buffered >= self._max_line:
+                        raise ProtocolError("chunk size line too long")
+                    return b""
+                if state == _TRAILERS and self._nothing_new(_BLANK_LINE, b"\n"):
+                    if self.buffered > self._max_head:
+                        raise ProtocolError("trailer section too large")
+                    return b""
+                self._gather()
             return self._chunked()
         if framing == _UNTIL_CLOSE:
             buf = self._buf
@@ -518,10 +603,11 @@ class ResponseParser:
                 self._chunk_left = 0
                 self._chunk_state = _DATA_END
             elif state == _SIZE:
-                nl = buf.find(b"\n", pos, pos + MAX_CHUNK_LINE)
+                nl = buf.find(b"\n", pos, pos + self._max_line)
                 if nl == -1:
-                    if end - pos >= MAX_CHUNK_LINE:
+                    if end - pos >= self._max_line:
                         raise ProtocolError("chunk size line too long")
+                    self._searched = True
                     break
                 size = _chunk_size(buf[pos:nl])
                 pos = nl + 1
@@ -552,8 +638,9 @@ class ResponseParser:
                 else:
                     blk, nxt = _find_blank_line(buf, pos)
                     if blk == -1:
-                        if end - pos > MAX_HEAD_BYTES:
+                        if end - pos > self._max_head:
                             raise ProtocolError("trailer section too large")
+                        self._searched = True
                         break
                     self.trailers = _parse_fields(_split_lines(buf[pos:blk]))
                     pos = nxt

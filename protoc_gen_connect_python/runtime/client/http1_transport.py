@@ -33,6 +33,7 @@ from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest, RequestPrefix
 from protoc_gen_connect_python.runtime.client.http1 import (
     LAST_CHUNK,
+    Limits,
     ProtocolError,
     ResponseParser,
     request_end,
@@ -387,9 +388,13 @@ class AsyncHTTP1Transport:
 
     ``config`` supplies the TLS options (``tls_ca_cert``, ``tls_cert``,
     ``tls_key``); ``https://`` URLs negotiate ``http/1.1`` by ALPN.
+    ``limits`` bound what a response may hold (:class:`~.http1.Limits`).
     """
 
-    def __init__(self, config: ClientConfig | None = None) -> None:
+    def __init__(
+        self, config: ClientConfig | None = None, *, limits: Limits | None = None
+    ) -> None:
+        self._limits = limits
         self._ssl = LazySSLContext(config, "http/1.1")
         self._idle: dict[Key, list[_Connection]] = {}
         self._targets = Targets()
@@ -415,7 +420,7 @@ class AsyncHTTP1Transport:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(target, loop)
-            parser = ResponseParser(request.method)
+            parser = ResponseParser(request.method, self._limits)
             conn.parser = parser
             conn.received = False
             pump: asyncio.Task[None] | None = None
@@ -761,10 +766,13 @@ class SyncHTTP1Transport:
     Thread-safe: threads share the pool of idle connections. ``request.timeout``
     bounds connecting, sending and reading alike. :meth:`close` (from any
     thread) also closes the connections in use, so calls in flight fail with
-    ``canceled``.
+    ``canceled``. ``limits`` as for :class:`AsyncHTTP1Transport`.
     """
 
-    def __init__(self, config: ClientConfig | None = None) -> None:
+    def __init__(
+        self, config: ClientConfig | None = None, *, limits: Limits | None = None
+    ) -> None:
+        self._limits = limits
         self._ssl = LazySSLContext(config, "http/1.1")
         self._idle: dict[Key, list[_SyncConn]] = {}
         self._busy: set[_SyncConn] = set()
@@ -785,7 +793,7 @@ class SyncHTTP1Transport:
         )
         while True:
             conn, reused = self._acquire(target, deadline)
-            parser = ResponseParser(request.method)
+            parser = ResponseParser(request.method, self._limits)
             received = False
             write_error: OSError | None = None
             try:

@@ -22,6 +22,12 @@ What the connection takes care of:
   processed fail as refused, and no new stream starts on the connection),
   connection errors (GOAWAY sent, every stream failed).
 
+What the server can make it hold is bounded by :class:`Limits`: windows and
+frame size, the size and number of frames of a header block, the decoded
+header list, the HPACK table kept for requests. Windows may go negative when
+the server lowers its initial window (RFC 9113 section 6.9.2). A server that
+answers in HTTP/1.1 is named as such instead of being read as frames.
+
 The receive path never copies a buffer over and over: DATA payloads are sliced
 once out of the bytes the socket delivered, and only the bytes of an
 incomplete control frame wait in a small buffer.
@@ -31,16 +37,23 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from dataclasses import dataclass
 
 import hpack
 
 __all__ = [
     "CONNECTION_WINDOW",
+    "MAX_ENCODER_TABLE",
     "MAX_FRAME_SIZE",
+    "MAX_HEADER_BLOCK",
+    "MAX_HEADER_FRAMES",
+    "MAX_HEADER_LIST",
+    "MAX_QUEUED_CONTROL",
     "PREFACE",
     "STREAM_WINDOW",
     "Connection",
     "ErrorCode",
+    "Limits",
     "ProtocolError",
     "Stream",
     "StreamReset",
@@ -59,6 +72,22 @@ MAX_HEADER_BLOCK = 256 * 1024
 """Largest header block (HEADERS and CONTINUATION together), before decoding."""
 MAX_HEADER_LIST = 256 * 1024
 """Largest decoded header list (RFC 7541 size: names, values, 32 per field)."""
+MAX_HEADER_FRAMES = 64
+"""Most frames in one header block (HEADERS and its CONTINUATION frames).
+
+Empty CONTINUATION frames add nothing to a block's size: this bound is what
+stops a server sending them forever. A 256 KiB block fits in 16 frames of
+the smallest size a server may send (16 KiB).
+"""
+MAX_ENCODER_TABLE = 4096
+"""Largest HPACK table kept for request headers, whatever the server allows.
+
+The server's SETTINGS_HEADER_TABLE_SIZE is a ceiling, not an order (RFC 7541
+section 4.2): the client keeps at most this much of what it sent.
+"""
+MAX_QUEUED_CONTROL = 1024 * 1024
+"""Most bytes of answers (PING and SETTINGS acknowledgements and the like) the
+async shell queues while the server reads nothing; past it the connection fails."""
 TAKE_BYTES = 16 * 1024
 """Buffered chunks smaller than this are joined into one read, up to its size."""
 DEFAULT_MAX_STREAMS = 100
@@ -134,6 +163,44 @@ _ERROR_NAMES = {
 def error_name(code: int) -> str:
     """The name of an HTTP/2 error code, or its hex value when unknown."""
     return _ERROR_NAMES.get(code, f"0x{code:x}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection allows the server, and the most it holds for it.
+
+    A server beyond a size limit fails the connection (GOAWAY with
+    ``ENHANCE_YOUR_CALM``, or ``FRAME_SIZE_ERROR`` for a frame) and every call
+    on it; one beyond a window breaks flow control (RST_STREAM or GOAWAY with
+    ``FLOW_CONTROL_ERROR``). ``max_encoder_table`` only caps what the client
+    keeps. Each field defaults to the module constant of the same name.
+    """
+
+    stream_window: int = STREAM_WINDOW
+    """Flow-control window advertised for each stream."""
+    connection_window: int = CONNECTION_WINDOW
+    """Flow-control window advertised for the connection."""
+    max_frame_size: int = MAX_FRAME_SIZE
+    """Largest frame payload the server may send."""
+    max_header_block: int = MAX_HEADER_BLOCK
+    """Largest header block, encoded."""
+    max_header_frames: int = MAX_HEADER_FRAMES
+    """Most frames one header block may span."""
+    max_header_list: int = MAX_HEADER_LIST
+    """Largest header list, decoded (also sent as SETTINGS_MAX_HEADER_LIST_SIZE)."""
+    max_encoder_table: int = MAX_ENCODER_TABLE
+    """Largest HPACK table for request headers."""
+    max_queued_control: int = MAX_QUEUED_CONTROL
+    """Most answer bytes queued while the server reads nothing (async shell)."""
+
+    def __post_init__(self) -> None:
+        # A connection window starts at 65535 and can only grow (RFC 9113 6.9.2).
+        if not _DEFAULT_WINDOW <= self.connection_window <= _MAX_WINDOW:
+            raise ValueError("connection_window must be within 65535..2**31-1")
+        if not 0 <= self.stream_window <= _MAX_WINDOW:
+            raise ValueError("stream_window must be within 0..2**31-1")
+        if not _DEFAULT_FRAME <= self.max_frame_size <= 2**24 - 1:
+            raise ValueError("max_frame_size must be within 16384..2**24-1")
 
 
 class ProtocolError(Exception):
@@ -245,16 +312,16 @@ class Connection:
     """The client side of one HTTP/2 connection (see the module docstring).
 
     The preface and SETTINGS are queued at construction: call
-    :meth:`data_to_send` and write them before anything else.
+    :meth:`data_to_send` and write them before anything else. ``limits``
+    default to :class:`Limits` ().
     """
 
-    def __init__(
-        self,
-        *,
-        stream_window: int = STREAM_WINDOW,
-        connection_window: int = CONNECTION_WINDOW,
-        max_frame_size: int = MAX_FRAME_SIZE,
-    ) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
+        limits = limits or Limits()
+        self.limits = limits
+        stream_window = limits.stream_window
+        connection_window = limits.connection_window
+        max_frame_size = limits.max_frame_size
         self.streams: dict[int, Stream] = {}
         self.next_stream_id = 1
         self.closed = False
@@ -280,8 +347,15 @@ class Connection:
         self._unacked = 0  # connection-level bytes consumed, not yet returned
 
         self._encoder = hpack.Encoder()
+        self._encoder.header_table_size = min(
+            self._encoder.header_table_size, limits.max_encoder_table
+        )
+        # Table sizes the server allowed since the last header block: the next
+        # block announces the smallest, then the last (RFC 7541 section 4.2).
+        self._table_low = -1
+        self._table_last = 0
         self._decoder = hpack.Decoder()
-        self._decoder.max_header_list_size = MAX_HEADER_LIST
+        self._decoder.max_header_list_size = limits.max_header_list
         self._out: list[bytes | memoryview] = []
 
         # Receive state: an incomplete frame's bytes; the DATA frame whose
@@ -296,6 +370,10 @@ class Connection:
         self._block_end = False
         self._block: list[bytes] = []
         self._block_size = 0
+        self._block_frames = 0
+        # The server's first bytes, until they show a frame header: an HTTP/2
+        # server starts with SETTINGS (RFC 9113 section 3.4).
+        self._opening: bytes | None = b""
         self._touched: dict[int, Stream] = {}
 
         settings = b"".join(
@@ -303,7 +381,7 @@ class Connection:
                 _SETTING.pack(_ENABLE_PUSH, 0),
                 _SETTING.pack(_INITIAL_WINDOW_SIZE, stream_window),
                 _SETTING.pack(_MAX_FRAME_SIZE, max_frame_size),
-                _SETTING.pack(_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST),
+                _SETTING.pack(_MAX_HEADER_LIST_SIZE, limits.max_header_list),
             ]
         )
         self._out.append(PREFACE)
@@ -381,6 +459,13 @@ class Connection:
         self.next_stream_id += 2
         stream = Stream(sid, self.peer_initial_window, self.stream_window)
         self.streams[sid] = stream
+        if self._table_low >= 0:
+            # hpack announces each size that differs from the one before (and
+            # forgets the first if the second set is no change).
+            self._encoder.header_table_size = self._table_low
+            if self._table_last != self._table_low:
+                self._encoder.header_table_size = self._table_last
+            self._table_low = -1
         self._send_headers(sid, self._encoder.encode(fields), end_stream)
         if end_stream:
             stream.local_ended = True
@@ -413,8 +498,13 @@ class Connection:
             return 0
         size = len(data)
         allowed = min(size, stream.send_window, self.send_window)
-        if allowed <= 0 and size:
-            return 0
+        if allowed <= 0:
+            # Windows may be negative after the server lowered its initial
+            # window (RFC 9113 6.9.2): data waits, but an empty frame that
+            # ends the stream takes no window and goes now.
+            if size or not end_stream:
+                return 0
+            allowed = 0
         frame_max = self.peer_max_frame
         out = self._out
         sid = stream.id
@@ -531,10 +621,41 @@ class Connection:
         if self.error is not None:
             return []
         try:
+            if self._opening is not None:
+                self._check_opening(data)
             self._receive(data)
         except ProtocolError as e:
             self._fail(e)
         return list(touched.values())
+
+    def fail(self, message: str, code: int) -> list[Stream]:
+        """Fail the connection from this side: GOAWAY, and every stream fails.
+
+        For limits the shell enforces. Returns the streams that failed.
+        """
+        touched = self._touched
+        touched.clear()
+        if self.error is None:
+            self._fail(ProtocolError(message, code))
+        return list(touched.values())
+
+    def _check_opening(self, data: bytes) -> None:
+        opening = self._opening
+        assert opening is not None
+        opening += data[: 9 - len(opening)]
+        if opening[:5] == b"HTTP/":
+            line = (self._opening or b"") + data[:200]
+            status = line.split(b"\n", 1)[0].strip().decode("latin-1")
+            raise ProtocolError(
+                f"the server answered in HTTP/1.1 ({status!r}), not HTTP/2:"
+                " it does not accept HTTP/2 on this port"
+            )
+        if len(opening) < 9:
+            self._opening = opening
+            return
+        self._opening = None
+        if opening[3] != SETTINGS or opening[4] & ACK:
+            raise ProtocolError("the server did not start with SETTINGS")
 
     def _fail(self, e: ProtocolError) -> None:
         # The last stream id of a client's GOAWAY counts pushed streams: none.
@@ -753,6 +874,13 @@ class Connection:
         elif kind == CONTINUATION:
             if not self._block_stream or sid != self._block_stream:
                 raise ProtocolError("CONTINUATION without a header block")
+            self._block_frames += 1
+            if self._block_frames > self.limits.max_header_frames:
+                raise ProtocolError(
+                    "the server sent a header block of more than"
+                    f" {self.limits.max_header_frames} frames",
+                    ErrorCode.ENHANCE_YOUR_CALM,
+                )
             self._fragment(payload)
             if flags & END_HEADERS:
                 self._end_block()
@@ -799,15 +927,17 @@ class Connection:
         self._block_end = bool(flags & END_STREAM)
         self._block = []
         self._block_size = 0
+        self._block_frames = 1
         self._fragment(payload[start:stop])
         if flags & END_HEADERS:
             self._end_block()
 
     def _fragment(self, piece: bytes) -> None:
         self._block_size += len(piece)
-        if self._block_size > MAX_HEADER_BLOCK:
+        limit = self.limits.max_header_block
+        if self._block_size > limit:
             raise ProtocolError(
-                f"header block larger than {MAX_HEADER_BLOCK} bytes",
+                f"the server sent a header block larger than {limit} bytes",
                 ErrorCode.ENHANCE_YOUR_CALM,
             )
         self._block.append(piece)
@@ -820,13 +950,16 @@ class Connection:
         try:
             # Always decoded: the HPACK table must follow every block.
             fields: list[tuple[str, str]] = self._decoder.decode(block)  # type: ignore[assignment]
-        except hpack.OversizedHeaderListError as e:
+        except hpack.OversizedHeaderListError:
             raise ProtocolError(
-                f"header list too large: {e}", ErrorCode.ENHANCE_YOUR_CALM
+                "the server sent a header list larger than"
+                f" {self.limits.max_header_list} bytes",
+                ErrorCode.ENHANCE_YOUR_CALM,
             ) from None
-        except (hpack.HPACKError, UnicodeDecodeError, ValueError) as e:
+        except (hpack.HPACKError, UnicodeDecodeError, ValueError):
             raise ProtocolError(
-                f"cannot decode a header block: {e}", ErrorCode.COMPRESSION_ERROR
+                "the server sent a header block that does not decode (HPACK)",
+                ErrorCode.COMPRESSION_ERROR,
             ) from None
         s = self.streams.get(sid)
         if s is None:
@@ -899,7 +1032,10 @@ class Connection:
         for off in range(0, len(payload), 6):
             ident, value = _SETTING.unpack_from(payload, off)
             if ident == _HEADER_TABLE_SIZE:
-                self._encoder.header_table_size = value
+                size = min(value, self.limits.max_encoder_table)
+                low = self._table_low
+                self._table_low = size if low < 0 else min(low, size)
+                self._table_last = size
             elif ident == _ENABLE_PUSH:
                 if value > 1:
                     raise ProtocolError("ENABLE_PUSH must be 0 or 1")

@@ -22,6 +22,11 @@ only as the application reads, so a stream never holds more than its window of
 unread bytes, and a connection never more than its own window, whatever the
 size of the response. The socket is never paused: a stream the application
 does not read must not stop the others.
+
+What the server makes the client answer (PING and SETTINGS acknowledgements,
+WINDOW_UPDATE, RST_STREAM) is bounded too: while the server reads nothing,
+at most ``Limits.max_queued_control`` bytes of answers are queued, then the
+connection fails (``resource_exhausted``) and is dropped.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.client.http2 import (
     Connection,
     ErrorCode,
+    Limits,
     ProtocolError,
     Stream,
     StreamReset,
@@ -75,6 +81,10 @@ def stream_error(e: BaseException) -> ConnectError:
         if not e.remote and e.code == ErrorCode.CANCEL:
             return canceled()
         return ConnectError(_RESET_CODES.get(e.code, Code.INTERNAL), str(e))
+    if isinstance(e, ProtocolError) and e.code == ErrorCode.ENHANCE_YOUR_CALM:
+        # A limit was crossed (a header block too large or in too many
+        # frames, too many answers queued), by either side.
+        return ConnectError(Code.RESOURCE_EXHAUSTED, str(e))
     if isinstance(e, (ProtocolError, OSError, EOFError)):
         return ConnectError(Code.UNAVAILABLE, str(e))
     return ConnectError(Code.UNKNOWN, f"{type(e).__name__}: {e}")
@@ -114,12 +124,13 @@ class _Connection(asyncio.Protocol):
         self.owner = owner
         self.loop = loop
         self.key = key
-        self.h2 = Connection()
+        self.h2 = Connection(owner.limits)
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.retiring = False  # no new calls; closes when the last one ends
         self.blocked: set[Stream] = set()  # streams waiting for send window
         self._write_paused = False
+        self._queued = 0  # answer bytes written while writing is paused
         self._drains: list[asyncio.Future[None]] = []
 
     # protocol callbacks
@@ -132,7 +143,17 @@ class _Connection(asyncio.Protocol):
         h2 = self.h2
         touched = h2.receive(data)
         if h2.has_output:
-            self.flush()
+            written = self.flush()
+            if self._write_paused:
+                self._queued += written
+                if self._queued > h2.limits.max_queued_control and h2.error is None:
+                    # The server keeps asking and never reads the answers.
+                    touched += h2.fail(
+                        "the server does not read what it makes the client"
+                        f" answer (over {h2.limits.max_queued_control} bytes queued)",
+                        ErrorCode.ENHANCE_YOUR_CALM,
+                    )
+                    self.drop()
         for s in touched:
             _wake(s.waiter)
             _wake(s.send_waiter)
@@ -168,6 +189,7 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._queued = 0
         drains, self._drains = self._drains, []
         for d in drains:
             _wake(d)
@@ -179,12 +201,14 @@ class _Connection(asyncio.Protocol):
         """Whether a new call may start a stream here now."""
         return not self.lost and not self.retiring and self.h2.can_open
 
-    def flush(self) -> None:
-        """Write what the connection queued."""
+    def flush(self) -> int:
+        """Write what the connection queued; returns how many bytes."""
         if not self.lost and self.transport is not None:
             data = self.h2.data_to_send()
             if data:
                 self.transport.write(data)
+                return len(data)
+        return 0
 
     async def wait(self, s: Stream) -> None:
         """Until something happens on ``s`` (or the connection ends)."""
@@ -269,6 +293,12 @@ class _Connection(asyncio.Protocol):
             self.flush()
             self.transport.close()
 
+    def drop(self) -> None:
+        """Close without writing what is queued: the server does not read it."""
+        if not self.lost and self.transport is not None:
+            self.h2.data_to_send()
+            self.transport.abort()
+
 
 class _Response:
     __slots__ = ("_conn", "_done", "_pump", "_stream", "headers", "status")
@@ -342,10 +372,14 @@ class AsyncHTTP2Transport:
     ``config`` supplies the TLS options (``tls_ca_cert``, ``tls_cert``,
     ``tls_key``); ``https://`` URLs negotiate ``h2`` by ALPN, ``http://`` URLs
     use HTTP/2 without TLS (prior knowledge). Calls share one connection per
-    (scheme, host, port) as long as the server lets them.
+    (scheme, host, port) as long as the server lets them. ``limits`` are the
+    windows and bounds of each connection (:class:`~.http2.Limits`).
     """
 
-    def __init__(self, config: ClientConfig | None = None) -> None:
+    def __init__(
+        self, config: ClientConfig | None = None, *, limits: Limits | None = None
+    ) -> None:
+        self.limits = limits or Limits()
         self._ssl = LazySSLContext(config, "h2")
         self._conns: dict[Key, list[_Connection]] = {}
         self._connecting: dict[Key, asyncio.Task[_Connection]] = {}
