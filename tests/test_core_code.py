@@ -43,7 +43,7 @@ def test_a_code_prints_as_its_name() -> None:
     code = Code.INVALID_ARGUMENT
     assert str(code) == "invalid_argument"
     assert f"{code}" == "invalid_argument"
-    assert "{}".format(Code.CANCELED) == "canceled"
+    assert format(Code.CANCELED) == "canceled"
     assert repr(code) == "<Code.INVALID_ARGUMENT: 3>"
     # Still an int: numbers and numeric formats give the gRPC status number.
     assert code == 3
