@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from package_env import ROOT, copy_sources, free_port, user_env
 
 README = ROOT / "README.md"
