@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +35,28 @@ def _protoc_command() -> list[str] | None:
     except ImportError:
         return None
     return [sys.executable, "-m", "grpc_tools.protoc"]
+
+
+def _default_json_name(name: str) -> str:
+    """protoc's JSON name of a field: underscores dropped, the next letter upper."""
+    parts = name.split("_")
+    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+
+
+def _drop_default_json_names(
+    fields: Iterable[descriptor_pb2.FieldDescriptorProto],
+    messages: Iterable[descriptor_pb2.DescriptorProto],
+) -> None:
+    # buf fills in every json_name; protoc keeps only those the .proto sets.
+    # Dropping the default ones makes the embedded descriptors, and so the
+    # *_pb2.py files, the same as protoc's own --python_out writes.
+    for f in fields:
+        if f.json_name == _default_json_name(f.name):
+            f.ClearField("json_name")
+    for message in messages:
+        _drop_default_json_names(
+            (*message.field, *message.extension), message.nested_type
+        )
 
 
 def generate(
@@ -62,6 +85,8 @@ def generate(
         work = Path(tmp)
         descriptors = work / "descriptors.binpb"
         files = descriptor_pb2.FileDescriptorSet(file=request.proto_file)
+        for file in files.file:
+            _drop_default_json_names(file.extension, file.message_type)
         descriptors.write_bytes(files.SerializeToString())
         out = work / "out"
         out.mkdir()
