@@ -9,6 +9,7 @@ from protoc_gen_connect_python.runtime.client.async_client import (
     AsyncStream,
     UnaryResponse,
 )
+from protoc_gen_connect_python.runtime.client.capture import ResponseCapture
 from protoc_gen_connect_python.runtime.client.sync_client import SyncClient, SyncStream
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.context import RequestContext
@@ -59,6 +60,7 @@ __all__ = [
     "Idempotency",
     "MethodSpec",
     "RequestContext",
+    "ResponseCapture",
     "ServerOptions",
     "ServiceSpec",
     "StreamType",

@@ -17,6 +17,7 @@ from protoc_gen_connect_python.runtime.client.base import (
     UnaryScope,
     recorded,
 )
+from protoc_gen_connect_python.runtime.client.capture import captured
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
@@ -249,7 +250,7 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
     ) -> O:
         """Call a unary method and return its response message."""
         res: UnaryResponse[O] = await self._unary(method, request, headers, timeout)
-        return res.message
+        return captured(res)
 
     async def call_unary_detailed(
         self,
@@ -334,7 +335,7 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         res = await self.call_client_stream_detailed(
             method, requests, headers=headers, timeout=timeout
         )
-        return res.message
+        return captured(res)
 
     async def call_client_stream_detailed(
         self,

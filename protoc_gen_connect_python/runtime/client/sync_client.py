@@ -16,6 +16,7 @@ from protoc_gen_connect_python.runtime.client.base import (
     UnaryScope,
     recorded,
 )
+from protoc_gen_connect_python.runtime.client.capture import captured
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
@@ -191,7 +192,7 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
     ) -> O:
         """Call a unary method and return its response message."""
         res: UnaryResponse[O] = self._unary(method, request, headers, timeout)
-        return res.message
+        return captured(res)
 
     def call_unary_detailed(
         self,
@@ -278,9 +279,11 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         timeout: float | None = None,
     ) -> O:
         """Send a stream of requests and return the single response."""
-        return self.call_client_stream_detailed(
-            method, requests, headers=headers, timeout=timeout
-        ).message
+        return captured(
+            self.call_client_stream_detailed(
+                method, requests, headers=headers, timeout=timeout
+            )
+        )
 
     def call_client_stream_detailed(
         self,
