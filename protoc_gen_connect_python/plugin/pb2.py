@@ -19,9 +19,8 @@ from typing import BinaryIO
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
-from google.protobuf.message import DecodeError
 
-from protoc_gen_connect_python.plugin.main import MAXIMUM_EDITION, MINIMUM_EDITION
+from protoc_gen_connect_python.plugin.main import new_response, serve
 
 NAME = "protoc-gen-connect-python-pb2"
 # protoc compiles a large file set in about a second; this only bounds a hang.
@@ -63,12 +62,7 @@ def generate(
     request: plugin_pb2.CodeGeneratorRequest,
 ) -> plugin_pb2.CodeGeneratorResponse:
     """``--python_out`` and ``--pyi_out`` for the requested files, via grpcio-tools."""
-    response = plugin_pb2.CodeGeneratorResponse(
-        supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
-        | plugin_pb2.CodeGeneratorResponse.FEATURE_SUPPORTS_EDITIONS,
-        minimum_edition=MINIMUM_EDITION,
-        maximum_edition=MAXIMUM_EDITION,
-    )
+    response = new_response()
     if request.parameter:
         response.error = f"{NAME}: takes no parameters (got {request.parameter!r})"
         return response
@@ -78,8 +72,6 @@ def generate(
             f"{NAME}: the grpcio-tools package is not installed in this "
             f"Python ({sys.executable}); pip install grpcio-tools"
         )
-        return response
-    if not request.file_to_generate:
         return response
     with tempfile.TemporaryDirectory(prefix="connect-pb2-") as tmp:
         work = Path(tmp)
@@ -120,15 +112,7 @@ def generate(
 
 def run(stdin: BinaryIO, stdout: BinaryIO) -> int:
     """Read a request from ``stdin``, write the response to ``stdout``."""
-    request = plugin_pb2.CodeGeneratorRequest()
-    try:
-        request.ParseFromString(stdin.read())
-    except DecodeError:
-        print(f"{NAME}: stdin is not a CodeGeneratorRequest", file=sys.stderr)
-        return 1
-    stdout.write(generate(request).SerializeToString())
-    stdout.flush()
-    return 0
+    return serve(NAME, generate, stdin, stdout)
 
 
 def main() -> int:

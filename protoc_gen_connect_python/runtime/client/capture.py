@@ -10,7 +10,6 @@ too). Streams need no capture: they expose ``.headers`` and ``.trailers``.
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from types import TracebackType
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -55,12 +54,7 @@ class ResponseCapture:
         self._token = _CURRENT.set(self)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._token is not None:
             _CURRENT.reset(self._token)
             self._token = None
