@@ -162,3 +162,30 @@ def test_installed_package_generates_serves_and_calls(
     lines = said.splitlines()
     assert lines[:3] == ["sync cba", "sync ['n0', 'n1', 'n2']", "async zyx"], said
     assert lines[3].startswith(f"package {venv}"), said
+
+    if kind == "wheel":
+        type_check(py, work, env)
+
+
+TYPED = """\
+from demo.v1 import demo_connect, demo_pb2
+
+
+async def call(client: demo_connect.DemoServiceClient) -> str:
+    reply = await client.echo(demo_pb2.Msg(text="a"))
+    return reply.text
+"""
+
+
+def type_check(py: Path, work: Path, env: dict[str, str]) -> None:
+    """The README's mypy setup passes on a proto with a message-typed field."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```toml\n# pyproject.toml\n") + len("```toml\n")
+    config = readme[start : readme.index("```", start)]
+    config = config.replace('["greet.*"]', '["demo.*"]')
+    config = config.replace('["server.py", "client.py"]', '["typed.py"]')
+    (work / "pyproject.toml").write_text(config)
+    (work / "typed.py").write_text(TYPED)
+    run(py, "-m", "pip", "install", "-q", "mypy", "types-protobuf", cwd=work, env=env)
+    said = run(py, "-m", "mypy", cwd=work, env=env)
+    assert "Success: no issues found in 1 source file" in said, said
