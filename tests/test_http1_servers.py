@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,9 @@ from server_apps import ECHO, pb
 from servers import run_server, start_server
 
 from protoc_gen_connect_python.runtime import AsyncClient, Code, ConnectError
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 async def ping_pong(url: str, rounds: int, timeout: float) -> list[str]:
@@ -46,6 +50,22 @@ def test_gunicorn_answers_a_bidi_stream_only_after_its_requests() -> None:
     assert err.value.code is Code.DEADLINE_EXCEEDED
 
 
+def test_the_http2_preface_on_uvicorn() -> None:
+    with (
+        run_server("uvicorn", "server_apps:asgi_app") as srv,
+        socket.create_connection(("127.0.0.1", srv.port), timeout=10) as conn,
+    ):
+        conn.sendall(PREFACE + EMPTY_SETTINGS)
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    # The request line reached the app as a request for "*" (no such route);
+    # uvicorn refused the rest and closed the connection.
+    assert b"HTTP/1.1 404 Not Found\r\n" in answer, answer
+    assert b"HTTP/1.1 400 Bad Request\r\n" in answer, answer
+    assert b"Invalid HTTP request received." in answer, answer
+
+
 def test_grpc_clients_never_reach_an_app_on_uvicorn() -> None:
     srv = start_server("uvicorn", "server_apps:asgi_app")
     try:
@@ -63,6 +83,6 @@ def test_grpc_clients_never_reach_an_app_on_uvicorn() -> None:
     srv.log.unlink()
     assert err.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "http1.x server" in (err.value.details() or "")
-    # uvicorn answered the HTTP/2 preface as a bad HTTP/1.1 request: the app,
-    # which would have logged its refusal of gRPC, never saw the call.
+    # uvicorn took the HTTP/2 preface for HTTP/1.1 (a `PRI *` request, then
+    # garbage): the app, which would log its refusal of gRPC, never saw the call.
     assert "grpc requests are refused" not in log
