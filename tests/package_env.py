@@ -47,7 +47,11 @@ def user_env(tmp: Path) -> dict[str, str]:
             check=True,
             timeout=120,
         ).stdout
-        constraints.write_text(frozen)
+        # Pins by version only: a package installed from a path or URL stays free.
+        pins = [
+            line for line in frozen.splitlines() if "==" in line and " @ " not in line
+        ]
+        constraints.write_text("\n".join(pins) + "\n")
     ours = str(Path(sys.executable).parent)
     path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p != ours]
     env = {
