@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -294,7 +295,7 @@ class WSGITransport:
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": scheme,
             "wsgi.input": _Input(request.body, body),
-            "wsgi.errors": None,
+            "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
