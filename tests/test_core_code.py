@@ -37,3 +37,17 @@ def test_code_from_http_status() -> None:
     assert Code.from_http_status(429) is Code.UNAVAILABLE
     assert Code.from_http_status(503) is Code.UNAVAILABLE
     assert Code.from_http_status(418) is Code.UNKNOWN
+
+
+def test_a_code_prints_as_its_name() -> None:
+    code = Code.INVALID_ARGUMENT
+    assert str(code) == "invalid_argument"
+    assert f"{code}" == "invalid_argument"
+    assert format(Code.CANCELED) == "canceled"
+    assert repr(code) == "<Code.INVALID_ARGUMENT: 3>"
+    # Still an int: numbers and numeric formats give the gRPC status number.
+    assert code == 3
+    assert int(code) == 3
+    assert f"{code:d}" == "3"
+    assert f"{code:02}" == "03"
+    assert str(int(code)) == "3"

@@ -9,6 +9,7 @@ expects; only unreadable input makes the process fail.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import BinaryIO
 
 from google.protobuf import descriptor_pb2
@@ -24,16 +25,21 @@ MINIMUM_EDITION = descriptor_pb2.EDITION_PROTO2
 MAXIMUM_EDITION = descriptor_pb2.EDITION_2023
 
 
-def generate(
-    request: plugin_pb2.CodeGeneratorRequest,
-) -> plugin_pb2.CodeGeneratorResponse:
-    """Build the response for a request: one module per requested file with services."""
-    response = plugin_pb2.CodeGeneratorResponse(
+def new_response() -> plugin_pb2.CodeGeneratorResponse:
+    """An empty response that declares the features this package's plugins support."""
+    return plugin_pb2.CodeGeneratorResponse(
         supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
         | plugin_pb2.CodeGeneratorResponse.FEATURE_SUPPORTS_EDITIONS,
         minimum_edition=MINIMUM_EDITION,
         maximum_edition=MAXIMUM_EDITION,
     )
+
+
+def generate(
+    request: plugin_pb2.CodeGeneratorRequest,
+) -> plugin_pb2.CodeGeneratorResponse:
+    """Build the response for a request: one module per requested file with services."""
+    response = new_response()
     try:
         options = parse(request.parameter)
     except OptionsError as e:
@@ -57,8 +63,13 @@ def generate(
     return response
 
 
-def run(stdin: BinaryIO, stdout: BinaryIO) -> int:
-    """Read a request from ``stdin``, write the response to ``stdout``."""
+def serve(
+    name: str,
+    make: Callable[[plugin_pb2.CodeGeneratorRequest], plugin_pb2.CodeGeneratorResponse],
+    stdin: BinaryIO,
+    stdout: BinaryIO,
+) -> int:
+    """Read a request from ``stdin``, write ``make``'s response to ``stdout``."""
     data = stdin.read()
     request = plugin_pb2.CodeGeneratorRequest()
     try:
@@ -68,14 +79,19 @@ def run(stdin: BinaryIO, stdout: BinaryIO) -> int:
     known = {f.name for f in request.proto_file}
     if not request.file_to_generate or not known.issuperset(request.file_to_generate):
         print(
-            "protoc-gen-connect-python: stdin is not a CodeGeneratorRequest; "
+            f"{name}: stdin is not a CodeGeneratorRequest; "
             "run this plugin through protoc or buf",
             file=sys.stderr,
         )
         return 1
-    stdout.write(generate(request).SerializeToString())
+    stdout.write(make(request).SerializeToString())
     stdout.flush()
     return 0
+
+
+def run(stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """Read a request from ``stdin``, write the response to ``stdout``."""
+    return serve("protoc-gen-connect-python", generate, stdin, stdout)
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ from protoc_gen_connect_python.runtime.client.async_client import (
     AsyncStream,
     UnaryResponse,
 )
+from protoc_gen_connect_python.runtime.client.capture import ResponseCapture
 from protoc_gen_connect_python.runtime.client.retry import RetryPolicy, RetryThrottling
 from protoc_gen_connect_python.runtime.client.sync_client import SyncClient, SyncStream
 from protoc_gen_connect_python.runtime.code import Code
@@ -60,6 +61,7 @@ __all__ = [
     "Idempotency",
     "MethodSpec",
     "RequestContext",
+    "ResponseCapture",
     "RetryPolicy",
     "RetryThrottling",
     "ServerOptions",

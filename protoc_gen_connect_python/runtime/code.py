@@ -6,7 +6,12 @@ import enum
 
 
 class Code(enum.IntEnum):
-    """A Connect error code; the integer value is the gRPC status number."""
+    """A Connect error code; the integer value is the gRPC status number.
+
+    It prints as its Connect name: ``str(Code.INVALID_ARGUMENT)`` and
+    ``f"{code}"`` give ``invalid_argument``; ``int(code)`` and a numeric format
+    (``f"{code:d}"``) give the gRPC number, ``3``.
+    """
 
     CANCELED = 1
     UNKNOWN = 2
@@ -24,6 +29,13 @@ class Code(enum.IntEnum):
     UNAVAILABLE = 14
     DATA_LOSS = 15
     UNAUTHENTICATED = 16
+
+    def __str__(self) -> str:
+        return _WIRE_NAMES[self]
+
+    def __format__(self, spec: str) -> str:
+        # An explicit spec ("d", "03"...) formats the number, as for any int.
+        return format(int(self), spec) if spec else _WIRE_NAMES[self]
 
     @property
     def wire_name(self) -> str:

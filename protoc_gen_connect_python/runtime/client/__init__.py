@@ -5,6 +5,7 @@ built on them), importable from ``protoc_gen_connect_python.runtime``. The names
 here are for custom transports and protocol work.
 """
 
+from protoc_gen_connect_python.runtime.client.capture import ResponseCapture
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
@@ -19,6 +20,10 @@ from protoc_gen_connect_python.runtime.client.http1_transport import (
 from protoc_gen_connect_python.runtime.client.http2_transport import (
     AsyncHTTP2Transport,
 )
+from protoc_gen_connect_python.runtime.client.inprocess import (
+    ASGITransport,
+    WSGITransport,
+)
 from protoc_gen_connect_python.runtime.client.transport import (
     AsyncResponse,
     AsyncTransport,
@@ -29,6 +34,7 @@ from protoc_gen_connect_python.runtime.client.transport import (
 )
 
 __all__ = [
+    "ASGITransport",
     "AsyncHTTP1Transport",
     "AsyncHTTP2Transport",
     "AsyncResponse",
@@ -39,8 +45,10 @@ __all__ = [
     "HTTPRequest",
     "PyqwestAsyncTransport",
     "PyqwestSyncTransport",
+    "ResponseCapture",
     "SyncHTTP1Transport",
     "SyncResponse",
     "SyncTransport",
     "UnaryResponse",
+    "WSGITransport",
 ]

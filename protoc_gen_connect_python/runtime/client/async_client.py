@@ -21,6 +21,7 @@ from protoc_gen_connect_python.runtime.client.base import (
     recorded,
     sending,
 )
+from protoc_gen_connect_python.runtime.client.capture import captured
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     HTTPRequest,
@@ -316,7 +317,7 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
     ) -> O:
         """Call a unary method and return its response message."""
         res: UnaryResponse[O] = await self._unary(method, request, headers, timeout)
-        return res.message
+        return captured(res)
 
     async def call_unary_detailed(
         self,
@@ -428,7 +429,7 @@ class AsyncClient(ClientBase[AsyncTransport, pyqwest.HTTPTransport]):
         res = await self.call_client_stream_detailed(
             method, requests, headers=headers, timeout=timeout
         )
-        return res.message
+        return captured(res)
 
     async def call_client_stream_detailed(
         self,

@@ -20,6 +20,7 @@ from protoc_gen_connect_python.runtime.client.base import (
     recorded,
     sending,
 )
+from protoc_gen_connect_python.runtime.client.capture import captured
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
 from protoc_gen_connect_python.runtime.client.core import (
     UnaryBody,
@@ -245,7 +246,7 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
     ) -> O:
         """Call a unary method and return its response message."""
         res: UnaryResponse[O] = self._unary(method, request, headers, timeout)
-        return res.message
+        return captured(res)
 
     def call_unary_detailed(
         self,
@@ -368,9 +369,11 @@ class SyncClient(ClientBase[SyncTransport, pyqwest.SyncHTTPTransport]):
         timeout: float | None = None,
     ) -> O:
         """Send a stream of requests and return the single response."""
-        return self.call_client_stream_detailed(
-            method, requests, headers=headers, timeout=timeout
-        ).message
+        return captured(
+            self.call_client_stream_detailed(
+                method, requests, headers=headers, timeout=timeout
+            )
+        )
 
     def call_client_stream_detailed(
         self,
