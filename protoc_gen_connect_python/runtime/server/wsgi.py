@@ -12,7 +12,14 @@ error elsewhere.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from typing import IO, TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
@@ -320,7 +327,9 @@ class WSGIApp:
             reply, read = self._unary(ep, call, environ)
             unread = None if read else _unread(environ, ep)
             return _reply(start_response, reply, send_trailers, unread)
-        return self._stream(ep, call, environ, start_response, send_trailers)
+        return _head_first(
+            self._stream(ep, call, environ, start_response, send_trailers)
+        )
 
     def _no_trailers(self, call: ServerCall) -> Reply:
         if not self._warned_trailers:
@@ -373,9 +382,10 @@ class WSGIApp:
         environ: Environ,
         start_response: StartResponse,
         send_trailers: SendTrailers | None,
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         ctx = call.ctx
         started = False
+        yielded = False
         err: ConnectError | None = None
         responses: Iterator[Message] | None = None
         eof = [False]
@@ -392,7 +402,8 @@ class WSGIApp:
                 started = True
                 status, head = call.stream_head()
                 write = start_response(status_line(status), _str_headers(head))
-                write(b"")
+                if write is not None:  # granian's returns None (see _Started)
+                    write(b"")
             return SENT
 
         try:
@@ -418,6 +429,7 @@ class WSGIApp:
                     data = b"".join(held)
                     held.clear()
                     size = 0
+                    yielded = True
                     yield data
                 check_deadline(ctx)
             finally:
@@ -440,9 +452,47 @@ class WSGIApp:
             body, trailers = call.encode_stream_end(err)
             if held:  # what the handler yielded before it ended goes first
                 body = b"".join([*held, body])
+        if not yielded:
+            # The head is set: _head_first returns from the app here, before
+            # the drain and the trailers.
+            yield b""
         yield from _end(
             body, trailers, send_trailers, None if eof[0] else _unread(environ, ep)
         )
+
+
+class _Started:
+    """A streaming response whose head is set: its first piece, then the rest.
+
+    granian reads the status and headers when the app returns and ignores a
+    ``start_response`` made later from the response iterator, which PEP 3333
+    allows; so the app runs a stream until its head is known (the first
+    message, or the end) before it returns. ``close`` reaches the stream even
+    when the server never iterated it.
+    """
+
+    __slots__ = ("_first", "_rest")
+
+    def __init__(self, first: bytes, rest: Generator[bytes, None, None]) -> None:
+        self._first = first
+        self._rest = rest
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first:
+            yield self._first
+        yield from self._rest
+
+    def close(self) -> None:
+        """Close the stream (the server calls it when the response is done)."""
+        self._rest.close()
+
+
+def _head_first(response: Generator[bytes, None, None]) -> Iterable[bytes]:
+    """``response`` advanced until it has called ``start_response``."""
+    first = next(response, None)
+    if first is None:
+        return []
+    return _Started(first, response)
 
 
 def _error_reply(call: ServerCall, err: ConnectError) -> Reply:
