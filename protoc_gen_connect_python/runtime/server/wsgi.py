@@ -151,15 +151,9 @@ def _trailer_sender(environ: Environ) -> SendTrailers | None:
     return send
 
 
-def _too_large(limit: int) -> ConnectError:
-    return ConnectError(
-        Code.RESOURCE_EXHAUSTED,
-        f"request body is larger than configured max {limit} bytes",
-    )
-
-
-def _read_body(environ: Environ, limit: int) -> bytes:
+def _read_body(environ: Environ, call: ServerCall) -> bytes:
     stream: IO[bytes] = environ["wsgi.input"]
+    limit = call.unary_body_limit
     length = environ.get("CONTENT_LENGTH")
     if length:
         try:
@@ -169,7 +163,7 @@ def _read_body(environ: Environ, limit: int) -> bytes:
                 Code.INVALID_ARGUMENT, "invalid Content-Length"
             ) from None
         if limit and n > limit:
-            raise _too_large(limit)
+            raise call.body_too_large()
         return _read_exactly(stream, n)
     # Chunked request: read until the server reports the end, within the limit.
     chunks: list[bytes] = []
@@ -180,7 +174,7 @@ def _read_body(environ: Environ, limit: int) -> bytes:
             return b"".join(chunks)
         size += len(chunk)
         if limit and size > limit:
-            raise _too_large(limit)
+            raise call.body_too_large()
         chunks.append(chunk)
 
 
@@ -360,7 +354,7 @@ class WSGIApp:
                 hook(ctx)
             body = call.preread
             if body is None:
-                body = _read_body(environ, call.unary_body_limit)
+                body = _read_body(environ, call)
             read = True
             request = call.decode_unary(body)
             if ctx.deadline is not None:
