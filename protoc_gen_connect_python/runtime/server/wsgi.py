@@ -446,12 +446,12 @@ class WSGIApp:
             body, trailers = call.encode_stream_end(err)
             if held:  # what the handler yielded before it ended goes first
                 body = b"".join([*held, body])
-        if not yielded:
-            # The head is set: _head_first returns from the app here, before
-            # the drain and the trailers.
-            yield b""
         yield from _end(
-            body, trailers, send_trailers, None if eof[0] else _unread(environ, ep)
+            body,
+            trailers,
+            send_trailers,
+            None if eof[0] else _unread(environ, ep),
+            mark=not yielded,
         )
 
 
@@ -514,7 +514,9 @@ def _reply(
     start_response(status_line(reply.status), _str_headers(reply.headers))
     if reply.trailers is None and unread is None:
         return [reply.body] if reply.body else []
-    return _end(reply.body, reply.trailers, send_trailers, unread)
+    return _head_first(
+        _end(reply.body, reply.trailers, send_trailers, unread, mark=True)
+    )
 
 
 def _end(
@@ -522,20 +524,31 @@ def _end(
     trailers: RawHeaders | None,
     send_trailers: SendTrailers | None,
     unread: Environ | None,
-) -> Iterator[bytes]:
+    *,
+    mark: bool,
+) -> Generator[bytes, None, None]:
     """The last body bytes and the drain of an ``unread`` request (in the order
     ``drain_first`` says), then the end.
 
     As on ASGI, gRPC's status comes last, with the trailers, which end the
     response. Nothing is yielded for an empty body: pyvoy sends the head at the
     first yield, and would then end a gRPC trailers-only response with an empty
-    DATA frame instead of its HEADERS frame.
+    DATA frame instead of its HEADERS frame. ``mark``: nothing was yielded yet,
+    and ``_head_first`` runs this up to its first yield; an empty body then
+    yields ``b""`` there, which ``_Started`` keeps from the server.
+
+    A drain that goes first is done before that yield, so before the app
+    returns: granian sends the head then, and the Go HTTP/2 client ends a
+    unary or server-stream request body at the response head, short of its
+    declared length, which granian answers by resetting the stream.
     """
     if unread is not None and drain_first(unread.get("CONTENT_LENGTH")):
         _drain(unread)
         unread = None
     if body:
         yield body
+    elif mark:
+        yield b""
     if unread is not None:
         _drain(unread)
     if trailers is not None:
