@@ -127,46 +127,48 @@ def test_unary_of_the_wrong_type_over_grpc_web(shell: str) -> None:
     assert status["grpc-message"] == WRONG
 
 
-def test_server_stream_stops_at_the_wrong_type(
-    shell: str, caplog: pytest.LogCaptureFixture
+def _outcome(r: Result, content_type: tuple[str, str]) -> tuple[list[bytes], str]:
+    """The messages of a stream and how it ended, as "code: message"."""
+    if content_type == WEB:
+        msgs, status = _web_status(r)
+        return msgs, f"{status['grpc-status']}: {status['grpc-message']}"
+    msgs, end = _stream_end(r)
+    return msgs, f"{end['error']['code']}: {end['error']['message']}"
+
+
+# method, request content type, request, numbers sent before the wrong
+# message (CountUp), the wrong type's name
+STREAM_CASES = [
+    ("CountUp", STREAM, pb.CountUpRequest(number=3), [1], "PingResponse"),
+    ("Sum", STREAM, pb.SumRequest(number=2), [], "PingResponse"),
+    ("Echo", WEB, pb.EchoRequest(text="a"), [], "dict"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "ctype", "request_", "before", "got"),
+    STREAM_CASES,
+    ids=[c[0] for c in STREAM_CASES],
+)
+def test_stream_stops_at_the_wrong_type(
+    shell: str,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    ctype: tuple[str, str],
+    request_: Any,
+    before: list[int],
+    got: str,
 ) -> None:
     call = app_call(shell, mixed=True)
-    req = envelope(pb.CountUpRequest(number=3).SerializeToString())
     with caplog.at_level(logging.ERROR, "protoc_gen_connect_python.server"):
-        r = call("POST", P + "CountUp", [STREAM], req)
+        r = call("POST", P + method, [ctype], envelope(request_.SerializeToString()))
     assert r.status == 200
-    msgs, end = _stream_end(r)
+    msgs, outcome = _outcome(r, ctype)
     # What came before the wrong message went out; nothing after it.
-    assert [pb.CountUpResponse.FromString(m).number for m in msgs] == [1]
-    assert end["error"] == {"code": "internal", "message": WRONG}
-    _logged(caplog, "PingService/CountUp", "PingResponse")
-
-
-def test_client_stream_of_the_wrong_type(
-    shell: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    call = app_call(shell, mixed=True)
-    req = envelope(pb.SumRequest(number=2).SerializeToString())
-    with caplog.at_level(logging.ERROR, "protoc_gen_connect_python.server"):
-        r = call("POST", P + "Sum", [STREAM], req)
-    msgs, end = _stream_end(r)
-    assert msgs == []
-    assert end["error"] == {"code": "internal", "message": WRONG}
-    _logged(caplog, "PingService/Sum", "PingResponse")
-
-
-def test_bidi_stream_of_something_not_a_message(
-    shell: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    call = app_call(shell, mixed=True)
-    req = envelope(pb.EchoRequest(text="a").SerializeToString())
-    with caplog.at_level(logging.ERROR, "protoc_gen_connect_python.server"):
-        r = call("POST", P + "Echo", [WEB], req)
-    msgs, status = _web_status(r)
-    assert msgs == []
-    assert status["grpc-status"] == "13"
-    assert status["grpc-message"] == WRONG
-    _logged(caplog, "PingService/Echo", "dict")
+    assert [pb.CountUpResponse.FromString(m).number for m in msgs] == before
+    code = "13" if ctype == WEB else "internal"
+    assert outcome == f"{code}: {WRONG}"
+    _logged(caplog, "PingService/" + method, got)
 
 
 # -- compressions=() ------------------------------------------------------------
