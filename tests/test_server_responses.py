@@ -1,9 +1,11 @@
 """What the apps send back, in-process on both shells: responses of the wrong
-type, the accepted-encodings headers with ``compressions=()``, and the limit
-named in a refusal of an oversized unary request."""
+type, the accepted-encodings headers with ``compressions=()``, the limit
+named in a refusal of an oversized unary request, and (WSGI) a head that is
+set, and an early reply's request drained, by the time the app returns."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,7 +15,7 @@ import pytest
 from server_apps import Pinger, PingerSync, PingServiceBase, PingServiceSyncBase, pb
 from server_harness import Result, call_asgi, call_wsgi, envelope, split_envelopes
 
-from protoc_gen_connect_python.runtime import ASGIApp, RequestContext, WSGIApp
+from protoc_gen_connect_python.runtime import ASGIApp, Headers, RequestContext, WSGIApp
 from protoc_gen_connect_python.runtime.protocol.connect import parse_end_stream
 from protoc_gen_connect_python.runtime.protocol.grpc import parse_trailers_block
 
@@ -243,3 +245,74 @@ def test_parse_end_stream_reads_the_wrong_type_error(shell: str) -> None:
     r = call("POST", P + "Sum", [STREAM], req)
     err, _ = parse_end_stream(split_envelopes(r.body)[-1][1])
     assert err is not None and err.code.name == "INTERNAL"
+
+
+# -- the head of a WSGI stream is set when the app returns ---------------------
+
+
+class _GranianLike:
+    """A WSGI server's side as granian plays it: the head is read when the app
+    returns, and ``start_response`` returns no ``write`` callable."""
+
+    def __init__(self) -> None:
+        self.head: tuple[str, dict[str, str]] | None = None
+        self.read_at_return = -1
+        """How much of the request body the app had read when it returned."""
+
+    def start_response(self, status: str, headers: list[tuple[str, str]]) -> None:
+        self.head = (status, dict(headers))
+
+    def run(self, app: WSGIApp, path: str, ctype: str, body: bytes) -> bytes:
+        stream = io.BytesIO(body)
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "CONTENT_TYPE": ctype,
+            "CONTENT_LENGTH": str(len(body)),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.input": stream,
+        }
+        response = app(environ, self.start_response)
+        self.read_at_return = stream.tell()
+        assert self.head is not None  # set before the first iteration
+        out = b"".join(response)
+        getattr(response, "close", lambda: None)()
+        return out
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "ctype"),
+    [
+        ("CountUp", pb.CountUpRequest(number=2), STREAM[1]),
+        ("CountUp", pb.CountUpRequest(number=0, fail_code=10), STREAM[1]),
+        ("Sum", pb.SumRequest(number=2), WEB[1]),
+        ("Echo", pb.EchoRequest(text="a"), STREAM[1]),
+    ],
+    ids=["server", "server-error-first", "client-grpc-web", "bidi"],
+)
+def test_wsgi_stream_head_is_set_when_the_app_returns(
+    method: str, request_: Any, ctype: str
+) -> None:
+    server = _GranianLike()
+    app = WSGIApp(PingerSync())
+    out = server.run(app, P + method, ctype, envelope(request_.SerializeToString()))
+    assert server.head is not None
+    status, headers = server.head
+    assert status == "200 OK"
+    assert headers["content-type"] == ctype
+    assert split_envelopes(out)  # and the body followed
+
+
+@pytest.mark.parametrize("method", ["Sum", "Ping"])
+def test_wsgi_early_reply_drains_before_the_app_returns(method: str) -> None:
+    # Over the limit at once: the rest of the declared body is read before
+    # the app returns, so before granian sends the head.
+    server = _GranianLike()
+    app = WSGIApp(PingerSync(), read_max_bytes=100)
+    body = envelope(b"\x08" * 200) + envelope(b"") * 10
+    ctype = STREAM[1] if method == "Sum" else WEB[1]
+    out = server.run(app, P + method, ctype, body)
+    assert server.read_at_return == len(body)
+    msgs, outcome = _outcome(Result(200, Headers(), out), (STREAM[0], ctype))
+    assert msgs == []
+    assert outcome.startswith("resource_exhausted: " if method == "Sum" else "8: ")
