@@ -167,7 +167,9 @@ class RequestContext:
         sent. Calling it again, or after the first message, does nothing; in
         unary calls it does nothing either (the headers go with the response).
 
-        WSGI: the headers are written before this returns. ASGI: the send is
+        WSGI: the headers are written before this returns (granian's WSGI
+        sends them only with the first message: it has no way to send a
+        head before the app returns). ASGI: the send is
         started at once and completes while the handler next waits; ``await``
         the result to wait for it. Either way the return value may be ignored
         (sync handlers) or awaited (async handlers).

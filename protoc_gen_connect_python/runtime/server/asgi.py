@@ -234,18 +234,20 @@ async def _disconnected(guard: _Guard) -> None:
 
 
 async def _read_body(
-    receive: Receive, msg: Message_, limit: int, length: str | None, guard: _Guard
+    receive: Receive, msg: Message_, call: ServerCall, guard: _Guard
 ) -> bytes:
     """The whole request body, from its first event ``msg`` on."""
+    limit = call.unary_body_limit
+    length = call.head.get("content-length")
     if msg["type"] != "http.request":
         await _disconnected(guard)
     body: bytes = msg.get("body", b"")
     if not msg.get("more_body", False):
         if limit and len(body) > limit:
-            raise _too_large(limit)
+            raise call.body_too_large()
         return body
     if limit and length is not None and length.isdigit() and int(length) > limit:
-        raise _too_large(limit)
+        raise call.body_too_large()
     chunks = [body]
     size = len(body)
     while True:
@@ -255,7 +257,7 @@ async def _read_body(
         chunk = msg.get("body", b"")
         size += len(chunk)
         if limit and size > limit:
-            raise _too_large(limit)
+            raise call.body_too_large()
         chunks.append(chunk)
         if not msg.get("more_body", False):
             return b"".join(chunks)
@@ -289,13 +291,6 @@ async def _drain_body(receive: Receive) -> bool:
             break
         size += len(msg.get("body", b""))
     return True
-
-
-def _too_large(limit: int) -> ConnectError:
-    return ConnectError(
-        Code.RESOURCE_EXHAUSTED,
-        f"request body is larger than configured max {limit} bytes",
-    )
 
 
 class _Requests(AsyncIterator[Message]):
@@ -553,9 +548,7 @@ class ASGIApp:
             ):
                 # Not the usual whole body in one event: the careful reader.
                 guard = guard or _Guard()
-                body = await _read_body(
-                    receive, msg, limit, call.head.get("content-length"), guard
-                )
+                body = await _read_body(receive, msg, call, guard)
             if call.preread is not None:
                 body = call.preread
             unread = False

@@ -31,6 +31,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     RawHeaders,
     ServerCall,
     ServerProtocol,
+    check_response,
     to_raw,
 )
 
@@ -70,12 +71,16 @@ def parse_deadline(value: str | None, parse: Callable[[str], float]) -> float | 
 class CodecProtocol(ServerProtocol):
     """A protocol whose media types follow from the codec name.
 
-    ``accept`` is the response header that lists the encodings the server
-    accepts; it and every content-type header are computed once.
+    ``accept`` holds the response header that lists the encodings the server
+    accepts, or nothing when it accepts none (``compressions=()``); it and
+    every content-type header are computed once.
     """
 
     def __init__(self, core: ServerCore, accept_header: bytes) -> None:
-        self.accept = (accept_header, core.accept_encoding.encode("latin-1"))
+        names = core.accept_encoding.encode("latin-1")
+        self.accept: tuple[tuple[bytes, bytes], ...] = (
+            ((accept_header, names),) if names else ()
+        )
         self._ct: dict[str, tuple[bytes, bytes]] = {}
 
     @abc.abstractmethod
@@ -158,7 +163,7 @@ class EnvelopeCall(ServerCall):
             headers.append(
                 (self._encoding_header, self._send_comp.name.encode("latin-1"))
             )
-        headers.append(self._proto.accept)
+        headers.extend(self._proto.accept)
         extra = self.ctx._response_headers
         if extra:
             headers.extend(to_raw(extra))
@@ -167,6 +172,7 @@ class EnvelopeCall(ServerCall):
     def encode_stream_message(self, message: Message) -> bytes:
         """One envelope, compressed when large enough."""
         assert self.codec is not None
+        check_response(self.endpoint.spec, message)
         opts = self.core.options
         return encode_message(
             self.codec.encode(message),
@@ -179,8 +185,17 @@ class EnvelopeCall(ServerCall):
         """One closure per stream: no option or compression lookups per message."""
         assert self.codec is not None
         opts = self.core.options
+        spec = self.endpoint.spec
+        output = spec.output
+        encode = encoder(self.codec)
+
+        def encode_checked(message: Message) -> bytes:
+            if type(message) is not output:
+                check_response(spec, message)
+            return encode(message)
+
         return message_framer(
-            encoder(self.codec),
+            encode_checked,
             self._send_comp,
             opts.compress_min_bytes,
             opts.send_max_bytes,

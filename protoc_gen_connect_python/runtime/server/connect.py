@@ -38,6 +38,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     RawHeaders,
     Reply,
     ServerCall,
+    check_response,
     content_length,
     to_raw,
 )
@@ -89,7 +90,7 @@ class ConnectUnaryProtocol(CodecProtocol):
             pairs = [self.content_type_header(codec)]
             if comp is not None:
                 pairs.append((b"content-encoding", comp.name.encode("latin-1")))
-            pairs.append(self.accept)
+            pairs.extend(self.accept)
             head = self._heads[key] = tuple(pairs)
         return head
 
@@ -190,6 +191,8 @@ class ConnectUnaryCall(ServerCall):
         """200 with the marshaled (maybe compressed) message; trailers as headers."""
         codec = self.codec
         assert codec is not None
+        if type(message) is not self.endpoint.spec.output:
+            check_response(self.endpoint.spec, message)
         opts = self.core.options
         data = codec.encode(message)
         size = len(data)
@@ -221,7 +224,7 @@ class ConnectUnaryCall(ServerCall):
     def encode_error(self, err: ConnectError) -> Reply:
         """The mapped HTTP status with the JSON error body."""
         body = wire.error_body(err)
-        headers: RawHeaders = [_CT_ERROR, self._proto.accept]
+        headers: RawHeaders = [_CT_ERROR, *self._proto.accept]
         ctx = self.ctx
         _add_headers(headers, ctx._response_headers)
         _add_headers(headers, err.metadata)

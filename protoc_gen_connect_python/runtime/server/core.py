@@ -294,6 +294,18 @@ class ServerCall(abc.ABC):
         """Largest request body accepted for a unary call (0 = no limit)."""
         return self.core.options.read_max_bytes
 
+    def body_too_large(self) -> ConnectError:
+        """The error for a unary body over ``unary_body_limit``.
+
+        It names the configured message limit, which is what the client can
+        act on, not the body limit, which may allow for framing (gRPC).
+        """
+        limit = self.core.options.read_max_bytes
+        return ConnectError(
+            Code.RESOURCE_EXHAUSTED,
+            f"request message is larger than configured max {limit} bytes",
+        )
+
     @abc.abstractmethod
     def decode_unary(self, body: bytes) -> Message:
         """The request message of a unary call from its whole body."""
@@ -870,6 +882,27 @@ class ServerCore:
         if self.options.expose_internal_errors:
             return ConnectError(Code.UNKNOWN, f"{type(exc).__name__}: {exc}")
         return ConnectError(Code.UNKNOWN, "internal error")
+
+
+def check_response(spec: MethodSpec[Any, Any], message: object) -> None:
+    """Refuse a handler's response that is not the method's output message.
+
+    A message of another type would be sent as if it were one (the bytes of
+    one protobuf message parse as another, often silently), so the call fails
+    with ``internal`` instead, and the mistake is logged.
+    """
+    output = spec.output
+    if type(message) is output or isinstance(message, output):
+        return
+    logger.error(
+        "%s: the handler produced a %s, not a %s; the call fails with internal",
+        spec.procedure,
+        type(message).__qualname__,
+        output.__qualname__,
+    )
+    raise ConnectError(
+        Code.INTERNAL, "the server produced a response of the wrong type"
+    )
 
 
 def deadline_exceeded() -> ConnectError:

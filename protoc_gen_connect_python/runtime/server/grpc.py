@@ -141,7 +141,7 @@ class GRPCCall(EnvelopeCall):
         """Trailers-only: the status in the headers, for servers without trailers."""
         codec = self.codec
         headers = [self._proto.content_type_header(codec)] if codec else []
-        headers.append(self._proto.accept)
+        headers.extend(self._proto.accept)
         extra = self.ctx._response_headers
         if extra:
             headers.extend(to_raw(extra))

@@ -12,7 +12,14 @@ error elsewhere.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from typing import IO, TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
@@ -145,15 +152,9 @@ def _trailer_sender(environ: Environ) -> SendTrailers | None:
     return send
 
 
-def _too_large(limit: int) -> ConnectError:
-    return ConnectError(
-        Code.RESOURCE_EXHAUSTED,
-        f"request body is larger than configured max {limit} bytes",
-    )
-
-
-def _read_body(environ: Environ, limit: int) -> bytes:
+def _read_body(environ: Environ, call: ServerCall) -> bytes:
     stream: IO[bytes] = environ["wsgi.input"]
+    limit = call.unary_body_limit
     length = environ.get("CONTENT_LENGTH")
     if length:
         try:
@@ -163,7 +164,7 @@ def _read_body(environ: Environ, limit: int) -> bytes:
                 Code.INVALID_ARGUMENT, "invalid Content-Length"
             ) from None
         if limit and n > limit:
-            raise _too_large(limit)
+            raise call.body_too_large()
         return _read_exactly(stream, n)
     # Chunked request: read until the server reports the end, within the limit.
     chunks: list[bytes] = []
@@ -174,7 +175,7 @@ def _read_body(environ: Environ, limit: int) -> bytes:
             return b"".join(chunks)
         size += len(chunk)
         if limit and size > limit:
-            raise _too_large(limit)
+            raise call.body_too_large()
         chunks.append(chunk)
 
 
@@ -321,7 +322,9 @@ class WSGIApp:
             reply, read = self._unary(ep, call, environ)
             unread = None if read else _unread(environ, ep)
             return _reply(start_response, reply, send_trailers, unread)
-        return self._stream(ep, call, environ, start_response, send_trailers)
+        return _head_first(
+            self._stream(ep, call, environ, start_response, send_trailers)
+        )
 
     def _no_trailers(self, call: ServerCall) -> Reply:
         if not self._warned_trailers:
@@ -353,7 +356,7 @@ class WSGIApp:
                 hook(ctx)
             body = call.preread
             if body is None:
-                body = _read_body(environ, call.unary_body_limit)
+                body = _read_body(environ, call)
             read = True
             request = call.decode_unary(body)
             if ctx.deadline is not None:
@@ -383,9 +386,10 @@ class WSGIApp:
         environ: Environ,
         start_response: StartResponse,
         send_trailers: SendTrailers | None,
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         ctx = call.ctx
         started = False
+        yielded = False
         err: ConnectError | None = None
         responses: Iterator[Message] | None = None
         eof = [False]
@@ -402,7 +406,8 @@ class WSGIApp:
                 started = True
                 status, head = call.stream_head()
                 write = start_response(status_line(status), _str_headers(head))
-                write(b"")
+                if write is not None:  # granian's returns None (see _Started)
+                    write(b"")
             return SENT
 
         try:
@@ -428,6 +433,7 @@ class WSGIApp:
                     data = b"".join(held)
                     held.clear()
                     size = 0
+                    yielded = True
                     yield data
                 check_deadline(ctx)
             finally:
@@ -460,8 +466,46 @@ class WSGIApp:
             if held:  # what the handler yielded before it ended goes first
                 body = b"".join([*held, body])
         yield from _end(
-            body, trailers, send_trailers, None if eof[0] else _unread(environ, ep)
+            body,
+            trailers,
+            send_trailers,
+            None if eof[0] else _unread(environ, ep),
+            mark=not yielded,
         )
+
+
+class _Started:
+    """A streaming response whose head is set: its first piece, then the rest.
+
+    granian reads the status and headers when the app returns and ignores a
+    ``start_response`` made later from the response iterator, which PEP 3333
+    allows; so the app runs a stream until its head is known (the first
+    message, or the end) before it returns. ``close`` reaches the stream even
+    when the server never iterated it.
+    """
+
+    __slots__ = ("_first", "_rest")
+
+    def __init__(self, first: bytes, rest: Generator[bytes, None, None]) -> None:
+        self._first = first
+        self._rest = rest
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first:
+            yield self._first
+        yield from self._rest
+
+    def close(self) -> None:
+        """Close the stream (the server calls it when the response is done)."""
+        self._rest.close()
+
+
+def _head_first(response: Generator[bytes, None, None]) -> Iterable[bytes]:
+    """``response`` advanced until it has called ``start_response``."""
+    first = next(response, None)
+    if first is None:
+        return []
+    return _Started(first, response)
 
 
 def _error_reply(call: ServerCall, err: ConnectError) -> Reply:
@@ -489,7 +533,9 @@ def _reply(
     start_response(status_line(reply.status), _str_headers(reply.headers))
     if reply.trailers is None and unread is None:
         return [reply.body] if reply.body else []
-    return _end(reply.body, reply.trailers, send_trailers, unread)
+    return _head_first(
+        _end(reply.body, reply.trailers, send_trailers, unread, mark=True)
+    )
 
 
 def _end(
@@ -497,20 +543,31 @@ def _end(
     trailers: RawHeaders | None,
     send_trailers: SendTrailers | None,
     unread: Environ | None,
-) -> Iterator[bytes]:
+    *,
+    mark: bool,
+) -> Generator[bytes, None, None]:
     """The last body bytes and the drain of an ``unread`` request (in the order
     ``drain_first`` says), then the end.
 
     As on ASGI, gRPC's status comes last, with the trailers, which end the
     response. Nothing is yielded for an empty body: pyvoy sends the head at the
     first yield, and would then end a gRPC trailers-only response with an empty
-    DATA frame instead of its HEADERS frame.
+    DATA frame instead of its HEADERS frame. ``mark``: nothing was yielded yet,
+    and ``_head_first`` runs this up to its first yield; an empty body then
+    yields ``b""`` there, which ``_Started`` keeps from the server.
+
+    A drain that goes first is done before that yield, so before the app
+    returns: granian sends the head then, and the Go HTTP/2 client ends a
+    unary or server-stream request body at the response head, short of its
+    declared length, which granian answers by resetting the stream.
     """
     if unread is not None and drain_first(unread.get("CONTENT_LENGTH")):
         _drain(unread)
         unread = None
     if body:
         yield body
+    elif mark:
+        yield b""
     if unread is not None:
         _drain(unread)
     if trailers is not None:
