@@ -1,0 +1,142 @@
+"""Apps for ``tests/test_shutdown.py`` and ``tests/test_workers.py`` on real servers.
+
+The test service of ``server_apps`` with handlers that live across a shutdown:
+
+* ``Ping`` with text ``"hold"`` waits until shutdown begins (at most
+  ``number`` ms, or ``HOLD_SECONDS`` when 0), then answers after ``sleep_ms``:
+  a unary call that is in flight when the signal comes. Text ``"stats"`` answers at once with the
+  number of held calls in ``number`` and of open streams in ``text``; any
+  other text is an ordinary ping that reports the worker's pid in ``text``.
+* ``CountUp`` sends 1 at once, then a message every ``sleep_ms`` (100 ms when
+  0) until ``number`` messages were sent (0: forever); it sends ``-1`` once
+  when it sees ``ctx.shutting_down``. Each handler that reaches its
+  ``finally`` appends a line to the file named by ``$SHUTDOWN_LOG`` (when
+  set), so tests can count the handlers that ended.
+
+The grace is ``$SHUTDOWN_GRACE`` seconds (default 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from server_apps import Pinger, PingerSync, pb
+
+from protoc_gen_connect_python.runtime import ASGIApp, RequestContext, WSGIApp
+
+GRACE = float(os.environ.get("SHUTDOWN_GRACE", "3"))
+HOLD_SECONDS = 20.0
+LOG = os.environ.get("SHUTDOWN_LOG")
+
+
+class _Stats:
+    """Calls in progress in this process (WSGI servers run handlers in threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held = 0
+        self.streams = 0
+
+    def add(self, held: int = 0, streams: int = 0) -> None:
+        with self.lock:
+            self.held += held
+            self.streams += streams
+
+    def reply(self) -> Any:
+        return pb.PingResponse(number=self.held, text=str(self.streams))
+
+
+STATS = _Stats()
+
+
+def _ended(what: str) -> None:
+    if LOG:
+        with open(LOG, "a") as f:
+            f.write(f"{what} {os.getpid()}\n")
+
+
+def _hold(request: Any) -> float:
+    return request.number / 1000 if request.number else HOLD_SECONDS
+
+
+def _pong(request: Any) -> Any:
+    return pb.PingResponse(text=str(os.getpid()), number=request.number)
+
+
+class Holder(Pinger):
+    async def ping(self, request: Any, ctx: RequestContext) -> Any:
+        if request.text == "stats":
+            return STATS.reply()
+        if request.text != "hold":
+            return _pong(request)
+        STATS.add(held=1)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ctx.until_shutdown(), _hold(request))
+            await asyncio.sleep(request.sleep_ms / 1000)
+            return pb.PingResponse(text="held", number=request.number)
+        finally:
+            STATS.add(held=-1)
+
+    async def count_up(self, request: Any, ctx: RequestContext) -> AsyncIterator[Any]:
+        STATS.add(streams=1)
+        tick = (request.sleep_ms or 100) / 1000
+        told = False
+        i = 1
+        try:
+            yield pb.CountUpResponse(number=1)
+            while i != request.number:
+                if not told and ctx.shutting_down:
+                    told = True
+                    yield pb.CountUpResponse(number=-1)
+                await asyncio.sleep(tick)
+                i += 1
+                yield pb.CountUpResponse(number=i)
+        finally:
+            STATS.add(streams=-1)
+            _ended("count_up")
+
+
+class HolderSync(PingerSync):
+    def ping(self, request: Any, ctx: RequestContext) -> Any:
+        if request.text == "stats":
+            return STATS.reply()
+        if request.text != "hold":
+            return _pong(request)
+        STATS.add(held=1)
+        try:
+            ctx.wait_shutdown(_hold(request))
+            threading.Event().wait(request.sleep_ms / 1000)
+            return pb.PingResponse(text="held", number=request.number)
+        finally:
+            STATS.add(held=-1)
+
+    def count_up(self, request: Any, ctx: RequestContext) -> Iterator[Any]:
+        STATS.add(streams=1)
+        tick = (request.sleep_ms or 100) / 1000
+        told = False
+        i = 1
+        try:
+            yield pb.CountUpResponse(number=1)
+            while i != request.number:
+                if not told and ctx.shutting_down:
+                    told = True
+                    yield pb.CountUpResponse(number=-1)
+                if told:
+                    threading.Event().wait(tick)
+                else:
+                    ctx.wait_shutdown(tick)
+                i += 1
+                yield pb.CountUpResponse(number=i)
+        finally:
+            STATS.add(streams=-1)
+            _ended("count_up")
+
+
+asgi_app = ASGIApp(Holder(), shutdown_grace=GRACE)
+wsgi_app = WSGIApp(HolderSync(), shutdown_grace=GRACE)
