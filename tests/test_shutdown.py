@@ -62,7 +62,8 @@ async def _storm(srv: Server, hold_ms: int = 0) -> Outcome:
     async def unary() -> str:
         try:
             req = pb.PingRequest(text="hold", number=hold_ms, sleep_ms=200)
-            return (await client.call_unary(PING, req)).text
+            text: str = (await client.call_unary(PING, req)).text
+            return text
         except ConnectError as e:
             return _error(e)
 
@@ -198,7 +199,20 @@ def _wait_for_line(log: Path, bound: float) -> str:
     return ""
 
 
-@pytest.mark.parametrize("server", SERVERS)
+GRANIAN_WSGI_STREAMS = pytest.mark.xfail(
+    strict=True,
+    reason="granian's WSGI server sends streamed responses without the head the "
+    "app gave start_response (fixed on another branch; remove this mark then)",
+)
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param(s, marks=GRANIAN_WSGI_STREAMS) if s == "granian-wsgi" else s
+        for s in SERVERS
+    ],
+)
 def test_cancelled_stream_reaches_finally(server: str, tmp_path: Path) -> None:
     """Read three messages, cancel: the handler's ``finally`` runs.
 
