@@ -9,7 +9,8 @@ The test service of ``server_apps`` with handlers that live across a shutdown:
   other text is an ordinary ping that reports the worker's pid in ``text``.
 * ``CountUp`` sends 1 at once, then a message every ``sleep_ms`` (100 ms when
   0) until ``number`` messages were sent (0: forever); it sends ``-1`` once
-  when it sees ``ctx.shutting_down``. Each handler that reaches its
+  when it sees ``ctx.shutting_down`` (the sync one waits with
+  ``ctx.wait_shutdown``, and at most 100 ms per message after that). Each handler that reaches its
   ``finally`` appends a line to the file named by ``$SHUTDOWN_LOG`` (when
   set), so tests can count the handlers that ended.
 
@@ -127,8 +128,8 @@ class HolderSync(PingerSync):
                 if not told and ctx.shutting_down:
                     told = True
                     yield pb.CountUpResponse(number=-1)
-                if told:
-                    threading.Event().wait(tick)
+                if told:  # on until the app ends the stream at the grace
+                    threading.Event().wait(min(tick, 0.1))
                 else:
                     ctx.wait_shutdown(tick)
                 i += 1

@@ -14,23 +14,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import shutdown_apps
 from server_apps import COUNT_UP, PING, pb
+from server_harness import (
+    call_asgi,
+    call_asgi_async,
+    call_wsgi,
+    envelope,
+    split_envelopes,
+)
 from servers import SERVERS, Server, start_server
 
-from protoc_gen_connect_python.runtime import AsyncClient, ConnectError
+from protoc_gen_connect_python.batteries.health import Health, ServingStatus
+from protoc_gen_connect_python.runtime import (
+    ASGIApp,
+    AsyncClient,
+    ConnectError,
+    WSGIApp,
+)
 from protoc_gen_connect_python.runtime.server.core import shutting_down
+from protoc_gen_connect_python.runtime.shutdown import (
+    DRAIN,
+    Drain,
+    install_signal_hooks,
+)
 
 GRACE = 3.0
 UNARY = 50
 STREAMS = 100
 SHUTTING_DOWN = shutting_down().message
+P = "/testing.v1.PingService/"
 
 
 @dataclass
@@ -169,6 +194,128 @@ def test_sigterm_pyvoy_stops_at_once() -> None:
     assert sum(out.streams.values()) == STREAMS
     assert all(r.startswith("unavailable: ") for r in out.streams)
     assert out.exited
+
+
+# -- in-process: the drain itself ----------------------------------------------------
+
+CT = [("content-type", "application/connect+proto")]
+
+
+def _end_code(body: bytes) -> tuple[list[int], str]:
+    """The numbers sent and the end-stream error code of a Connect stream body."""
+    numbers: list[int] = []
+    code = ""
+    for flags, payload in split_envelopes(body):
+        if flags & 2:
+            code = json.loads(payload).get("error", {}).get("code", "")
+        else:
+            numbers.append(pb.CountUpResponse.FromString(payload).number)
+    return numbers, code
+
+
+@pytest.fixture
+def drain() -> Iterator[Drain]:
+    try:
+        yield DRAIN
+    finally:
+        DRAIN.reset()
+
+
+def _wait_until(cond: Callable[[], bool], bound: float = 10.0) -> None:
+    until = time.monotonic() + bound
+    while not cond():
+        assert time.monotonic() < until, "condition not met within the bound"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_new_calls_refused_while_draining(kind: str, drain: Drain) -> None:
+    app = shutdown_apps.asgi_app if kind == "asgi" else shutdown_apps.wsgi_app
+    call = call_asgi if kind == "asgi" else call_wsgi
+    drain.begin()
+    unary = call(
+        app,
+        "POST",
+        P + "Ping",
+        [("content-type", "application/proto")],
+        pb.PingRequest(text="x").SerializeToString(),
+    )
+    assert unary.status == 503
+    assert json.loads(unary.body) == {"code": "unavailable", "message": SHUTTING_DOWN}
+    req = envelope(pb.CountUpRequest(number=3).SerializeToString())
+    stream = call(app, "POST", P + "CountUp", CT, req)
+    assert _end_code(stream.body) == ([], "unavailable")
+
+
+def test_asgi_stream_told_then_ended_at_grace(drain: Drain) -> None:
+    app = ASGIApp(shutdown_apps.Holder(), shutdown_grace=0.3)
+    req = envelope(pb.CountUpRequest(number=0, sleep_ms=20).SerializeToString())
+
+    async def run() -> Any:
+        before = shutdown_apps.STATS.streams
+        task = asyncio.ensure_future(
+            call_asgi_async(app, "POST", P + "CountUp", CT, req)
+        )
+        while shutdown_apps.STATS.streams == before:
+            await asyncio.sleep(0.01)
+        drain.begin()
+        return await asyncio.wait_for(task, 10)
+
+    numbers, code = _end_code(asyncio.run(run()).body)
+    assert code == "unavailable"
+    assert numbers[0] == 1 and -1 in numbers
+
+
+def test_wsgi_stream_told_then_ended_at_grace(drain: Drain) -> None:
+    app = WSGIApp(shutdown_apps.HolderSync(), shutdown_grace=0.3)
+    # A long tick: the handler waits with ctx.wait_shutdown, which returns
+    # when the drain begins.
+    req = envelope(pb.CountUpRequest(number=0, sleep_ms=60_000).SerializeToString())
+    before = shutdown_apps.STATS.streams
+    out: list[Any] = []
+    t = threading.Thread(
+        target=lambda: out.append(call_wsgi(app, "POST", P + "CountUp", CT, req))
+    )
+    t.start()
+    _wait_until(lambda: shutdown_apps.STATS.streams != before)
+    drain.begin()
+    t.join(10)
+    assert not t.is_alive()
+    numbers, code = _end_code(out[0].body)
+    assert code == "unavailable"
+    assert numbers[:3] == [1, 2, -1]  # the 60 s wait was cut short
+
+
+def test_signal_chains_to_the_servers_handler(drain: Drain) -> None:
+    """A SIGTERM handler set in Python stays in charge; the drain begins first,
+    and hooks (here: the health battery) run outside the signal handler."""
+    seen: list[bool] = []
+    health = Health()
+    drain.on_begin(health.shutdown)
+    old = signal.signal(
+        signal.SIGTERM, lambda signum, frame: seen.append(drain.draining)
+    )
+    old_int = signal.getsignal(signal.SIGINT)
+    try:
+        assert install_signal_hooks()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert drain.wait(10)
+        _wait_until(lambda: health.status("") == ServingStatus.NOT_SERVING)
+        assert seen == [True]
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
+
+
+def test_default_disposition_left_alone() -> None:
+    old = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert not install_signal_hooks()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 # -- a cancelled stream's handler ends ------------------------------------------------
