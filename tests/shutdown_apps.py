@@ -5,14 +5,18 @@ The test service of ``server_apps`` with handlers that live across a shutdown:
 * ``Ping`` with text ``"hold"`` waits until shutdown begins (at most
   ``number`` ms, or ``HOLD_SECONDS`` when 0), then answers after ``sleep_ms``:
   a unary call that is in flight when the signal comes. Text ``"stats"`` answers at once with the
-  number of held calls in ``number`` and of open streams in ``text``; any
-  other text is an ordinary ping that reports the worker's pid in ``text``.
+  number of held calls in ``number`` and of open streams in ``text``; text
+  ``"pid"`` answers with the worker's pid; any other is ``server_apps``' ping.
+  A held call appends ``hold <pid>`` to ``$SHUTDOWN_LOG`` when it begins.
 * ``CountUp`` sends 1 at once, then a message every ``sleep_ms`` (100 ms when
   0) until ``number`` messages were sent (0: forever); it sends ``-1`` once
   when it sees ``ctx.shutting_down`` (the sync one waits with
-  ``ctx.wait_shutdown``, and at most 100 ms per message after that). Each handler that reaches its
-  ``finally`` appends a line to the file named by ``$SHUTDOWN_LOG`` (when
-  set), so tests can count the handlers that ended.
+  ``ctx.wait_shutdown``, and at most 100 ms per message after that). Each
+  handler that reaches its ``finally`` appends ``count_up <pid>`` to the file
+  named by ``$SHUTDOWN_LOG`` (when set), so tests can see the handlers end.
+
+Both apps have ``server_apps``' interceptors, so ``client_env``'s
+``call_all_kinds_async`` works against them.
 
 The grace is ``$SHUTDOWN_GRACE`` seconds (default 3).
 """
@@ -26,7 +30,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from server_apps import Pinger, PingerSync, pb
+from server_apps import Guard, GuardSync, Pinger, PingerSync, pb
 
 from protoc_gen_connect_python.runtime import ASGIApp, RequestContext, WSGIApp
 
@@ -55,7 +59,7 @@ class _Stats:
 STATS = _Stats()
 
 
-def _ended(what: str) -> None:
+def _note(what: str) -> None:
     if LOG:
         with open(LOG, "a") as f:
             f.write(f"{what} {os.getpid()}\n")
@@ -73,9 +77,12 @@ class Holder(Pinger):
     async def ping(self, request: Any, ctx: RequestContext) -> Any:
         if request.text == "stats":
             return STATS.reply()
-        if request.text != "hold":
+        if request.text == "pid":
             return _pong(request)
+        if request.text != "hold":
+            return await super().ping(request, ctx)
         STATS.add(held=1)
+        _note("hold")
         try:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ctx.until_shutdown(), _hold(request))
@@ -100,16 +107,19 @@ class Holder(Pinger):
                 yield pb.CountUpResponse(number=i)
         finally:
             STATS.add(streams=-1)
-            _ended("count_up")
+            _note("count_up")
 
 
 class HolderSync(PingerSync):
     def ping(self, request: Any, ctx: RequestContext) -> Any:
         if request.text == "stats":
             return STATS.reply()
-        if request.text != "hold":
+        if request.text == "pid":
             return _pong(request)
+        if request.text != "hold":
+            return super().ping(request, ctx)
         STATS.add(held=1)
+        _note("hold")
         try:
             ctx.wait_shutdown(_hold(request))
             threading.Event().wait(request.sleep_ms / 1000)
@@ -136,8 +146,8 @@ class HolderSync(PingerSync):
                 yield pb.CountUpResponse(number=i)
         finally:
             STATS.add(streams=-1)
-            _ended("count_up")
+            _note("count_up")
 
 
-asgi_app = ASGIApp(Holder(), shutdown_grace=GRACE)
-wsgi_app = WSGIApp(HolderSync(), shutdown_grace=GRACE)
+asgi_app = ASGIApp(Holder(), interceptors=[Guard()], shutdown_grace=GRACE)
+wsgi_app = WSGIApp(HolderSync(), interceptors=[GuardSync()], shutdown_grace=GRACE)

@@ -229,21 +229,26 @@ def _wait_until(cond: Callable[[], bool], bound: float = 10.0) -> None:
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
-def test_new_calls_refused_while_draining(kind: str, drain: Drain) -> None:
-    app = shutdown_apps.asgi_app if kind == "asgi" else shutdown_apps.wsgi_app
-    call = call_asgi if kind == "asgi" else call_wsgi
-    drain.begin()
-    unary = call(
-        app,
-        "POST",
-        P + "Ping",
-        [("content-type", "application/proto")],
-        pb.PingRequest(text="x").SerializeToString(),
+def test_new_calls_while_draining(kind: str, drain: Drain) -> None:
+    """New streams are refused at once; a unary call the server still hands
+    over is served until the grace is over, then refused too."""
+    services = (
+        (shutdown_apps.Holder(),) if kind == "asgi" else (shutdown_apps.HolderSync(),)
     )
-    assert unary.status == 503
-    assert json.loads(unary.body) == {"code": "unavailable", "message": SHUTTING_DOWN}
+    cls: Any = ASGIApp if kind == "asgi" else WSGIApp
+    call = call_asgi if kind == "asgi" else call_wsgi
+    within, after = cls(*services, shutdown_grace=60), cls(*services, shutdown_grace=0)
+    drain.begin()
+    ping = pb.PingRequest(text="x").SerializeToString()
+    unary_ct = [("content-type", "application/proto")]
+    served = call(within, "POST", P + "Ping", unary_ct, ping)
+    assert served.status == 200
+    assert pb.PingResponse.FromString(served.body).text == "x"
+    refused = call(after, "POST", P + "Ping", unary_ct, ping)
+    assert refused.status == 503
+    assert json.loads(refused.body) == {"code": "unavailable", "message": SHUTTING_DOWN}
     req = envelope(pb.CountUpRequest(number=3).SerializeToString())
-    stream = call(app, "POST", P + "CountUp", CT, req)
+    stream = call(within, "POST", P + "CountUp", CT, req)
     assert _end_code(stream.body) == ([], "unavailable")
 
 

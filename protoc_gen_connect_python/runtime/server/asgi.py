@@ -40,6 +40,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCore,
     ServerOptions,
     aclose_iterator,
+    check_drain,
     deadline_exceeded,
     drain_first,
     logger,
@@ -585,7 +586,7 @@ class ASGIApp:
         try:
             call.parse_head()
             if DRAIN.started is not None:
-                raise shutting_down()
+                check_drain(self.options.shutdown_grace)
             if ctx.deadline is not None:
                 guard = _Guard()
                 guard.arm(ctx.deadline)

@@ -745,7 +745,12 @@ def shutting_down() -> ConnectError:
 
 
 def check_drain(grace: float) -> None:
-    """Raise ``unavailable`` once shutdown began ``grace`` seconds ago (sync apps)."""
+    """Raise ``unavailable`` once shutdown began ``grace`` seconds ago.
+
+    Unary calls the server still hands over while it drains (a request on a
+    kept-alive connection) are served until then: they are short, and the
+    server chose to accept them. Streams are refused from the start.
+    """
     started = DRAIN.started
     if started is not None and time.monotonic() >= started + grace:
         raise shutting_down()

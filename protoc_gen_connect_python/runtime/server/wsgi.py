@@ -354,7 +354,7 @@ class WSGIApp:
         try:
             call.parse_head()
             if DRAIN.started is not None:
-                raise shutting_down()
+                check_drain(self.options.shutdown_grace)
             for hook in ep.hooks:
                 hook(ctx)
             body = call.preread
