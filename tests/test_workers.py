@@ -33,7 +33,13 @@ DEPLOYMENTS = {
     # id: server, app, extra arguments, worker processes
     "gunicorn -w 4": ("gunicorn", WSGI, ("--workers", "4"), 4),
     "uvicorn --workers 4": ("uvicorn", ASGI, ("--workers", "4"), 4),
-    "hypercorn --workers 4": ("hypercorn", ASGI, ("--workers", "4"), 4),
+    # Above the longest unary call (2.5 s here): hypercorn's default is 3 s.
+    "hypercorn --workers 4": (
+        "hypercorn",
+        ASGI,
+        ("--workers", "4", "--graceful-timeout", "10"),
+        4,
+    ),
     "pyvoy --worker-threads 4": ("pyvoy", ASGI, ("--worker-threads", "4"), 1),
 }
 
@@ -141,16 +147,20 @@ async def _restart_one(
     return answers[:held], answers[held:]
 
 
-NEVER_SENT = "UNAVAILABLE: connection closed without a response"
-"""What uvicorn does to a connection a dying worker accepted but had read no
-request from yet: it closes it (the call never reached the app)."""
+NEVER_SENT = {
+    "UNAVAILABLE: connection closed without a response",
+    "UNAVAILABLE: connection closed by the server",
+}
+"""What a client sees of a connection a dying uvicorn or hypercorn worker
+accepted but had read no request from yet: the server closes it (HTTP/1.1),
+or ends it with GOAWAY (HTTP/2); the call never reached the app."""
 
 
 def _check(held: list[str], during: list[str], never_sent_ok: bool = False) -> None:
     assert held == ["held"] * len(held)  # no call in flight lost
     lost = [a for a in during if a != "p"]
     if never_sent_ok:
-        assert set(lost) <= {NEVER_SENT}, lost
+        assert set(lost) <= NEVER_SENT, lost
     else:
         assert not lost
 
@@ -191,10 +201,10 @@ def test_behind_nginx_http1(tmp_path: Path) -> None:
 
 
 def test_behind_nginx_grpc(tmp_path: Path) -> None:
-    """nginx (h2c in front, ``grpc_pass`` to the upstream, tests/nginx/grpc.conf.template)
-    in front of ``hypercorn --workers 4``: every kind of gRPC call, spread over
-    the workers, none lost while hypercorn reloads its workers (SIGHUP: each
-    old worker finishes its calls within hypercorn's graceful timeout)."""
+    """nginx (h2c in front, ``grpc_pass`` to the upstream,
+    tests/nginx/grpc.conf.template) in front of ``hypercorn --workers 4``:
+    every kind of gRPC call, spread over the workers. (A hypercorn reload
+    behind nginx is not lossless: see docs/server.md.)"""
     log = tmp_path / "log"
     grpc: dict[str, Any] = {"protocol": "grpc", "http_version": "2"}
     with deployed("hypercorn --workers 4", log) as srv:
@@ -203,12 +213,21 @@ def test_behind_nginx_grpc(tmp_path: Path) -> None:
         cmd, port, out = start_nginx(upstream, tmp_path, template)
         with running(cmd, port, out):
             front = Server("nginx", "", port, srv.process, log)
-            pids = asyncio.run(_spread(front.url, 4, **grpc))
-            assert len(pids) >= 2
+            assert len(asyncio.run(_spread(front.url, 4, **grpc))) >= 2
 
-            def reload(pid: int) -> None:
-                srv.process.send_signal(signal.SIGHUP)
 
-            _check(*asyncio.run(_restart_one(front, log, restart=reload, **grpc)))
-            # New workers answer.
-            assert asyncio.run(_pids(front.url, 8, **grpc)).isdisjoint(pids)
+def test_hypercorn_reload_grpc(tmp_path: Path) -> None:
+    """``hypercorn --workers 4`` reloading its workers (SIGHUP), gRPC over
+    h2c straight to it: each old worker finishes its calls within hypercorn's
+    graceful timeout, and new calls go to the new workers."""
+    log = tmp_path / "log"
+    grpc: dict[str, Any] = {"protocol": "grpc", "http_version": "2"}
+    with deployed("hypercorn --workers 4", log) as srv:
+        before = asyncio.run(_pids(srv.url, 8, **grpc))
+
+        def reload(pid: int) -> None:
+            srv.process.send_signal(signal.SIGHUP)
+
+        held, during = asyncio.run(_restart_one(srv, log, restart=reload, **grpc))
+        _check(held, during, never_sent_ok=True)
+        assert asyncio.run(_pids(srv.url, 8, **grpc)).isdisjoint(before)
