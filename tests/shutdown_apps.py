@@ -69,84 +69,82 @@ def _hold(request: Any) -> float:
     return request.number / 1000 if request.number else HOLD_SECONDS
 
 
-def _pong(request: Any) -> Any:
-    return pb.PingResponse(text=str(os.getpid()), number=request.number)
+def _quick(request: Any) -> Any:
+    """The answer to ``stats`` and ``pid``; None for other pings."""
+    if request.text == "stats":
+        return STATS.reply()
+    if request.text == "pid":
+        return pb.PingResponse(text=str(os.getpid()), number=request.number)
+    return None
+
+
+@contextlib.contextmanager
+def _counted(held: int = 0, streams: int = 0) -> Iterator[None]:
+    STATS.add(held, streams)
+    if held:
+        _note("hold")
+    try:
+        yield
+    finally:
+        STATS.add(-held, -streams)
+        if streams:
+            _note("count_up")
+
+
+def _steps(request: Any, ctx: RequestContext) -> Iterator[float | int]:
+    """CountUp's plan: an int is a message to send, a float a wait (seconds)."""
+    tick = (request.sleep_ms or 100) / 1000
+    told = False
+    i = 1
+    yield 1
+    while i != request.number:
+        if not told and ctx.shutting_down:
+            told = True
+            yield -1
+        yield tick
+        i += 1
+        yield i
 
 
 class Holder(Pinger):
     async def ping(self, request: Any, ctx: RequestContext) -> Any:
-        if request.text == "stats":
-            return STATS.reply()
-        if request.text == "pid":
-            return _pong(request)
         if request.text != "hold":
-            return await super().ping(request, ctx)
-        STATS.add(held=1)
-        _note("hold")
-        try:
+            quick = _quick(request)
+            return quick if quick is not None else await super().ping(request, ctx)
+        with _counted(held=1):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ctx.until_shutdown(), _hold(request))
             await asyncio.sleep(request.sleep_ms / 1000)
             return pb.PingResponse(text="held", number=request.number)
-        finally:
-            STATS.add(held=-1)
 
     async def count_up(self, request: Any, ctx: RequestContext) -> AsyncIterator[Any]:
-        STATS.add(streams=1)
-        tick = (request.sleep_ms or 100) / 1000
-        told = False
-        i = 1
-        try:
-            yield pb.CountUpResponse(number=1)
-            while i != request.number:
-                if not told and ctx.shutting_down:
-                    told = True
-                    yield pb.CountUpResponse(number=-1)
-                await asyncio.sleep(tick)
-                i += 1
-                yield pb.CountUpResponse(number=i)
-        finally:
-            STATS.add(streams=-1)
-            _note("count_up")
+        with _counted(streams=1):
+            for step in _steps(request, ctx):
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                else:
+                    yield pb.CountUpResponse(number=step)
 
 
 class HolderSync(PingerSync):
     def ping(self, request: Any, ctx: RequestContext) -> Any:
-        if request.text == "stats":
-            return STATS.reply()
-        if request.text == "pid":
-            return _pong(request)
         if request.text != "hold":
-            return super().ping(request, ctx)
-        STATS.add(held=1)
-        _note("hold")
-        try:
+            quick = _quick(request)
+            return quick if quick is not None else super().ping(request, ctx)
+        with _counted(held=1):
             ctx.wait_shutdown(_hold(request))
             threading.Event().wait(request.sleep_ms / 1000)
             return pb.PingResponse(text="held", number=request.number)
-        finally:
-            STATS.add(held=-1)
 
     def count_up(self, request: Any, ctx: RequestContext) -> Iterator[Any]:
-        STATS.add(streams=1)
-        tick = (request.sleep_ms or 100) / 1000
-        told = False
-        i = 1
-        try:
-            yield pb.CountUpResponse(number=1)
-            while i != request.number:
-                if not told and ctx.shutting_down:
-                    told = True
-                    yield pb.CountUpResponse(number=-1)
-                if told:  # on until the app ends the stream at the grace
-                    threading.Event().wait(min(tick, 0.1))
+        with _counted(streams=1):
+            for step in _steps(request, ctx):
+                if not isinstance(step, float):
+                    yield pb.CountUpResponse(number=step)
+                elif ctx.shutting_down:  # on until the app ends it at the grace
+                    threading.Event().wait(min(step, 0.1))
                 else:
-                    ctx.wait_shutdown(tick)
-                i += 1
-                yield pb.CountUpResponse(number=i)
-        finally:
-            STATS.add(streams=-1)
-            _note("count_up")
+                    ctx.wait_shutdown(step)
 
 
 asgi_app = ASGIApp(Holder(), interceptors=[Guard()], shutdown_grace=GRACE)
