@@ -149,3 +149,15 @@ class HolderSync(PingerSync):
 
 asgi_app = ASGIApp(Holder(), interceptors=[Guard()], shutdown_grace=GRACE)
 wsgi_app = WSGIApp(HolderSync(), interceptors=[GuardSync()], shutdown_grace=GRACE)
+
+
+def _starlette() -> Any:
+    """``asgi_app`` mounted at ``/api`` in Starlette, which keeps the lifespan
+    protocol to itself: the app hooks the signals at its first request."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    return Starlette(routes=[Mount("/api", app=asgi_app)])
+
+
+starlette_app = _starlette()

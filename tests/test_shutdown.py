@@ -78,11 +78,11 @@ def _error(e: ConnectError) -> str:
     return f"{e.code.name.lower()}: {e.message}"
 
 
-async def _storm(srv: Server, hold_ms: int = 0) -> Outcome:
+async def _storm(srv: Server, hold_ms: int = 0, path: str = "") -> Outcome:
     """Open the streams and unary calls, wait until the app holds them all,
     send SIGTERM and collect how each ended."""
-    client = AsyncClient(srv.url, timeout=60)
-    probe = AsyncClient(srv.url, timeout=10)
+    client = AsyncClient(srv.url + path, timeout=60)
+    probe = AsyncClient(srv.url + path, timeout=10)
 
     async def unary() -> str:
         try:
@@ -140,10 +140,12 @@ async def _storm(srv: Server, hold_ms: int = 0) -> Outcome:
     )
 
 
-def _run(server: str, app: str, args: tuple[str, ...], hold_ms: int = 0) -> Outcome:
+def _run(
+    server: str, app: str, args: tuple[str, ...], hold_ms: int = 0, path: str = ""
+) -> Outcome:
     srv = start_server(server, app, env={"SHUTDOWN_GRACE": str(GRACE)}, args=args)
     try:
-        outcome = asyncio.run(_storm(srv, hold_ms))
+        outcome = asyncio.run(_storm(srv, hold_ms, path))
     finally:
         srv.stop()
     print(f"{server} {' '.join(args)}: {outcome}")
@@ -167,6 +169,16 @@ def test_sigterm_drains(case: str) -> None:
     finish, streams end with ``unavailable`` at the end of the grace."""
     server, app, args = SIGNALLED[case]
     out = _run(server, app, args)
+    assert out.unary == Counter({"held": UNARY})
+    assert out.streams == Counter({f"unavailable: {SHUTTING_DOWN}": STREAMS})
+    assert out.told == STREAMS
+    assert out.exited
+
+
+def test_sigterm_mounted_in_starlette() -> None:
+    """Mounted in Starlette on uvicorn: the app gets no lifespan events, and
+    hooks the signal at its first request instead."""
+    out = _run("uvicorn", "shutdown_apps:starlette_app", (), path="/api")
     assert out.unary == Counter({"held": UNARY})
     assert out.streams == Counter({f"unavailable: {SHUTTING_DOWN}": STREAMS})
     assert out.told == STREAMS

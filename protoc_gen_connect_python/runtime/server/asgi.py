@@ -491,6 +491,9 @@ class ASGIApp:
             else:
                 await _not_http(scope, receive, send)
             return
+        if self._loop is None:
+            # Mounted in a framework that keeps lifespan to itself.
+            self._started()
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):
@@ -522,7 +525,8 @@ class ASGIApp:
             await self._stream(ep, call, receive, send)
 
     def _started(self) -> None:
-        # The server's signal handlers are in place by lifespan startup.
+        # The server's signal handlers are in place by lifespan startup (or
+        # the first request).
         install_signal_hooks()
         self._follow_drain()
 
@@ -676,8 +680,6 @@ class ASGIApp:
                     raise shutting_down()
                 guard.bind()
                 self._open.add(guard)
-                if self._loop is None:
-                    self._follow_drain()
                 if ctx.deadline is not None:
                     guard.arm(ctx.deadline)
                 for hook in ep.hooks:
