@@ -264,22 +264,30 @@ def test_new_calls_while_draining(kind: str, drain: Drain) -> None:
     assert _end_code(stream.body) == ([], "unavailable")
 
 
-def test_asgi_stream_told_then_ended_at_grace(drain: Drain) -> None:
+@pytest.mark.parametrize("protocol", ["connect", "grpc"])
+def test_asgi_stream_told_then_ended_at_grace(protocol: str, drain: Drain) -> None:
     app = ASGIApp(shutdown_apps.Holder(), shutdown_grace=0.3)
     req = envelope(pb.CountUpRequest(number=0, sleep_ms=20).SerializeToString())
+    ct = CT if protocol == "connect" else [("content-type", "application/grpc+proto")]
+    trailers: dict[str, Any] = {"http.response.trailers": {}}
 
     async def run() -> Any:
         before = shutdown_apps.STATS.streams
         task = asyncio.ensure_future(
-            call_asgi_async(app, "POST", P + "CountUp", CT, req)
+            call_asgi_async(app, "POST", P + "CountUp", ct, req, extensions=trailers)
         )
         while shutdown_apps.STATS.streams == before:
             await asyncio.sleep(0.01)
         drain.begin()
         return await asyncio.wait_for(task, 10)
 
-    numbers, code = _end_code(asyncio.run(run()).body)
-    assert code == "unavailable"
+    result = asyncio.run(run())
+    numbers, code = _end_code(result.body)
+    if protocol == "grpc":  # the status is in the HTTP trailers
+        assert result.trailers["grpc-status"] == "14"  # unavailable
+        assert "shutting down" in result.trailers["grpc-message"]
+    else:
+        assert code == "unavailable"
     assert numbers[0] == 1 and -1 in numbers
 
 
