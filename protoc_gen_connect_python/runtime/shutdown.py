@@ -2,8 +2,9 @@
 
 A server is told to stop by a signal (SIGTERM, or SIGINT) or, for ASGI, by
 the lifespan ``shutdown`` event. ``DRAIN.begin()`` records that moment; from
-then on the apps refuse new calls with ``unavailable``, let the calls already
-running go on, and let handlers see it (``ctx.shutting_down``,
+then on the apps refuse new streams with ``unavailable`` (unary calls the
+server still hands over are served until the grace is over), let the calls
+already running go on, and let handlers see it (``ctx.shutting_down``,
 ``ctx.wait_shutdown()``, ``await ctx.until_shutdown()``). Each app ends the
 streams still open ``shutdown_grace`` seconds after the moment with
 ``unavailable``.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -28,6 +30,8 @@ import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+logger = logging.getLogger("protoc_gen_connect_python.server")
 
 SIGNALS = tuple(
     s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None)) if s
@@ -59,7 +63,11 @@ class Drain:
         return self.started is not None
 
     def begin(self) -> None:
-        """Start the drain (once; later calls do nothing). Safe in a signal handler."""
+        """Start the drain (once; later calls do nothing).
+
+        Safe in a signal handler once ``listen`` was called (as
+        ``install_signal_hooks`` does): it then only writes to a pipe.
+        """
         if self.started is not None:
             return
         self.started = time.monotonic()
@@ -144,7 +152,11 @@ class Drain:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(event.set)
         for hook in hooks:
-            hook()
+            try:
+                hook()
+            except Exception:
+                # One failing hook must not keep the others from running.
+                logger.exception("a shutdown hook failed")
 
 
 DRAIN = Drain()
