@@ -8,6 +8,7 @@ worker's pid; ``"hold"`` holds the call until that worker's drain begins).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -53,6 +54,23 @@ def deployed(name: str, log: Path) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
+        _reap(log)
+
+
+def _reap(log: Path) -> None:
+    """Kill workers of this deployment that outlived their parent (a server
+    stopped half-way through a reload): the ones started with this ``log``."""
+    mark = f"SHUTDOWN_LOG={log}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if mark in env:
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 async def _pids(url: str, calls: int, **client: Any) -> set[str]:
