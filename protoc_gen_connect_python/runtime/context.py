@@ -210,7 +210,7 @@ class RequestContext:
     def shutting_down(self) -> bool:
         """Whether the server has begun to shut down (SIGTERM, lifespan shutdown).
 
-        New calls are refused by then; this one may finish. A stream still
+        New streams are refused by then; this call may finish. A stream still
         open ``shutdown_grace`` seconds later is ended with ``unavailable``,
         so a long stream should wrap up (send a last message, tell its client
         to reconnect elsewhere) once this turns True.

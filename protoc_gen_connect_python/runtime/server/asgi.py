@@ -680,6 +680,7 @@ class ASGIApp:
                     raise shutting_down()
                 guard.bind()
                 self._open.add(guard)
+                self._follow_drain()  # a no-op unless the loop is new
                 if ctx.deadline is not None:
                     guard.arm(ctx.deadline)
                 for hook in ep.hooks:
