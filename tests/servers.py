@@ -150,8 +150,12 @@ def start_server(
     env: dict[str, str] | None = None,
     tls: Mapping[str, Path] | None = None,
     timeout: float = 30.0,
+    args: Sequence[str] = (),
 ) -> Server:
-    """Start ``app`` on ``server`` and wait until its port accepts connections."""
+    """Start ``app`` on ``server`` and wait until its port accepts connections.
+
+    ``args`` go after the usual command line (``--threads 200``, ``--workers 4``).
+    """
     port = free_port()
     child_env = dict(os.environ)
     if env:
@@ -164,7 +168,7 @@ def start_server(
     log = Path(log_name)
     with os.fdopen(fd, "wb") as out:
         proc = subprocess.Popen(
-            _command(server, app, port, tls),
+            [*_command(server, app, port, tls), *args],
             cwd=str(TESTS),
             env=child_env,
             stdout=out,
@@ -190,10 +194,11 @@ def run_server(
     env: dict[str, str] | None = None,
     tls: Mapping[str, Path] | None = None,
     timeout: float = 30.0,
+    args: Sequence[str] = (),
 ) -> Iterator[Server]:
     """``start_server`` as a context manager that stops the server on exit."""
     srv = start_server(
-        server, app, pythonpath=pythonpath, env=env, tls=tls, timeout=timeout
+        server, app, pythonpath=pythonpath, env=env, tls=tls, timeout=timeout, args=args
     )
     try:
         yield srv

@@ -31,11 +31,13 @@ from servers import free_port
 TEMPLATE = TESTS / "nginx" / "nginx.conf.template"
 
 
-def start_nginx(upstream: str, tmp: Path) -> tuple[list[str], int, Path]:
+def start_nginx(
+    upstream: str, tmp: Path, template: Path = TEMPLATE
+) -> tuple[list[str], int, Path]:
     nginx = tool("nginx", Path("/usr/sbin/nginx"))
     port = free_port()
     conf = (
-        TEMPLATE.read_text()
+        template.read_text()
         .replace("@TMP@", str(tmp))
         .replace("@PORT@", str(port))
         .replace("@UPSTREAM@", upstream)

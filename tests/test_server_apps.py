@@ -33,6 +33,7 @@ from protoc_gen_connect_python.runtime import (
 )
 from protoc_gen_connect_python.runtime.compression import COMPRESSIONS
 from protoc_gen_connect_python.runtime.protocol.connect import parse_end_stream
+from protoc_gen_connect_python.runtime.shutdown import DRAIN
 
 P = "/testing.v1.PingService/"
 PROTO = ("content-type", "application/proto")
@@ -525,10 +526,13 @@ def test_lifespan() -> None:
         await server_apps.asgi_app({"type": "lifespan"}, receive, send)
         return sent
 
-    assert [m["type"] for m in asyncio.run(run())] == [
-        "lifespan.startup.complete",
-        "lifespan.shutdown.complete",
-    ]
+    try:
+        assert [m["type"] for m in asyncio.run(run())] == [
+            "lifespan.startup.complete",
+            "lifespan.shutdown.complete",
+        ]
+    finally:
+        DRAIN.reset()  # lifespan shutdown drained the process
 
 
 def test_construction_errors() -> None:

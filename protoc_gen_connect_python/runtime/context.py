@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.method import MethodSpec
+from protoc_gen_connect_python.runtime.shutdown import DRAIN
 
 
 class RequestView(Protocol):
@@ -206,6 +207,30 @@ class RequestContext:
     @buffer_hint.setter
     def buffer_hint(self, value: bool) -> None:
         self._buffer_hint = value
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether the server has begun to shut down (SIGTERM, lifespan shutdown).
+
+        New streams are refused by then; this call may finish. A stream still
+        open ``shutdown_grace`` seconds later is ended with ``unavailable``,
+        so a long stream should wrap up (send a last message, tell its client
+        to reconnect elsewhere) once this turns True.
+        """
+        return DRAIN.started is not None
+
+    def wait_shutdown(self, timeout: float | None = None) -> bool:
+        """Block until shutdown begins or ``timeout`` seconds pass (sync handlers).
+
+        True if shutdown began: a sync stream that waits between messages can
+        wait here instead of ``time.sleep`` and wake as soon as it starts.
+        """
+        return DRAIN.wait(timeout)
+
+    async def until_shutdown(self) -> None:
+        """Return once shutdown has begun (async handlers; race it with other
+        work, e.g. ``asyncio.wait`` or a task group)."""
+        await DRAIN.wait_async()
 
     def timeout_remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None if there is none."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import types
 from collections.abc import (
@@ -39,12 +40,15 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCore,
     ServerOptions,
     aclose_iterator,
+    check_drain,
     client_gone,
     deadline_exceeded,
     drain_first,
     logger,
+    shutting_down,
 )
 from protoc_gen_connect_python.runtime.service import AsyncService
+from protoc_gen_connect_python.runtime.shutdown import DRAIN, install_signal_hooks
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -58,6 +62,7 @@ Send = Callable[[Message_], Awaitable[None]]
 
 _DEADLINE = "deadline"
 _DISCONNECT = "disconnect"
+_SHUTDOWN = "shutdown"
 
 _HEAD_NAMES = {n.encode("latin-1"): n for n in HEAD_NAMES}
 
@@ -134,6 +139,10 @@ class _Guard:
         self._timer = loop.call_later(
             max(0.0, deadline + DEADLINE_GRACE - time.monotonic()), self.fire, _DEADLINE
         )
+
+    def bind(self) -> None:
+        """Cancel the current task when fired, whoever fires it."""
+        self._task = asyncio.current_task()
 
     def watch(self, receive: Receive) -> None:
         """Listen for ``http.disconnect``; only once nothing else calls receive."""
@@ -465,13 +474,22 @@ class ASGIApp:
         self._core = ServerCore(services, self.options, interceptors, is_async=True)
         self._routes = self._core.routes
         self._warned_trailers = False
+        self._open: set[_Guard] = set()
+        """The guards of the streams being served, ended at the drain's end."""
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI 3 entry point."""
         # HTTP requests are served in this frame: one coroutine less per call.
         if scope["type"] != "http":
-            await _not_http(scope, receive, send)
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send, self._started, self._stopping)
+            else:
+                await _not_http(scope, receive, send)
             return
+        if self._loop is None:
+            # Mounted in a framework that keeps lifespan to itself.
+            self._started()
         path: str = scope["path"]
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):
@@ -502,6 +520,46 @@ class ASGIApp:
         else:
             await self._stream(ep, call, receive, send)
 
+    def _started(self) -> None:
+        # The server's signal handlers are in place by lifespan startup (or
+        # the first request).
+        install_signal_hooks()
+        self._follow_drain()
+
+    async def _stopping(self) -> None:
+        # Lifespan shutdown: servers send it once they stopped accepting
+        # (some only after their connections closed); streams still open get
+        # the rest of the grace, plus a moment to send their end.
+        DRAIN.begin()
+        self._follow_drain()
+        left = DRAIN.remaining(self.options.shutdown_grace)
+        until = time.monotonic() + (left or 0.0) + 1.0
+        while self._open and time.monotonic() < until:
+            await asyncio.sleep(0.05)
+
+    def _follow_drain(self) -> None:
+        """End this app's open streams at the drain's end, in this event loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        self._loop = loop
+
+        def begun() -> None:
+            # From the drain's thread, or from this loop's own (lifespan).
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._schedule_end)
+
+        DRAIN.on_begin(begun)
+
+    def _schedule_end(self) -> None:
+        left = DRAIN.remaining(self.options.shutdown_grace)
+        assert self._loop is not None and left is not None
+        self._loop.call_later(left, self._end_streams)
+
+    def _end_streams(self) -> None:
+        for guard in list(self._open):
+            guard.fire(_SHUTDOWN)
+
     def _no_trailers(self, call: ServerCall) -> Reply:
         if not self._warned_trailers:
             self._warned_trailers = True
@@ -529,6 +587,8 @@ class ASGIApp:
         err: ConnectError | None = None
         try:
             call.parse_head()
+            if DRAIN.started is not None:
+                check_drain(self.options.shutdown_grace)
             if ctx.deadline is not None:
                 guard = _Guard()
                 guard.arm(ctx.deadline)
@@ -619,6 +679,11 @@ class ASGIApp:
         try:
             try:
                 call.parse_head()
+                if DRAIN.started is not None:
+                    raise shutting_down()
+                guard.bind()
+                self._open.add(guard)
+                self._follow_drain()  # a no-op unless the loop is new
                 if ctx.deadline is not None:
                     guard.arm(ctx.deadline)
                 for hook in ep.hooks:
@@ -629,18 +694,24 @@ class ASGIApp:
                 responses = ep.stream(requests, ctx)
                 await _send_messages(responses, call.stream_framer(), head, send, ctx)
             finally:
+                self._open.discard(guard)
                 ctx._head_sender = None
                 if responses is not None:
                     await aclose_iterator(responses)
         except asyncio.CancelledError:
             reason = guard.cancelled()
-            if reason != _DEADLINE:
+            if reason is None:
+                # The server cancelled the call (its own shutdown timeout):
+                # end the stream with a code rather than cut it.
+                if ep.ends:
+                    call.end(shutting_down())
+                await _end_cut(call, head, send)
+                raise
+            if reason == _DISCONNECT:
                 if ep.ends:
                     call.end(client_gone())
-                if reason is None:
-                    raise
                 return
-            err = deadline_exceeded()
+            err = deadline_exceeded() if reason == _DEADLINE else shutting_down()
         except HTTPReject as r:
             guard.disarm()
             if ep.ends:
@@ -768,6 +839,24 @@ def _abandon(step: Generator[Any, None, Any]) -> None:
     step.close()  # pragma: no cover - the handler went on after its cancellation
 
 
+async def _end_cut(call: ServerCall, head: _StreamHead, send: Send) -> None:
+    """Best effort, briefly: ``unavailable`` for a stream the server cancels."""
+
+    async def end() -> None:
+        err = shutting_down()
+        if not head.begun:
+            await _send_reply(send, call.encode_error(err))
+            return
+        await head.start()
+        body, trailers = call.encode_stream_end(err)
+        await send({"type": "http.response.body", "body": body})
+        if trailers is not None:
+            await send({"type": "http.response.trailers", "headers": trailers})
+
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(end(), 1.0)
+
+
 def _stream_start(call: ServerCall) -> Message_:
     """The ``http.response.start`` event of a streaming response."""
     status, head = call.stream_head()
@@ -785,20 +874,25 @@ async def _start_response(send: Send, call: ServerCall) -> None:
 
 
 async def _not_http(scope: Scope, receive: Receive, send: Send) -> None:
-    kind = scope["type"]
-    if kind == "lifespan":
-        await _lifespan(receive, send)
-    elif kind == "websocket":
+    if scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.close", "code": 1003})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    # Nothing to set up; answering lets servers that require lifespan start.
+async def _lifespan(
+    receive: Receive,
+    send: Send,
+    started: Callable[[], None],
+    stopping: Callable[[], Awaitable[None]],
+) -> None:
+    # Answering lets servers that require lifespan start; the events hook the
+    # graceful shutdown in.
     while True:
         msg = await receive()
         if msg["type"] == "lifespan.startup":
+            started()
             await send({"type": "lifespan.startup.complete"})
         elif msg["type"] == "lifespan.shutdown":
+            await stopping()
             await send({"type": "lifespan.shutdown.complete"})
             return

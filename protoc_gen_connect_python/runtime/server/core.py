@@ -56,6 +56,7 @@ from protoc_gen_connect_python.runtime.method import (
     MethodSpec,
     StreamType,
 )
+from protoc_gen_connect_python.runtime.shutdown import DRAIN
 
 logger = logging.getLogger("protoc_gen_connect_python.server")
 """Where handler exceptions that are not ConnectError are logged, with traceback."""
@@ -127,6 +128,11 @@ class ServerOptions:
     """Let the C allocator keep large blocks for reuse from the start (see
     ``runtime.allocator.prime_allocator``); it is a setting of the whole
     process."""
+    shutdown_grace: float = 10.0
+    """Seconds streams may run on once shutdown began (SIGTERM, lifespan
+    shutdown); those still open then end with ``unavailable``. Keep it below
+    the server's own limit (gunicorn's ``--graceful-timeout``, hypercorn's
+    ``--graceful-timeout``, uvicorn's ``--timeout-graceful-shutdown``)."""
 
 
 class ServerOptionsKwargs(TypedDict, total=False):
@@ -140,6 +146,7 @@ class ServerOptionsKwargs(TypedDict, total=False):
     require_connect_protocol_header: bool
     expose_internal_errors: bool
     prime_allocator: bool
+    shutdown_grace: float
 
 
 class Reply:
@@ -921,6 +928,25 @@ between the two has read a head but no error body. A little later, the client
 has always given up first, and its own ``deadline_exceeded`` stands.
 Handlers see the client's deadline unchanged.
 """
+
+
+def shutting_down() -> ConnectError:
+    """The error of a call refused, or a stream ended, because the server stops."""
+    return ConnectError(
+        Code.UNAVAILABLE, "the server is shutting down; retry on another instance"
+    )
+
+
+def check_drain(grace: float) -> None:
+    """Raise ``unavailable`` once shutdown began ``grace`` seconds ago.
+
+    Unary calls the server still hands over while it drains (a request on a
+    kept-alive connection) are served until then: they are short, and the
+    server chose to accept them. Streams are refused from the start.
+    """
+    started = DRAIN.started
+    if started is not None and time.monotonic() >= started + grace:
+        raise shutting_down()
 
 
 def check_deadline(ctx: RequestContext) -> None:

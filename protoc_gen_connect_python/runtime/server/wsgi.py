@@ -45,13 +45,16 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCore,
     ServerOptions,
     check_deadline,
+    check_drain,
     client_gone,
     close_iterator,
     drain_first,
     logger,
+    shutting_down,
     status_line,
 )
 from protoc_gen_connect_python.runtime.service import SyncService
+from protoc_gen_connect_python.runtime.shutdown import DRAIN, install_signal_hooks
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -297,6 +300,9 @@ class WSGIApp:
         self._core = ServerCore(services, self.options, interceptors, is_async=False)
         self._routes = self._core.routes
         self._warned_trailers = False
+        # Servers build WSGI apps in the process that serves them, after their
+        # own signal handlers are in place (gunicorn's workers).
+        install_signal_hooks()
 
     def __call__(
         self, environ: Environ, start_response: StartResponse
@@ -352,6 +358,8 @@ class WSGIApp:
         read = False
         try:
             call.parse_head()
+            if DRAIN.started is not None:
+                check_drain(self.options.shutdown_grace)
             for hook in ep.hooks:
                 hook(ctx)
             body = call.preread
@@ -413,6 +421,8 @@ class WSGIApp:
         try:
             try:
                 call.parse_head()
+                if DRAIN.started is not None:
+                    raise shutting_down()
                 check_deadline(ctx)
                 for hook in ep.hooks:
                     hook(ctx)
@@ -420,9 +430,12 @@ class WSGIApp:
                 ctx._head_sender = send_head
                 responses = ep.stream(_requests(environ, call, eof), ctx)
                 frame = call.stream_framer()
+                grace = self.options.shutdown_grace
                 for msg in responses:
                     if ctx.deadline is not None:
                         check_deadline(ctx)
+                    if DRAIN.started is not None:
+                        check_drain(grace)
                     size += frame(msg, held)
                     if not started:
                         status, head = call.stream_head()
