@@ -9,6 +9,7 @@ from protoc_gen_connect_python.runtime.client.async_client import (
     AsyncStream,
     UnaryResponse,
 )
+from protoc_gen_connect_python.runtime.client.config import ConnectionOptions
 from protoc_gen_connect_python.runtime.client.retry import RetryPolicy, RetryThrottling
 from protoc_gen_connect_python.runtime.client.sync_client import SyncClient, SyncStream
 from protoc_gen_connect_python.runtime.code import Code
@@ -54,6 +55,7 @@ __all__ = [
     "ClientInterceptor",
     "Code",
     "ConnectError",
+    "ConnectionOptions",
     "ErrorDetail",
     "Headers",
     "HeadersInput",

@@ -5,7 +5,10 @@ built on them), importable from ``protoc_gen_connect_python.runtime``. The names
 here are for custom transports and protocol work.
 """
 
-from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.config import (
+    ClientConfig,
+    ConnectionOptions,
+)
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
     ConnectProtocol,
@@ -36,6 +39,7 @@ __all__ = [
     "ClientConfig",
     "ClientProtocol",
     "ConnectProtocol",
+    "ConnectionOptions",
     "HTTPRequest",
     "PyqwestAsyncTransport",
     "PyqwestSyncTransport",
