@@ -45,6 +45,7 @@ from protoc_gen_connect_python.runtime.client.http1 import (
     writes,
 )
 from protoc_gen_connect_python.runtime.client.net import (
+    AsyncSlots,
     Key,
     LazySSLContext,
     Target,
@@ -412,30 +413,39 @@ def _describe(conn: _Connection | None, e: BaseException) -> str:
     return str(e)
 
 
-class AsyncHTTP1Transport:
+class _Settings:
+    """What both HTTP/1.1 transports take from the client's options."""
+
+    def __init__(self, config: ClientConfig | None, limits: Limits | None) -> None:
+        self._limits = limits
+        self._ssl = LazySSLContext(config, "http/1.1")
+        options = config.connection if config is not None else DEFAULT_CONNECTION
+        self._connect_timeout = options.connect_timeout
+        self._read_idle = options.read_idle_timeout
+        self._pool_idle = options.pool_idle_timeout
+        self._cap = options.max_connections_per_host
+        self._targets = Targets()
+        self._closed = False
+
+
+class AsyncHTTP1Transport(_Settings):
     """:class:`~.transport.AsyncTransport` speaking HTTP/1.1 on the event loop.
 
     ``config`` supplies the TLS options (``tls_ca_cert``, ``tls_cert``,
-    ``tls_key``); ``https://`` URLs negotiate ``http/1.1`` by ALPN.
+    ``tls_key``) and the timeouts and pool settings of ``config.connection``;
+    ``https://`` URLs negotiate ``http/1.1`` by ALPN.
     ``limits`` bound what a response may hold (:class:`~.http1.Limits`).
     """
 
     def __init__(
         self, config: ClientConfig | None = None, *, limits: Limits | None = None
     ) -> None:
-        self._limits = limits
-        self._ssl = LazySSLContext(config, "http/1.1")
-        options = config.connection if config is not None else DEFAULT_CONNECTION
-        self._connect_timeout = options.connect_timeout
-        self._read_idle = options.read_idle_timeout
+        super().__init__(config, limits)
         self._idle: IdlePool[Key, _Connection] = IdlePool(
-            options.pool_idle_timeout, MAX_IDLE_PER_HOST
+            self._pool_idle, MAX_IDLE_PER_HOST
         )
-        self._slots: HostSlots[Key] = HostSlots(options.max_connections_per_host)
-        self._waiting: dict[Key, list[asyncio.Future[None]]] = {}
+        self._slots = AsyncSlots(self._cap)
         self._sweep: asyncio.TimerHandle | None = None
-        self._targets = Targets()
-        self._closed = False
 
     async def send(
         self, request: HTTPRequest, body: AsyncIterator[bytes] | None
@@ -511,14 +521,7 @@ class AsyncHTTP1Transport:
         """
         key = target.key
         while not self._slots.try_open(key):
-            f = loop.create_future()
-            self._waiting.setdefault(key, []).append(f)
-            try:
-                await f
-            finally:
-                waiting = self._waiting.get(key)
-                if waiting is not None and f in waiting:
-                    waiting.remove(f)
+            await self._slots.wait(key, loop)
             conn = self._pooled(target, loop)
             if conn is not None:
                 return conn, True
@@ -539,7 +542,6 @@ class AsyncHTTP1Transport:
             _, new = await asyncio.wait_for(opening, seconds)
         except BaseException as e:
             self._slots.closed(key)
-            self._room(key)
             if isinstance(e, asyncio.TimeoutError):
                 raise connect_timeout_error(target.host, target.port, seconds) from e
             if isinstance(e, OSError):
@@ -551,7 +553,6 @@ class AsyncHTTP1Transport:
             raise
         if new.closed:
             self._slots.closed(key)
-            self._room(key)
             raise ConnectError(
                 Code.UNAVAILABLE,
                 f"connection to {target.host}:{target.port} closed at once",
@@ -565,15 +566,6 @@ class AsyncHTTP1Transport:
         if conn.counted:
             conn.counted = False
             self._slots.closed(conn.key)
-            self._room(conn.key)
-
-    def _room(self, key: Key) -> None:
-        """Wake the calls waiting for a connection to ``key``."""
-        waiting = self._waiting.pop(key, None)
-        if waiting:
-            for f in waiting:
-                if not f.done():
-                    f.set_result(None)
 
     def _release(self, conn: _Connection) -> None:
         conn.parser = None
@@ -582,7 +574,7 @@ class AsyncHTTP1Transport:
         if self._closed or not self._idle.put(conn.key, conn, conn.loop.time()):
             conn.close()
             return
-        self._room(conn.key)
+        self._slots.wake(conn.key)
         if self._sweep is None and self._idle.idle_timeout is not None:
             self._schedule_sweep(conn.loop)
 
@@ -889,7 +881,7 @@ class _SyncResponse:
             self._conn.close()
 
 
-class SyncHTTP1Transport:
+class SyncHTTP1Transport(_Settings):
     """:class:`~.transport.SyncTransport` speaking HTTP/1.1 over blocking sockets.
 
     Thread-safe: threads share the pool of idle connections. ``request.timeout``
@@ -901,21 +893,15 @@ class SyncHTTP1Transport:
     def __init__(
         self, config: ClientConfig | None = None, *, limits: Limits | None = None
     ) -> None:
-        self._limits = limits
-        self._ssl = LazySSLContext(config, "http/1.1")
-        options = config.connection if config is not None else DEFAULT_CONNECTION
-        self._connect_timeout = options.connect_timeout
-        self._read_idle = options.read_idle_timeout
+        super().__init__(config, limits)
         self._idle: IdlePool[Key, _SyncConn] = IdlePool(
-            options.pool_idle_timeout, MAX_IDLE_PER_HOST
+            self._pool_idle, MAX_IDLE_PER_HOST
         )
-        self._slots: HostSlots[Key] = HostSlots(options.max_connections_per_host)
+        self._slots: HostSlots[Key] = HostSlots(self._cap)
         self._busy: set[_SyncConn] = set()
         # Reentrant: a connection closed under the lock reports to _gone.
         self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
-        self._targets = Targets()
-        self._closed = False
 
     def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> SyncResponse:
         """Send ``request`` and read the response head, within ``request.timeout``."""

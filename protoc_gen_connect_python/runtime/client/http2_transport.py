@@ -50,6 +50,7 @@ from protoc_gen_connect_python.runtime.client.http2 import (
     StreamReset,
 )
 from protoc_gen_connect_python.runtime.client.net import (
+    AsyncSlots,
     Key,
     LazySSLContext,
     Target,
@@ -60,7 +61,6 @@ from protoc_gen_connect_python.runtime.client.net import (
 )
 from protoc_gen_connect_python.runtime.client.timers import (
     ConnectionClock,
-    HostSlots,
     connect_timeout_error,
 )
 from protoc_gen_connect_python.runtime.code import Code
@@ -364,7 +364,7 @@ class _Connection(asyncio.Protocol):
     def ended(self) -> None:
         """A call ended: timers may move, and a call waiting for room may go."""
         self.streams_changed()
-        self.owner._room(self.key)
+        self.owner._slots.wake(self.key)
 
     def maybe_close(self) -> None:
         """Close (with GOAWAY) once no stream may start and none is left."""
@@ -481,8 +481,7 @@ class AsyncHTTP2Transport:
         self._ssl = LazySSLContext(config, "h2")
         self._conns: dict[Key, list[_Connection]] = {}
         self._connecting: dict[Key, asyncio.Task[_Connection]] = {}
-        self._slots: HostSlots[Key] = HostSlots(self.options.max_connections_per_host)
-        self._waiting: dict[Key, list[asyncio.Future[None]]] = {}
+        self._slots = AsyncSlots(self.options.max_connections_per_host)
         self._targets = TargetCache()
         self._closed = False
 
@@ -570,14 +569,7 @@ class AsyncHTTP2Transport:
                 if not self._slots.try_open(target.key):
                     # At max_connections_per_host: wait for a stream to end
                     # or a connection to close (the call's deadline bounds it).
-                    f = loop.create_future()
-                    self._waiting.setdefault(target.key, []).append(f)
-                    try:
-                        await f
-                    finally:
-                        waiting = self._waiting.get(target.key)
-                        if waiting is not None and f in waiting:
-                            waiting.remove(f)
+                    await self._slots.wait(target.key, loop)
                     continue
                 task = loop.create_task(self._connect(target, loop))
                 self._connecting[target.key] = task
@@ -595,13 +587,11 @@ class AsyncHTTP2Transport:
             del self._connecting[key]
         if task.cancelled() or task.exception() is not None:
             self._slots.closed(key)
-            self._room(key)
             return
         conn = task.result()
         if conn.lost:
             # Lost before it was counted as open: its slot is free again.
             self._slots.closed(key)
-            self._room(key)
             return
         conn.counted = True
         if self._closed:
@@ -662,14 +652,6 @@ class AsyncHTTP2Transport:
         if conn.counted:
             conn.counted = False
             self._slots.closed(conn.key)
-            self._room(conn.key)
-
-    def _room(self, key: Key) -> None:
-        """Wake the calls waiting for a connection to ``key``: one may have room."""
-        waiting = self._waiting.pop(key, None)
-        if waiting:
-            for f in waiting:
-                _wake(f)
 
     async def aclose(self) -> None:
         """Close connections: idle ones now, the others when their calls end."""

@@ -17,11 +17,12 @@ import tempfile
 import threading
 
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
-from protoc_gen_connect_python.runtime.client.timers import idle_error
+from protoc_gen_connect_python.runtime.client.timers import HostSlots, idle_error
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
 
 __all__ = [
+    "AsyncSlots",
     "Key",
     "LazySSLContext",
     "Target",
@@ -193,6 +194,48 @@ def map_error(
     else:
         code = Code.UNKNOWN
     return ConnectError(code, f"{type(e).__name__}: {e}")
+
+
+class AsyncSlots:
+    """``max_connections_per_host`` for the asyncio transports.
+
+    Counts connections per key (:class:`~.timers.HostSlots`) and holds the
+    calls waiting for room; the call's deadline (a cancellation) ends a wait.
+    """
+
+    __slots__ = ("_slots", "_waiting")
+
+    def __init__(self, cap: int | None) -> None:
+        self._slots: HostSlots[Key] = HostSlots(cap)
+        self._waiting: dict[Key, list[asyncio.Future[None]]] = {}
+
+    def try_open(self, key: Key) -> bool:
+        """Count a new connection to ``key``, unless it is at the cap."""
+        return self._slots.try_open(key)
+
+    async def wait(self, key: Key, loop: asyncio.AbstractEventLoop) -> None:
+        """Until a connection to ``key`` closes or has room for another call."""
+        f = loop.create_future()
+        self._waiting.setdefault(key, []).append(f)
+        try:
+            await f
+        finally:
+            waiting = self._waiting.get(key)
+            if waiting is not None and f in waiting:
+                waiting.remove(f)
+
+    def closed(self, key: Key) -> None:
+        """A counted connection to ``key`` is gone: its slot is free."""
+        self._slots.closed(key)
+        self.wake(key)
+
+    def wake(self, key: Key) -> None:
+        """Let the calls waiting for ``key`` look again."""
+        waiting = self._waiting.pop(key, None)
+        if waiting:
+            for f in waiting:
+                if not f.done():
+                    f.set_result(None)
 
 
 def expire(waiter: asyncio.Future[None], seconds: float) -> None:
