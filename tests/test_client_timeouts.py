@@ -37,6 +37,10 @@ from protoc_gen_connect_python.runtime import (
 )
 from protoc_gen_connect_python.runtime.client.config import build_config
 from protoc_gen_connect_python.runtime.client.http2 import PREFACE
+from protoc_gen_connect_python.runtime.client.net import (
+    TCP_KEEPALIVE_IDLE,
+    set_keepalive,
+)
 from protoc_gen_connect_python.runtime.client.timers import (
     ConnectionClock,
     HostSlots,
@@ -193,6 +197,16 @@ def test_pyqwest_timeouts_are_told_apart() -> None:
         map_transport_error(TimeoutError("t"), 2.0, past).code == Code.DEADLINE_EXCEEDED
     )
     assert map_transport_error(TimeoutError("t")).code == Code.DEADLINE_EXCEEDED
+
+
+def test_tcp_keepalive_is_set() -> None:
+    with socket.socket() as sock:
+        set_keepalive(sock)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+            assert idle == TCP_KEEPALIVE_IDLE
+    set_keepalive(None)  # a transport without a socket: nothing to do
 
 
 # -- peers on loopback -----------------------------------------------------------
@@ -747,6 +761,15 @@ async def test_idle_h1_connection_expires_async(peer: Any) -> None:
         assert (await client.call_unary(UNARY_SPEC, MSG)).value == "ok"
         # The client closes it by itself; the peer sees the end.
         assert await asyncio.to_thread(p.wait_for, "eof", BOUND)
+
+
+def test_h1_sync_sockets_have_tcp_keepalive(peer: Any) -> None:
+    p = peer(h1_unary)
+    with sync_client(p.url()) as client:
+        assert client.call_unary(UNARY_SPEC, MSG).value == "ok"
+        (pooled,) = client._transport._idle.clear()  # type: ignore[attr-defined]
+        assert pooled.sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        pooled.close()
 
 
 def test_idle_h1_connection_expires_sync(peer: Any) -> None:

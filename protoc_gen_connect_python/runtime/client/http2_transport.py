@@ -152,6 +152,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         set_keepalive(transport.get_extra_info("socket"))
+        # The clocks start now that TCP and TLS are done (connect_timeout's part).
+        self.clock = ConnectionClock(self.owner.options, self.loop.time())
         self.flush()  # the preface and SETTINGS
         self.tick()
 
