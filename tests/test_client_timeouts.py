@@ -872,3 +872,21 @@ async def test_cap_per_host_h2_async(peer: Any) -> None:
         assert (await first).value == "ok"
         assert (await client.call_unary(UNARY_SPEC, MSG)).value == "ok"
     assert p.events.count("connection") == 1
+
+
+def test_silent_peer_h2_sync_without_settings(peer: Any) -> None:
+    # pyqwest has no SETTINGS timeout: its read timeout covers the handshake.
+    p = peer(silent)
+    sync_fails(sync_client(p.url(), http_version="2", opts=IDLE), Code.UNAVAILABLE)
+
+
+def test_deaf_peer_h2_sync_read_idle(peer: Any) -> None:
+    p = peer(deaf_after_settings)
+    sync_fails(sync_client(p.url(), protocol="grpc", opts=IDLE), Code.UNAVAILABLE)
+
+
+async def test_deaf_peer_h2_async_read_idle(peer: Any) -> None:
+    p = peer(deaf_after_settings)
+    client = async_client(p.url(), protocol="grpc", opts=IDLE)
+    err = await async_fails(client, Code.UNAVAILABLE)
+    assert "read_idle_timeout" in err.message
