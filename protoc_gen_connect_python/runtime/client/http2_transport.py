@@ -247,11 +247,24 @@ class _Connection(asyncio.Protocol):
             return
 
     def streams_changed(self) -> None:
-        """Streams opened or ended: the idle and keepalive timers may move."""
-        if self.clock.streams(len(self.h2.streams), self.loop.time()):
-            if self._timer is not None:
-                self._timer.cancel()
+        """Streams opened or ended: the idle and keepalive timers may move.
+
+        A timer already due sooner is kept (it checks again when it fires),
+        so a call costs no timer of its own.
+        """
+        now = self.loop.time()
+        if not self.clock.streams(len(self.h2.streams), now):
+            return
+        action, when = self.clock.check(now)
+        timer = self._timer
+        if action is not None:
+            if timer is not None:
+                timer.cancel()
             self.tick()
+        elif when is not None and (timer is None or when < timer.when()):
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(when, self.tick)
 
     def fail(self, message: str, code: int) -> None:
         """Give up on the connection: every call on it fails with ``unavailable``."""
