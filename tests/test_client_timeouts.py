@@ -36,7 +36,7 @@ from protoc_gen_connect_python.runtime import (
     SyncClient,
 )
 from protoc_gen_connect_python.runtime.client.config import build_config
-from protoc_gen_connect_python.runtime.client.http2 import PREFACE
+from protoc_gen_connect_python.runtime.client.http2 import PREFACE, Connection
 from protoc_gen_connect_python.runtime.client.net import (
     TCP_KEEPALIVE_IDLE,
     set_keepalive,
@@ -197,6 +197,20 @@ def test_pyqwest_timeouts_are_told_apart() -> None:
         map_transport_error(TimeoutError("t"), 2.0, past).code == Code.DEADLINE_EXCEEDED
     )
     assert map_transport_error(TimeoutError("t")).code == Code.DEADLINE_EXCEEDED
+
+
+def test_h2_connection_counts_settings_and_ping_acks() -> None:
+    conn = Connection()
+    conn.data_to_send()  # the preface and SETTINGS
+    conn.ping(b"12345678")
+    assert conn.data_to_send() == frame(PING, 0, 0, b"12345678")
+    conn.receive(frame(SETTINGS, 0, 0))
+    assert not conn.settings_acked and conn.ping_acks == 0
+    conn.receive(frame(SETTINGS, ACK, 0) + frame(PING, ACK, 0, b"12345678"))
+    assert conn.settings_acked and conn.ping_acks == 1
+    conn.receive(frame(PING, 0, 0, b"abcdefgh"))  # the server's own: answered
+    assert conn.ping_acks == 1
+    assert conn.data_to_send().endswith(frame(PING, ACK, 0, b"abcdefgh"))
 
 
 def test_tcp_keepalive_is_set() -> None:

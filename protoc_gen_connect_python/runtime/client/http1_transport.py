@@ -16,6 +16,11 @@ loop itself, so a small unary call costs one wake-up for the whole response.
 Streamed request bodies use the chunked coding. The async shell sends them from
 a task while the response is read (servers that answer early get their answer
 read); the sync shell sends the whole body first, then reads (half duplex).
+
+Both shells bound opening a connection by ``connect_timeout`` and a call
+waiting on the server by ``read_idle_timeout``, close pooled connections
+idle for ``pool_idle_timeout`` and keep at most ``max_connections_per_host``
+open (all from ``ClientConfig.connection``); ``timers.py`` decides.
 """
 
 from __future__ import annotations

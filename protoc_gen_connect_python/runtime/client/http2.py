@@ -18,7 +18,9 @@ What the connection takes care of:
   (:meth:`Connection.consume`), in batches of half a window;
 * header blocks (HEADERS and CONTINUATION, with HPACK from the ``hpack``
   package), informational responses, trailers;
-* PING replies, RST_STREAM both ways, GOAWAY (streams the server never
+* PING replies and PINGs of its own (keepalive, counted back in
+  ``ping_acks``), the SETTINGS acknowledgement (``settings_acked``),
+  RST_STREAM both ways, GOAWAY (streams the server never
   processed fail as refused, and no new stream starts on the connection),
   connection errors (GOAWAY sent, every stream failed).
 

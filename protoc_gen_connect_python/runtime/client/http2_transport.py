@@ -27,6 +27,13 @@ What the server makes the client answer (PING and SETTINGS acknowledgements,
 WINDOW_UPDATE, RST_STREAM) is bounded too: while the server reads nothing,
 at most ``Limits.max_queued_control`` bytes of answers are queued, then the
 connection fails (``resource_exhausted``) and is dropped.
+
+Each connection has one timer, driven by a ``timers.ConnectionClock``: the
+server must acknowledge SETTINGS in time, PINGs go out when keepalive is on
+and calls wait on a silent server, and a connection without calls closes
+after ``pool_idle_timeout``. Opening a connection is bounded by
+``connect_timeout``, and a call waiting on the server by
+``read_idle_timeout`` (all from ``ClientConfig.connection``).
 """
 
 from __future__ import annotations
