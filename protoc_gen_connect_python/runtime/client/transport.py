@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import pyqwest
 
@@ -40,6 +40,8 @@ from protoc_gen_connect_python.runtime.client.timers import idle_error
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
+
+_T = TypeVar("_T", pyqwest.HTTPTransport, pyqwest.SyncHTTPTransport)
 
 
 class AsyncResponse(Protocol):
@@ -184,7 +186,7 @@ def _transport_options(config: ClientConfig) -> dict[str, object]:
             " which pyqwest's HTTP/3 client does not deliver; use HTTP/2, or"
             ' protocol "connect" or "grpc-web" over HTTP/3'
         )
-    return {
+    options: dict[str, object] = {
         "tls_ca_cert": config.tls_ca_cert,
         # A CA given explicitly replaces the system's trust store.
         "tls_include_system_certs": config.tls_ca_cert is None,
@@ -200,8 +202,25 @@ def _transport_options(config: ClientConfig) -> dict[str, object]:
         "connect_timeout": config.connection.connect_timeout,
         "read_timeout": config.connection.read_idle_timeout,
         "pool_idle_timeout": config.connection.pool_idle_timeout,
-        "max_connections_per_address": config.connection.max_connections_per_host,
     }
+    cap = config.connection.max_connections_per_host
+    if cap is not None:
+        # Only when asked: pyqwest before 0.12 has no such option.
+        options["max_connections_per_address"] = cap
+    return options
+
+
+def _pyqwest(kind: type[_T], config: ClientConfig) -> _T:
+    """A pyqwest transport of ``kind`` for ``config``."""
+    try:
+        return kind(**_transport_options(config))  # type: ignore[arg-type]
+    except TypeError:
+        if config.connection.max_connections_per_host is None:
+            raise
+        raise ValueError(
+            "max_connections_per_host needs pyqwest 0.12 or later for the"
+            " pyqwest transport"
+        ) from None
 
 
 class _PyqwestResponse:
@@ -263,7 +282,7 @@ class PyqwestAsyncTransport:
         self, config: ClientConfig, transport: pyqwest.HTTPTransport | None = None
     ) -> None:
         self._owned = transport is None
-        self._t = transport or pyqwest.HTTPTransport(**_transport_options(config))  # type: ignore[arg-type]
+        self._t = transport or _pyqwest(pyqwest.HTTPTransport, config)
         # A shared pyqwest transport keeps its own read timeout.
         self._idle = config.connection.read_idle_timeout if self._owned else None
 
@@ -325,7 +344,7 @@ class PyqwestSyncTransport:
         transport: pyqwest.SyncHTTPTransport | None = None,
     ) -> None:
         self._owned = transport is None
-        self._t = transport or pyqwest.SyncHTTPTransport(**_transport_options(config))  # type: ignore[arg-type]
+        self._t = transport or _pyqwest(pyqwest.SyncHTTPTransport, config)
         self._client = pyqwest.SyncClient(self._t)
         self._idle = config.connection.read_idle_timeout if self._owned else None
 
