@@ -497,6 +497,45 @@ async def test_connect_timeout_is_bounded_by_the_deadline(
     assert "TLS" in err.message
 
 
+@pytest.fixture
+def full_backlog() -> Iterator[str]:
+    """A URL whose connections never open: the listener's queue is full and
+    it accepts nothing, so the kernel drops further SYNs."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), 5)
+    probe = socket.socket()
+    probe.settimeout(0.2)
+    with pytest.raises(TimeoutError):  # the queue is full indeed
+        probe.connect(("127.0.0.1", port))
+    probe.close()
+    yield f"http://127.0.0.1:{port}"
+    filler.close()
+    server.close()
+
+
+@pytest.mark.parametrize("http_version", ["1.1", "2"])
+async def test_connect_never_completes_async(
+    full_backlog: str, http_version: Any
+) -> None:
+    client = async_client(full_backlog, http_version=http_version, opts=CONNECT)
+    err = await async_fails(client, Code.UNAVAILABLE)
+    assert "connect_timeout" in err.message
+
+
+@pytest.mark.parametrize("http_version", ["1.1", "2"])
+def test_connect_never_completes_sync(full_backlog: str, http_version: Any) -> None:
+    # "2": pyqwest, with its connect_timeout.
+    client = sync_client(full_backlog, http_version=http_version, opts=CONNECT)
+    sync_fails(client, Code.UNAVAILABLE)
+
+
+def test_connect_never_completes_sync_deadline_first(full_backlog: str) -> None:
+    client = sync_client(full_backlog, opts={"connect_timeout": 30.0})
+    err = sync_fails(client, Code.DEADLINE_EXCEEDED, timeout=SHORT)
+    assert "connecting" in err.message
+
+
 # -- a peer that stops reading ----------------------------------------------------
 
 
@@ -558,10 +597,11 @@ class H2:
         self.peer = peer
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
-        self.answer_pings = True
 
     def send(self, data: bytes) -> None:
-        self.conn.sendall(data)
+        # A write may follow the client's leaving (answers sent from threads).
+        with contextlib.suppress(OSError):
+            self.conn.sendall(data)
 
     def head(self, sid: int, grpc: bool = True, end: bool = False) -> None:
         ctype = "application/grpc+proto" if grpc else "application/proto"
@@ -591,8 +631,7 @@ class H2:
                 self.send(frame(SETTINGS, ACK, 0))
             elif kind == PING and not flags & ACK:
                 self.peer.note("ping")
-                if self.answer_pings:
-                    self.send(frame(PING, ACK, 0, payload))
+                self.send(frame(PING, ACK, 0, payload))
             elif kind == GOAWAY:
                 self.peer.note("goaway")
             yield kind, flags, sid, payload
@@ -811,6 +850,19 @@ async def test_idle_h2_connection_expires_async(peer: Any) -> None:
         assert await asyncio.to_thread(p.wait_for, "eof", BOUND)
 
 
+def test_idle_h2_connection_expires_sync(peer: Any) -> None:
+    def script(h2: H2, sid: int, fields: Any) -> None:
+        h2.head(sid)
+        h2.message(sid)
+        h2.trailers(sid)
+
+    p = peer(h2_peer(script))
+    with sync_client(p.url(), protocol="grpc", opts=EXPIRE) as client:
+        assert client.call_unary(UNARY_SPEC, MSG).value == "ok"
+        # pyqwest closes it by itself.
+        assert p.wait_for("eof", BOUND)
+
+
 HOLD = StringValue(value="hold")
 CAP = {"max_connections_per_host": 1}
 
@@ -853,29 +905,28 @@ def test_cap_per_host_h1_sync(peer: Any) -> None:
     assert p.events.count("connection") == 1
 
 
+def one_stream_at_a_time(conn: socket.socket, p: Peer) -> None:
+    """An HTTP/2 peer allowing one stream at a time: a second call needs
+    another connection. The first stream is answered once "release" is noted."""
+    h2 = H2(conn, p)
+    conn.sendall(frame(SETTINGS, 0, 0, struct.pack(">HL", 0x3, 1)))
+
+    def answer(sid: int) -> None:
+        if sid == 1:
+            p.wait_for("release")
+        h2.head(sid)
+        h2.message(sid)
+        h2.trailers(sid)
+
+    with contextlib.suppress(ConnectionError):
+        for kind, _, sid, _ in h2.frames():
+            if kind == HEADERS:
+                p.note("request")
+                threading.Thread(target=answer, args=(sid,), daemon=True).start()
+
+
 async def test_cap_per_host_h2_async(peer: Any) -> None:
-    def script(h2: H2, sid: int, fields: Any) -> None:
-        h2.peer.note("request")
-
-        def later() -> None:
-            if sid == 1:
-                h2.peer.wait_for("release")
-            h2.head(sid)
-            h2.message(sid)
-            h2.trailers(sid)
-
-        threading.Thread(target=later, daemon=True).start()
-
-    def handle(conn: socket.socket, p: Peer) -> None:
-        # Allow one stream at a time: a second call needs another connection.
-        h2 = H2(conn, p)
-        conn.sendall(frame(SETTINGS, 0, 0, struct.pack(">HL", 0x3, 1)))
-        with contextlib.suppress(ConnectionError):
-            for kind, _, sid, payload in h2.frames():
-                if kind == HEADERS:
-                    script(h2, sid, h2.decoder.decode(payload))
-
-    p = peer(handle)
+    p = peer(one_stream_at_a_time)
     async with async_client(p.url(), protocol="grpc", opts=CAP) as client:
         first = asyncio.ensure_future(client.call_unary(UNARY_SPEC, MSG))
         assert await asyncio.to_thread(p.wait_for, "request")
@@ -904,3 +955,22 @@ async def test_deaf_peer_h2_async_read_idle(peer: Any) -> None:
     client = async_client(p.url(), protocol="grpc", opts=IDLE)
     err = await async_fails(client, Code.UNAVAILABLE)
     assert "read_idle_timeout" in err.message
+
+
+def test_cap_per_host_h2_sync(peer: Any) -> None:
+    # pyqwest's max_connections_per_address, for the one address of loopback.
+    p = peer(one_stream_at_a_time)
+    with sync_client(p.url(), protocol="grpc", opts=CAP) as client:
+        results: list[str] = []
+        t = threading.Thread(
+            target=lambda: results.append(client.call_unary(UNARY_SPEC, MSG).value)
+        )
+        t.start()
+        assert p.wait_for("request")
+        with pytest.raises(ConnectError) as info:
+            client.call_unary(UNARY_SPEC, MSG, timeout=SHORT)
+        assert info.value.code == Code.DEADLINE_EXCEEDED
+        p.note("release")
+        t.join(BOUND)
+        assert results == ["ok"]
+    assert p.events.count("connection") == 1
