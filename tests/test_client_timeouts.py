@@ -974,3 +974,23 @@ def test_cap_per_host_h2_sync(peer: Any) -> None:
         t.join(BOUND)
         assert results == ["ok"]
     assert p.events.count("connection") == 1
+
+
+async def test_calls_waiting_for_room_end_when_the_client_closes(peer: Any) -> None:
+    p = peer(h1_unary)
+    client = async_client(p.url(), opts=CAP)
+    first = asyncio.ensure_future(client.call_unary(UNARY_SPEC, HOLD))
+    assert await asyncio.to_thread(p.wait_for, "request")
+    second = asyncio.ensure_future(client.call_unary(UNARY_SPEC, MSG))
+    slots = client._transport._slots  # type: ignore[attr-defined]
+    for _ in range(1000):  # until the second call waits for room
+        if slots._waiting:
+            break
+        await asyncio.sleep(0.001)
+    assert slots._waiting
+    await client.aclose()
+    with pytest.raises(ConnectError) as info:
+        await second
+    assert info.value.code == Code.CANCELED
+    p.note("release")
+    assert (await first).value == "ok"  # a call in flight finishes

@@ -527,6 +527,8 @@ class AsyncHTTP1Transport(_Settings):
         key = target.key
         while not self._slots.try_open(key):
             await self._slots.wait(key, loop)
+            if self._closed:
+                raise ConnectError(Code.CANCELED, "transport closed")
             conn = self._pooled(target, loop)
             if conn is not None:
                 return conn, True
@@ -598,6 +600,7 @@ class AsyncHTTP1Transport(_Settings):
     async def aclose(self) -> None:
         """Close idle connections; those in use close when their call ends."""
         self._closed = True
+        self._slots.wake_all()
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None

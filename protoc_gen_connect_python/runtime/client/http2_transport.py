@@ -678,6 +678,7 @@ class AsyncHTTP2Transport:
     async def aclose(self) -> None:
         """Close connections: idle ones now, the others when their calls end."""
         self._closed = True
+        self._slots.wake_all()
         for conns in list(self._conns.values()):
             for conn in list(conns):
                 with contextlib.suppress(RuntimeError):  # its loop may be gone

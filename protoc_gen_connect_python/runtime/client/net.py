@@ -229,6 +229,11 @@ class AsyncSlots:
         self._slots.closed(key)
         self.wake(key)
 
+    def wake_all(self) -> None:
+        """Let every waiting call look again (the transport is closing)."""
+        for key in list(self._waiting):
+            self.wake(key)
+
     def wake(self, key: Key) -> None:
         """Let the calls waiting for ``key`` look again."""
         waiting = self._waiting.pop(key, None)
