@@ -963,8 +963,7 @@ def test_sync_on_real_servers(apps: Any, server_url: str) -> None:
             apps.SUM, (pb.SumRequest(number=n) for n in range(100))
         )
         assert (total.sum, total.count) == (4950, 100)
-        assert len(t._idle) == 1
-        assert len(next(iter(t._idle.values()))) == 1
+        assert len(t._idle) == 1  # one idle connection, kept for reuse
 
 
 @pytest.fixture(scope="module")

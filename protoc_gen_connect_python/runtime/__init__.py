@@ -10,6 +10,7 @@ from protoc_gen_connect_python.runtime.client.async_client import (
     UnaryResponse,
 )
 from protoc_gen_connect_python.runtime.client.capture import ResponseCapture
+from protoc_gen_connect_python.runtime.client.config import ConnectionOptions
 from protoc_gen_connect_python.runtime.client.retry import RetryPolicy, RetryThrottling
 from protoc_gen_connect_python.runtime.client.sync_client import SyncClient, SyncStream
 from protoc_gen_connect_python.runtime.code import Code
@@ -55,6 +56,7 @@ __all__ = [
     "ClientInterceptor",
     "Code",
     "ConnectError",
+    "ConnectionOptions",
     "ErrorDetail",
     "Headers",
     "HeadersInput",

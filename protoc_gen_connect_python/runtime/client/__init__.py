@@ -6,7 +6,10 @@ here are for custom transports and protocol work.
 """
 
 from protoc_gen_connect_python.runtime.client.capture import ResponseCapture
-from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.config import (
+    ClientConfig,
+    ConnectionOptions,
+)
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
     ConnectProtocol,
@@ -42,6 +45,7 @@ __all__ = [
     "ClientConfig",
     "ClientProtocol",
     "ConnectProtocol",
+    "ConnectionOptions",
     "HTTPRequest",
     "PyqwestAsyncTransport",
     "PyqwestSyncTransport",

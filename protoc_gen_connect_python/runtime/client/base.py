@@ -23,6 +23,7 @@ from protoc_gen_connect_python.runtime.client.config import (
     DEFAULT_GET_URL_MAX_BYTES,
     DEFAULT_READ_MAX_BYTES,
     ClientConfig,
+    ConnectionOptions,
     HTTPVersionName,
     PEMInput,
     Protocol,
@@ -215,6 +216,7 @@ class ClientBase(Generic[_T, _P]):
         prime_allocator: bool = True,
         retry: RetryPolicy | None = None,
         propagate_deadline: bool = True,
+        connection: ConnectionOptions | None = None,
     ) -> None:
         config = build_config(
             base_url,
@@ -236,6 +238,7 @@ class ClientBase(Generic[_T, _P]):
             interceptors=interceptors,
             retry=retry,
             propagate_deadline=propagate_deadline,
+            connection=connection,
         )
         if not isinstance(prime_allocator, bool):
             raise ValueError(

@@ -29,6 +29,68 @@ DEFAULT_COMPRESS_MIN_BYTES = 1024
 DEFAULT_GET_URL_MAX_BYTES = 8 * 1024
 SUPPORTED_PROTOCOLS = ("connect", "grpc", "grpc-web")
 
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT = 20.0
+DEFAULT_POOL_IDLE_TIMEOUT = 90.0
+DEFAULT_SETTINGS_TIMEOUT = 10.0
+
+
+def _seconds(name: str, value: object, *, optional: bool = True) -> None:
+    """Refuse a duration that is not a positive number of seconds (or None)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "a number of seconds or None" if optional else "a number of seconds"
+        raise ValueError(f"{name} must be {kind}: {value!r}")
+    if value != value or value <= 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive, finite number of seconds")
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How long a client waits on the network, and how many connections it keeps.
+
+    Every wait on the peer is bounded by one of these or by the call's deadline,
+    whichever ends first (see docs/client.md, "Timeouts and keepalive"). Values
+    are checked when built: a bad one raises ValueError naming the field.
+    """
+
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    """Seconds to open a connection (TCP and TLS): past it, ``unavailable``."""
+    read_idle_timeout: float | None = None
+    """Seconds a call may wait on a silent peer before it fails with
+    ``unavailable``; None waits until the call's deadline."""
+    keepalive_interval: float | None = None
+    """HTTP/2: seconds without a byte from the peer, while calls are open,
+    before the client sends a PING; None sends none."""
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    """HTTP/2: seconds to wait for the PING's acknowledgement before the
+    connection is dropped and its calls fail with ``unavailable``."""
+    settings_timeout: float = DEFAULT_SETTINGS_TIMEOUT
+    """HTTP/2: seconds for the server to acknowledge the client's SETTINGS
+    before the connection fails (``SETTINGS_TIMEOUT``) with ``unavailable``."""
+    pool_idle_timeout: float | None = DEFAULT_POOL_IDLE_TIMEOUT
+    """Seconds a connection without calls stays open for reuse; None: no limit."""
+    max_connections_per_host: int | None = None
+    """Connections open at once per (scheme, host, port); calls past it wait
+    for one, within their deadline. None: no cap."""
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "keepalive_timeout", "settings_timeout"):
+            _seconds(name, getattr(self, name), optional=False)
+        for name in ("read_idle_timeout", "keepalive_interval", "pool_idle_timeout"):
+            _seconds(name, getattr(self, name))
+        cap = self.max_connections_per_host
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, int) or cap < 1
+        ):
+            raise ValueError(
+                f"max_connections_per_host must be a positive int or None: {cap!r}"
+            )
+
+
+DEFAULT_CONNECTION = ConnectionOptions()
+
 
 @dataclass(frozen=True, eq=False)
 class ClientConfig:
@@ -57,6 +119,7 @@ class ClientConfig:
     interceptors: tuple[ClientInterceptor, ...] = ()
     retry: RetryPolicy | None = None
     propagate_deadline: bool = True
+    connection: ConnectionOptions = DEFAULT_CONNECTION
 
     @property
     def decompressors(self) -> dict[str, Compression]:
@@ -148,6 +211,7 @@ def build_config(
     interceptors: Sequence[ClientInterceptor] = (),
     retry: RetryPolicy | None = None,
     propagate_deadline: bool = True,
+    connection: ConnectionOptions | None = None,
 ) -> ClientConfig:
     """Check the client constructor's arguments and resolve them into a config.
 
@@ -168,6 +232,7 @@ def build_config(
         interceptors=interceptors,
         retry=retry,
         propagate_deadline=propagate_deadline,
+        connection=connection,
     )
     if accept_compression is not None and isinstance(accept_compression, (str, bytes)):
         raise ValueError("accept_compression must be a sequence of names")
@@ -240,6 +305,7 @@ def build_config(
         interceptors=tuple(interceptors),
         retry=retry,
         propagate_deadline=propagate_deadline,
+        connection=connection or DEFAULT_CONNECTION,
     )
 
 
@@ -253,6 +319,7 @@ def _check_types(
     interceptors: object,
     retry: object,
     propagate_deadline: object,
+    connection: object,
 ) -> None:
     """Refuse option values of the wrong type, which would fail only at a call."""
     # Imported here: interceptors import the core, which imports this module.
@@ -286,3 +353,7 @@ def _check_types(
             raise ValueError(f"interceptors must be ClientInterceptor instances: {i!r}")
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise ValueError(f"retry must be a RetryPolicy or None: {retry!r}")
+    if connection is not None and not isinstance(connection, ConnectionOptions):
+        raise ValueError(
+            f"connection must be a ConnectionOptions or None: {connection!r}"
+        )

@@ -16,6 +16,11 @@ loop itself, so a small unary call costs one wake-up for the whole response.
 Streamed request bodies use the chunked coding. The async shell sends them from
 a task while the response is read (servers that answer early get their answer
 read); the sync shell sends the whole body first, then reads (half duplex).
+
+Both shells bound opening a connection by ``connect_timeout`` and a call
+waiting on the server by ``read_idle_timeout``, close pooled connections
+idle for ``pool_idle_timeout`` and keep at most ``max_connections_per_host``
+open (all from ``ClientConfig.connection``); ``timers.py`` decides.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
-from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.config import (
+    DEFAULT_CONNECTION,
+    ClientConfig,
+)
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest, RequestPrefix
 from protoc_gen_connect_python.runtime.client.http1 import (
     LAST_CHUNK,
@@ -42,13 +50,24 @@ from protoc_gen_connect_python.runtime.client.http1 import (
     writes,
 )
 from protoc_gen_connect_python.runtime.client.net import (
+    AsyncSlots,
     Key,
     LazySSLContext,
     Target,
     TargetCache,
     canceled,
+    expire,
     map_error,
+    set_keepalive,
     shutdown_now,
+)
+from protoc_gen_connect_python.runtime.client.timers import (
+    HostSlots,
+    IdlePool,
+    bound,
+    connect_timeout_error,
+    deadline_error,
+    timeout_error,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -146,9 +165,17 @@ def _trailers(parser: ResponseParser) -> Headers:
 class _Connection(asyncio.Protocol):
     """One connection on the event loop; carries one exchange at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, key: Key) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        key: Key,
+        owner: AsyncHTTP1Transport | None = None,
+    ) -> None:
         self.loop = loop
         self.key = key
+        self.owner = owner  # told when the connection is gone
+        self.counted = False  # holds one of the owner's host slots
+        self.idle_timeout: float | None = None if owner is None else owner._read_idle
         self.transport: asyncio.Transport | None = None
         self.parser: ResponseParser | None = None  # None while idle
         self.received = False  # any byte of the current response
@@ -165,6 +192,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        set_keepalive(transport.get_extra_info("socket"))
 
     def data_received(self, data: bytes) -> None:
         p = self.parser
@@ -195,6 +223,9 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if exc is not None and self.error is None:
             self.error = exc
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner._gone(self)
         if self.parser is not None:
             self.parser.feed_eof()
         self._wake()
@@ -233,10 +264,14 @@ class _Connection(asyncio.Protocol):
             return
         w = self.loop.create_future()
         self._waiter = w
+        idle = self.idle_timeout
+        timer = None if idle is None else self.loop.call_later(idle, expire, w, idle)
         try:
             await w
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
         if self.aborted:
             raise canceled()
 
@@ -383,22 +418,39 @@ def _describe(conn: _Connection | None, e: BaseException) -> str:
     return str(e)
 
 
-class AsyncHTTP1Transport:
+class _Settings:
+    """What both HTTP/1.1 transports take from the client's options."""
+
+    def __init__(self, config: ClientConfig | None, limits: Limits | None) -> None:
+        self._limits = limits
+        self._ssl = LazySSLContext(config, "http/1.1")
+        options = config.connection if config is not None else DEFAULT_CONNECTION
+        self._connect_timeout = options.connect_timeout
+        self._read_idle = options.read_idle_timeout
+        self._pool_idle = options.pool_idle_timeout
+        self._cap = options.max_connections_per_host
+        self._targets = Targets()
+        self._closed = False
+
+
+class AsyncHTTP1Transport(_Settings):
     """:class:`~.transport.AsyncTransport` speaking HTTP/1.1 on the event loop.
 
     ``config`` supplies the TLS options (``tls_ca_cert``, ``tls_cert``,
-    ``tls_key``); ``https://`` URLs negotiate ``http/1.1`` by ALPN.
+    ``tls_key``) and the timeouts and pool settings of ``config.connection``;
+    ``https://`` URLs negotiate ``http/1.1`` by ALPN.
     ``limits`` bound what a response may hold (:class:`~.http1.Limits`).
     """
 
     def __init__(
         self, config: ClientConfig | None = None, *, limits: Limits | None = None
     ) -> None:
-        self._limits = limits
-        self._ssl = LazySSLContext(config, "http/1.1")
-        self._idle: dict[Key, list[_Connection]] = {}
-        self._targets = Targets()
-        self._closed = False
+        super().__init__(config, limits)
+        self._idle: IdlePool[Key, _Connection] = IdlePool(
+            self._pool_idle, MAX_IDLE_PER_HOST
+        )
+        self._slots = AsyncSlots(self._cap)
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def send(
         self, request: HTTPRequest, body: AsyncIterator[bytes] | None
@@ -419,7 +471,7 @@ class AsyncHTTP1Transport:
             conn = self._pooled(target, loop)
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(target, loop)
+                conn, reused = await self._connect(target, loop)
             parser = ResponseParser(request.method, self._limits)
             conn.parser = parser
             conn.received = False
@@ -453,60 +505,114 @@ class AsyncHTTP1Transport:
         self, target: Target, loop: asyncio.AbstractEventLoop
     ) -> _Connection | None:
         """An idle connection to ``target`` on this loop, if there is one."""
-        idle = self._idle.get(target.key)
-        while idle:
-            conn = idle.pop()
+        while True:
+            conn, stale = self._idle.take(target.key, loop.time())
+            for old in stale:
+                _close_on(old, loop)
+            if conn is None:
+                return None
             if not conn.closed and conn.loop is loop:
                 return conn
-            if conn.loop is loop:
-                conn.close()
-        return None
+            _close_on(conn, loop)
 
     async def _connect(
         self, target: Target, loop: asyncio.AbstractEventLoop
-    ) -> _Connection:
-        """A new connection to ``target``."""
+    ) -> tuple[_Connection, bool]:
+        """A new connection to ``target``, once the host has room for one.
+
+        Past ``max_connections_per_host`` the call waits for a connection to
+        come back to the pool (then returned, with True) or to close; its
+        deadline bounds the wait.
+        """
+        key = target.key
+        while not self._slots.try_open(key):
+            await self._slots.wait(key, loop)
+            if self._closed:
+                raise ConnectError(Code.CANCELED, "transport closed")
+            conn = self._pooled(target, loop)
+            if conn is not None:
+                return conn, True
+        seconds = self._connect_timeout
         try:
             if target.tls:
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(loop, target.key),
+                opening = loop.create_connection(
+                    lambda: _Connection(loop, key, self),
                     target.host,
                     target.port,
                     ssl=self._ssl.get(),
                     server_hostname=target.host,
                 )
             else:
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(loop, target.key), target.host, target.port
+                opening = loop.create_connection(
+                    lambda: _Connection(loop, key, self), target.host, target.port
                 )
-        except (OSError, asyncio.TimeoutError) as e:
+            _, new = await asyncio.wait_for(opening, seconds)
+        except BaseException as e:
+            self._slots.closed(key)
+            if isinstance(e, asyncio.TimeoutError):
+                raise connect_timeout_error(target.host, target.port, seconds) from e
+            if isinstance(e, OSError):
+                raise ConnectError(
+                    Code.UNAVAILABLE,
+                    f"cannot connect to {target.host}:{target.port}:"
+                    f" {type(e).__name__}: {e}",
+                ) from e
+            raise
+        if new.closed:
+            self._slots.closed(key)
             raise ConnectError(
                 Code.UNAVAILABLE,
-                f"cannot connect to {target.host}:{target.port}: {type(e).__name__}: {e}",
-            ) from e
-        return conn
+                f"connection to {target.host}:{target.port} closed at once",
+            )
+        new.counted = True
+        return new, False
+
+    def _gone(self, conn: _Connection) -> None:
+        """``conn`` closed: free its slot, forget it if it was idle."""
+        self._idle.discard(conn.key, conn)
+        if conn.counted:
+            conn.counted = False
+            self._slots.closed(conn.key)
 
     def _release(self, conn: _Connection) -> None:
         conn.parser = None
         if conn.read_paused:
             conn.resume_reading()
-        if self._closed:
+        if self._closed or not self._idle.put(conn.key, conn, conn.loop.time()):
             conn.close()
             return
-        key_conns = self._idle.setdefault(conn.key, [])
-        if len(key_conns) >= MAX_IDLE_PER_HOST:
-            conn.close()
-        else:
-            key_conns.append(conn)
+        self._slots.wake(conn.key)
+        if self._sweep is None and self._idle.idle_timeout is not None:
+            self._schedule_sweep(conn.loop)
+
+    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        when = self._idle.next_expiry()
+        if when is not None:
+            self._sweep = loop.call_at(when, self._expire_idle, loop)
+
+    def _expire_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the connections idle for longer than ``pool_idle_timeout``."""
+        self._sweep = None
+        for conn in self._idle.expired(loop.time()):
+            _close_on(conn, loop)
+        self._schedule_sweep(loop)
 
     async def aclose(self) -> None:
         """Close idle connections; those in use close when their call ends."""
         self._closed = True
-        idle, self._idle = self._idle, {}
-        for conns in idle.values():
-            for conn in conns:
-                with contextlib.suppress(RuntimeError):  # its loop may be gone
-                    conn.close()
+        self._slots.wake_all()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for conn in self._idle.clear():
+            with contextlib.suppress(RuntimeError):  # its loop may be gone
+                conn.close()
+
+
+def _close_on(conn: _Connection, loop: asyncio.AbstractEventLoop) -> None:
+    """Close ``conn`` if it lives on ``loop``; others are left to their loop."""
+    if conn.loop is loop:
+        conn.close()
 
 
 class _Pending:
@@ -607,15 +713,23 @@ class _SyncConn:
         "_poll",
         "_reading",
         "busy",
+        "by_deadline",
         "closed",
+        "idle_timeout",
         "key",
+        "owner",
         "sock",
         "timeout",
     )
 
-    def __init__(self, sock: socket.socket, key: Key) -> None:
+    def __init__(
+        self, sock: socket.socket, key: Key, owner: SyncHTTP1Transport | None = None
+    ) -> None:
         self.sock = sock
         self.key = key
+        self.owner = owner  # told when the connection closes
+        self.idle_timeout = None if owner is None else owner._read_idle
+        self.by_deadline = True  # whether the call's deadline bounds the next wait
         self.closed = False
         # The transport's connections in use, while this one is one of them.
         self.busy: set[_SyncConn] | None = None
@@ -637,16 +751,24 @@ class _SyncConn:
         return bool(r)
 
     def set_deadline(self, deadline: float | None) -> None:
-        if deadline is None:
+        """Bound the next socket operation by the deadline and the read-idle timeout.
+
+        A ``TimeoutError`` that follows is reported by :meth:`timeout_error`.
+        """
+        seconds, self.by_deadline = bound(self.idle_timeout, deadline, time.monotonic())
+        if seconds is None:
             if self.timeout is not None:
                 self.sock.settimeout(None)
                 self.timeout = None
             return
-        left = deadline - time.monotonic()
-        if left <= 0:
+        if seconds <= 0:
             raise TimeoutError("deadline exceeded")
-        self.sock.settimeout(left)
-        self.timeout = left
+        self.sock.settimeout(seconds)
+        self.timeout = seconds
+
+    def timeout_error(self) -> ConnectError:
+        """What the last wait bounded by :meth:`set_deadline` reports."""
+        return timeout_error(self.by_deadline, self.idle_timeout)
 
     def recv(self) -> bytes:
         with self._lock:
@@ -671,6 +793,9 @@ class _SyncConn:
         if self.busy is not None:
             self.busy.discard(self)
             self.busy = None
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner._gone(self)
         with contextlib.suppress(OSError):
             # The plain socket's shutdown, also for TLS: it wakes the reader
             # without touching the TLS state that thread is using.
@@ -737,7 +862,11 @@ class _SyncResponse:
             except Exception as e:
                 closed = conn.closed
                 self._fail()
-                raise canceled() if closed else map_error(e, ProtocolError) from e
+                if closed:
+                    raise canceled() from e
+                if isinstance(e, TimeoutError):
+                    raise conn.timeout_error() from e
+                raise map_error(e, ProtocolError) from e
             if conn.closed:
                 self._fail()
                 raise canceled()
@@ -760,7 +889,7 @@ class _SyncResponse:
             self._conn.close()
 
 
-class SyncHTTP1Transport:
+class SyncHTTP1Transport(_Settings):
     """:class:`~.transport.SyncTransport` speaking HTTP/1.1 over blocking sockets.
 
     Thread-safe: threads share the pool of idle connections. ``request.timeout``
@@ -772,13 +901,15 @@ class SyncHTTP1Transport:
     def __init__(
         self, config: ClientConfig | None = None, *, limits: Limits | None = None
     ) -> None:
-        self._limits = limits
-        self._ssl = LazySSLContext(config, "http/1.1")
-        self._idle: dict[Key, list[_SyncConn]] = {}
+        super().__init__(config, limits)
+        self._idle: IdlePool[Key, _SyncConn] = IdlePool(
+            self._pool_idle, MAX_IDLE_PER_HOST
+        )
+        self._slots: HostSlots[Key] = HostSlots(self._cap)
         self._busy: set[_SyncConn] = set()
-        self._lock = threading.Lock()
-        self._targets = Targets()
-        self._closed = False
+        # Reentrant: a connection closed under the lock reports to _gone.
+        self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)
 
     def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> SyncResponse:
         """Send ``request`` and read the response head, within ``request.timeout``."""
@@ -834,12 +965,9 @@ class SyncHTTP1Transport:
                 if isinstance(e, Exception) and not isinstance(e, ConnectError):
                     if body is not None and not isinstance(e, OSError):
                         raise  # the request iterator's own exception
-                    if (
-                        reused
-                        and body is None
-                        and not received
-                        and not isinstance(e, TimeoutError)
-                    ):
+                    if isinstance(e, TimeoutError):
+                        raise conn.timeout_error() from e
+                    if reused and body is None and not received:
                         continue
                     raise map_error(e, ProtocolError) from e
                 raise
@@ -873,48 +1001,35 @@ class SyncHTTP1Transport:
     def _acquire(
         self, target: Target, deadline: float | None
     ) -> tuple[_SyncConn, bool]:
+        """A pooled connection (True) or a new one (False), within ``deadline``.
+
+        Past ``max_connections_per_host`` the caller waits for a connection
+        to come back to the pool or to close, until its deadline.
+        """
+        key = target.key
         with self._lock:
-            if self._closed:
-                raise ConnectError(Code.CANCELED, "transport closed")
-            idle = self._idle.get(target.key)
-            while idle:
-                conn = idle.pop()
-                if not conn.closed and not conn.readable():
+            while True:
+                if self._closed:
+                    raise ConnectError(Code.CANCELED, "transport closed")
+                conn = self._take(key)
+                if conn is not None:
                     self._use(conn)
                     return conn, True
-                conn.close()
-        timeout = None if deadline is None else deadline - time.monotonic()
-        if timeout is not None and timeout <= 0:
-            raise ConnectError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+                if self._slots.try_open(key):
+                    break
+                wait, _ = bound(None, deadline, time.monotonic())
+                if wait is not None and wait <= 0:
+                    raise deadline_error(
+                        "waiting for a connection (max_connections_per_host)"
+                    )
+                self._room.wait(wait)
         try:
-            sock = socket.create_connection((target.host, target.port), timeout)
-        except TimeoutError as e:
-            raise ConnectError(
-                Code.DEADLINE_EXCEEDED,
-                f"deadline exceeded connecting to {target.host}:{target.port}",
-            ) from e
-        except OSError as e:
-            raise ConnectError(
-                Code.UNAVAILABLE,
-                f"cannot connect to {target.host}:{target.port}: {type(e).__name__}: {e}",
-            ) from e
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if target.tls:
-                sock = self._ssl.get().wrap_socket(sock, server_hostname=target.host)
-        except BaseException as e:
-            sock.close()
-            if isinstance(e, TimeoutError):
-                raise ConnectError(
-                    Code.DEADLINE_EXCEEDED, "deadline exceeded in the TLS handshake"
-                ) from e
-            if isinstance(e, OSError):
-                raise ConnectError(
-                    Code.UNAVAILABLE,
-                    f"TLS with {target.host}:{target.port} failed: {type(e).__name__}: {e}",
-                ) from e
+            conn = self._open(target, deadline)
+        except BaseException:
+            with self._lock:
+                self._slots.closed(key)
+                self._room.notify_all()
             raise
-        conn = _SyncConn(sock, target.key)
         with self._lock:
             closed = self._closed
             if not closed:
@@ -923,6 +1038,63 @@ class SyncHTTP1Transport:
             conn.close()
             raise ConnectError(Code.CANCELED, "transport closed")
         return conn, False
+
+    def _take(self, key: Key) -> _SyncConn | None:
+        # Called with the lock held.
+        while True:
+            conn, stale = self._idle.take(key, time.monotonic())
+            for old in stale:
+                old.close()
+            if conn is None:
+                return None
+            if not conn.closed and not conn.readable():
+                return conn
+            conn.close()
+
+    def _open(self, target: Target, deadline: float | None) -> _SyncConn:
+        """Connect (TCP, then TLS) within ``connect_timeout`` and the deadline."""
+        seconds, by_deadline = bound(self._connect_timeout, deadline, time.monotonic())
+        where = f"{target.host}:{target.port}"
+        if seconds is not None and seconds <= 0:
+            raise deadline_error(f"before connecting to {where}")
+        try:
+            sock = socket.create_connection((target.host, target.port), seconds)
+        except TimeoutError as e:
+            if by_deadline:
+                raise deadline_error(f"connecting to {where}") from e
+            raise connect_timeout_error(target.host, target.port, seconds or 0) from e
+        except OSError as e:
+            raise ConnectError(
+                Code.UNAVAILABLE,
+                f"cannot connect to {where}: {type(e).__name__}: {e}",
+            ) from e
+        try:
+            set_keepalive(sock)
+            if target.tls:
+                # The handshake shares the connect timeout set on the socket.
+                sock = self._ssl.get().wrap_socket(sock, server_hostname=target.host)
+        except BaseException as e:
+            sock.close()
+            if isinstance(e, TimeoutError):
+                if by_deadline:
+                    raise deadline_error("in the TLS handshake") from e
+                raise connect_timeout_error(
+                    target.host, target.port, seconds or 0
+                ) from e
+            if isinstance(e, OSError):
+                raise ConnectError(
+                    Code.UNAVAILABLE,
+                    f"TLS with {where} failed: {type(e).__name__}: {e}",
+                ) from e
+            raise
+        return _SyncConn(sock, target.key, self)
+
+    def _gone(self, conn: _SyncConn) -> None:
+        """``conn`` closed: its slot is free for a waiting caller."""
+        with self._lock:
+            self._idle.discard(conn.key, conn)
+            self._slots.closed(conn.key)
+            self._room.notify_all()
 
     def _use(self, conn: _SyncConn) -> None:
         # Called with the lock held: the connection is now in use.
@@ -935,21 +1107,23 @@ class SyncHTTP1Transport:
             busy.discard(conn)
             conn.busy = None
         with self._lock:
-            if not self._closed:
-                conns = self._idle.setdefault(conn.key, [])
-                if len(conns) < MAX_IDLE_PER_HOST:
-                    conns.append(conn)
-                    return
+            # No thread watches the pool: expired connections close when the
+            # transport is next used.
+            for old in self._idle.expired(time.monotonic()):
+                old.close()
+            if not self._closed and self._idle.put(conn.key, conn, time.monotonic()):
+                self._room.notify_all()
+                return
         conn.close()
 
     def close(self) -> None:
         """Close all connections; calls still using one fail with ``canceled``."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, {}
+            idle = self._idle.clear()
             busy = list(self._busy)
-        for conns in idle.values():
-            for conn in conns:
-                conn.close()
+            self._room.notify_all()
+        for conn in idle:
+            conn.close()
         for conn in busy:
             conn.close()

@@ -18,7 +18,9 @@ What the connection takes care of:
   (:meth:`Connection.consume`), in batches of half a window;
 * header blocks (HEADERS and CONTINUATION, with HPACK from the ``hpack``
   package), informational responses, trailers;
-* PING replies, RST_STREAM both ways, GOAWAY (streams the server never
+* PING replies and PINGs of its own (keepalive, counted back in
+  ``ping_acks``), the SETTINGS acknowledgement (``settings_acked``),
+  RST_STREAM both ways, GOAWAY (streams the server never
   processed fail as refused, and no new stream starts on the connection),
   connection errors (GOAWAY sent, every stream failed).
 
@@ -332,6 +334,10 @@ class Connection:
         self.window_opened = False
         """Set when the peer's windows grew: blocked senders may retry; clear it."""
         self.settings_received = False
+        self.settings_acked = False
+        """Set when the server acknowledged this side's SETTINGS."""
+        self.ping_acks = 0
+        """PING acknowledgements received (the shell's keepalive counts them)."""
 
         # What the peer allows this side.
         self.max_streams = DEFAULT_MAX_STREAMS
@@ -585,6 +591,11 @@ class Connection:
             self._out.append(_frame(WINDOW_UPDATE, 0, 0, _U32.pack(owed)))
         else:
             self._unacked = owed
+
+    def ping(self, payload: bytes = bytes(8)) -> None:
+        """Queue a PING (keepalive); its acknowledgement counts in ``ping_acks``."""
+        if self.error is None:
+            self._out.append(_frame(PING, 0, 0, payload[:8].ljust(8, b"\0")))
 
     def close(self, code: int = ErrorCode.NO_ERROR) -> None:
         """Queue GOAWAY; no new stream starts (streams open may finish)."""
@@ -895,6 +906,8 @@ class Connection:
                 raise ProtocolError("PING of wrong size", ErrorCode.FRAME_SIZE_ERROR)
             if not flags & ACK:
                 self._out.append(_frame(PING, ACK, 0, bytes(payload)))
+            else:
+                self.ping_acks += 1
         elif kind == RST_STREAM:
             self._rst_stream(sid, payload)
         elif kind == GOAWAY:
@@ -1026,6 +1039,7 @@ class Connection:
                 raise ProtocolError(
                     "SETTINGS ACK with a payload", ErrorCode.FRAME_SIZE_ERROR
                 )
+            self.settings_acked = True
             return
         if len(payload) % 6:
             raise ProtocolError("SETTINGS of wrong size", ErrorCode.FRAME_SIZE_ERROR)

@@ -27,6 +27,13 @@ What the server makes the client answer (PING and SETTINGS acknowledgements,
 WINDOW_UPDATE, RST_STREAM) is bounded too: while the server reads nothing,
 at most ``Limits.max_queued_control`` bytes of answers are queued, then the
 connection fails (``resource_exhausted``) and is dropped.
+
+Each connection has one timer, driven by a ``timers.ConnectionClock``: the
+server must acknowledge SETTINGS in time, PINGs go out when keepalive is on
+and calls wait on a silent server, and a connection without calls closes
+after ``pool_idle_timeout``. Opening a connection is bounded by
+``connect_timeout``, and a call waiting on the server by
+``read_idle_timeout`` (all from ``ClientConfig.connection``).
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.config import (
+    DEFAULT_CONNECTION,
+    ClientConfig,
+)
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.client.http2 import (
     Connection,
@@ -47,11 +57,18 @@ from protoc_gen_connect_python.runtime.client.http2 import (
     StreamReset,
 )
 from protoc_gen_connect_python.runtime.client.net import (
+    AsyncSlots,
     Key,
     LazySSLContext,
     Target,
     TargetCache,
     canceled,
+    expire,
+    set_keepalive,
+)
+from protoc_gen_connect_python.runtime.client.timers import (
+    ConnectionClock,
+    connect_timeout_error,
 )
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
@@ -132,16 +149,31 @@ class _Connection(asyncio.Protocol):
         self._write_paused = False
         self._queued = 0  # answer bytes written while writing is paused
         self._drains: list[asyncio.Future[None]] = []
+        self.clock = ConnectionClock(owner.options, loop.time())
+        self._timer: asyncio.TimerHandle | None = None
+        self._acks = 0  # PING acknowledgements seen
+        self.counted = False  # holds one of the transport's host slots
 
     # protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        set_keepalive(transport.get_extra_info("socket"))
+        # The clocks start now that TCP and TLS are done (connect_timeout's part).
+        self.clock = ConnectionClock(self.owner.options, self.loop.time())
         self.flush()  # the preface and SETTINGS
+        self.tick()
 
     def data_received(self, data: bytes) -> None:
         h2 = self.h2
         touched = h2.receive(data)
+        clock = self.clock
+        clock.received(self.loop.time())
+        if h2.ping_acks != self._acks:
+            self._acks = h2.ping_acks
+            clock.ping_acked()
+        if h2.settings_acked and not clock.settings_acked:
+            clock.settings_acked = True
         if h2.has_output:
             written = self.flush()
             if self._write_paused:
@@ -171,6 +203,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         why = "connection closed by the server"
         if exc is not None:
             why = f"connection lost: {type(exc).__name__}: {exc}"
@@ -183,6 +218,69 @@ class _Connection(asyncio.Protocol):
         for d in drains:
             _wake(d)
         self.owner._forget(self)
+
+    # timers (decided by the ConnectionClock)
+
+    def tick(self) -> None:
+        """Do what the clock asks now, then sleep until its next check."""
+        self._timer = None
+        if self.lost:
+            return
+        clock = self.clock
+        while True:
+            now = self.loop.time()
+            action, when = clock.check(now)
+            if action == "ping":
+                self.h2.ping()
+                self.flush()
+                clock.ping_sent(now)
+                continue
+            if action == "settings":
+                self.fail(
+                    "the server did not acknowledge SETTINGS within"
+                    f" {self.owner.options.settings_timeout:g} s (settings_timeout)",
+                    ErrorCode.SETTINGS_TIMEOUT,
+                )
+            elif action == "dead":
+                self.fail(
+                    "the server did not answer a keepalive PING within"
+                    f" {self.owner.options.keepalive_timeout:g} s (keepalive_timeout)",
+                    ErrorCode.NO_ERROR,
+                )
+            elif action == "expire":
+                self.shutdown()
+            elif when is not None:
+                self._timer = self.loop.call_at(when, self.tick)
+            return
+
+    def streams_changed(self) -> None:
+        """Streams opened or ended: the idle and keepalive timers may move.
+
+        A timer already due sooner is kept (it checks again when it fires),
+        so a call costs no timer of its own.
+        """
+        now = self.loop.time()
+        if not self.clock.streams(len(self.h2.streams), now):
+            return
+        action, when = self.clock.check(now)
+        timer = self._timer
+        if action is not None:
+            if timer is not None:
+                timer.cancel()
+            self.tick()
+        elif when is not None and (timer is None or when < timer.when()):
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(when, self.tick)
+
+    def fail(self, message: str, code: int) -> None:
+        """Give up on the connection: every call on it fails with ``unavailable``."""
+        touched = self.h2.fail(message, code)
+        self.retiring = True
+        for s in touched:
+            _wake(s.waiter)
+            _wake(s.send_waiter)
+        self.drop()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -211,13 +309,20 @@ class _Connection(asyncio.Protocol):
         return 0
 
     async def wait(self, s: Stream) -> None:
-        """Until something happens on ``s`` (or the connection ends)."""
+        """Until something happens on ``s`` (or the connection ends).
+
+        Raises ``unavailable`` after ``read_idle_timeout`` without news.
+        """
         f = self.loop.create_future()
         s.waiter = f
+        idle = self.owner.options.read_idle_timeout
+        timer = None if idle is None else self.loop.call_later(idle, expire, f, idle)
         try:
             await f
         finally:
             s.waiter = None
+            if timer is not None:
+                timer.cancel()
 
     async def drain(self) -> None:
         while self._write_paused and not self.lost:
@@ -244,11 +349,18 @@ class _Connection(asyncio.Protocol):
             f = self.loop.create_future()
             s.send_waiter = f
             self.blocked.add(s)
+            # Waiting for window is waiting on the server too.
+            idle = self.owner.options.read_idle_timeout
+            timer = (
+                None if idle is None else self.loop.call_later(idle, expire, f, idle)
+            )
             try:
                 await f
             finally:
                 s.send_waiter = None
                 self.blocked.discard(s)
+                if timer is not None:
+                    timer.cancel()
         if self._write_paused:
             await self.drain()
 
@@ -258,6 +370,7 @@ class _Connection(asyncio.Protocol):
         self.flush()
         _wake(s.send_waiter)
         self.maybe_close()
+        self.ended()
 
     def finish(self, s: Stream) -> None:
         """``s`` is over for the caller; close the connection if it is retired."""
@@ -268,6 +381,12 @@ class _Connection(asyncio.Protocol):
             self.h2.release(s)
             self.flush()
             self.maybe_close()
+            self.ended()
+
+    def ended(self) -> None:
+        """A call ended: timers may move, and a call waiting for room may go."""
+        self.streams_changed()
+        self.owner._slots.wake(self.key)
 
     def maybe_close(self) -> None:
         """Close (with GOAWAY) once no stream may start and none is left."""
@@ -380,9 +499,11 @@ class AsyncHTTP2Transport:
         self, config: ClientConfig | None = None, *, limits: Limits | None = None
     ) -> None:
         self.limits = limits or Limits()
+        self.options = config.connection if config is not None else DEFAULT_CONNECTION
         self._ssl = LazySSLContext(config, "h2")
         self._conns: dict[Key, list[_Connection]] = {}
         self._connecting: dict[Key, asyncio.Task[_Connection]] = {}
+        self._slots = AsyncSlots(self.options.max_connections_per_host)
         self._targets = TargetCache()
         self._closed = False
 
@@ -415,6 +536,7 @@ class AsyncHTTP2Transport:
                 raise ConnectError(Code.INTERNAL, f"invalid request: {e}") from None
             except ProtocolError:
                 continue  # the connection closed meanwhile: take another
+            conn.streams_changed()
             pump: asyncio.Task[None] | None = None
             try:
                 if body is not None:
@@ -466,6 +588,11 @@ class AsyncHTTP2Transport:
                 return conn
             task = self._connecting.get(target.key)
             if task is None or task.get_loop() is not loop:
+                if not self._slots.try_open(target.key):
+                    # At max_connections_per_host: wait for a stream to end
+                    # or a connection to close (the call's deadline bounds it).
+                    await self._slots.wait(target.key, loop)
+                    continue
                 task = loop.create_task(self._connect(target, loop))
                 self._connecting[target.key] = task
                 task.add_done_callback(
@@ -481,25 +608,35 @@ class AsyncHTTP2Transport:
         if self._connecting.get(key) is task:
             del self._connecting[key]
         if task.cancelled() or task.exception() is not None:
+            self._slots.closed(key)
             return
         conn = task.result()
+        if conn.lost:
+            # Lost before it was counted as open: its slot is free again.
+            self._slots.closed(key)
+            return
+        conn.counted = True
         if self._closed:
             conn.shutdown()
-        elif not conn.lost:
+        else:
             self._conns.setdefault(key, []).append(conn)
 
     async def _connect(
         self, target: Target, loop: asyncio.AbstractEventLoop
     ) -> _Connection:
         """A new connection to ``target``: TCP, TLS with ALPN ``h2`` if https."""
+        seconds = self.options.connect_timeout
         try:
             if target.tls:
-                transport, conn = await loop.create_connection(
-                    lambda: _Connection(self, loop, target.key),
-                    target.host,
-                    target.port,
-                    ssl=self._ssl.get(),
-                    server_hostname=target.host,
+                transport, conn = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _Connection(self, loop, target.key),
+                        target.host,
+                        target.port,
+                        ssl=self._ssl.get(),
+                        server_hostname=target.host,
+                    ),
+                    seconds,
                 )
                 tls = transport.get_extra_info("ssl_object")
                 alpn = tls.selected_alpn_protocol() if tls is not None else None
@@ -511,12 +648,17 @@ class AsyncHTTP2Transport:
                         f" over TLS (ALPN: {alpn})",
                     )
             else:
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self, loop, target.key),
-                    target.host,
-                    target.port,
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _Connection(self, loop, target.key),
+                        target.host,
+                        target.port,
+                    ),
+                    seconds,
                 )
-        except (OSError, asyncio.TimeoutError) as e:
+        except asyncio.TimeoutError as e:
+            raise connect_timeout_error(target.host, target.port, seconds) from e
+        except OSError as e:
             raise ConnectError(
                 Code.UNAVAILABLE,
                 f"cannot connect to {target.host}:{target.port}: {type(e).__name__}: {e}",
@@ -529,10 +671,14 @@ class AsyncHTTP2Transport:
             conns.remove(conn)
             if not conns:
                 del self._conns[conn.key]
+        if conn.counted:
+            conn.counted = False
+            self._slots.closed(conn.key)
 
     async def aclose(self) -> None:
         """Close connections: idle ones now, the others when their calls end."""
         self._closed = True
+        self._slots.wake_all()
         for conns in list(self._conns.values()):
             for conn in list(conns):
                 with contextlib.suppress(RuntimeError):  # its loop may be gone

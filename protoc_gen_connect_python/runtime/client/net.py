@@ -17,16 +17,20 @@ import tempfile
 import threading
 
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
+from protoc_gen_connect_python.runtime.client.timers import HostSlots, idle_error
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
 
 __all__ = [
+    "AsyncSlots",
     "Key",
     "LazySSLContext",
     "Target",
     "TargetCache",
     "canceled",
+    "expire",
     "map_error",
+    "set_keepalive",
     "shutdown_now",
     "ssl_context",
 ]
@@ -192,9 +196,98 @@ def map_error(
     return ConnectError(code, f"{type(e).__name__}: {e}")
 
 
+class AsyncSlots:
+    """``max_connections_per_host`` for the asyncio transports.
+
+    Counts connections per key (:class:`~.timers.HostSlots`) and holds the
+    calls waiting for room; the call's deadline (a cancellation) ends a wait.
+    """
+
+    __slots__ = ("_slots", "_waiting")
+
+    def __init__(self, cap: int | None) -> None:
+        self._slots: HostSlots[Key] = HostSlots(cap)
+        self._waiting: dict[Key, list[asyncio.Future[None]]] = {}
+
+    def try_open(self, key: Key) -> bool:
+        """Count a new connection to ``key``, unless it is at the cap."""
+        return self._slots.try_open(key)
+
+    async def wait(self, key: Key, loop: asyncio.AbstractEventLoop) -> None:
+        """Until a connection to ``key`` closes or has room for another call."""
+        f = loop.create_future()
+        self._waiting.setdefault(key, []).append(f)
+        try:
+            await f
+        finally:
+            waiting = self._waiting.get(key)
+            if waiting is not None and f in waiting:
+                waiting.remove(f)
+
+    def closed(self, key: Key) -> None:
+        """A counted connection to ``key`` is gone: its slot is free."""
+        self._slots.closed(key)
+        self.wake(key)
+
+    def wake_all(self) -> None:
+        """Let every waiting call look again (the transport is closing)."""
+        for key in list(self._waiting):
+            self.wake(key)
+
+    def wake(self, key: Key) -> None:
+        """Let the calls waiting for ``key`` look again."""
+        waiting = self._waiting.pop(key, None)
+        if waiting:
+            for f in waiting:
+                if not f.done():
+                    f.set_result(None)
+
+
+def expire(waiter: asyncio.Future[None], seconds: float) -> None:
+    """Fail ``waiter`` (a call waiting on the peer) after ``seconds`` of silence.
+
+    Scheduled by the asyncio transports with ``loop.call_later`` for
+    ``read_idle_timeout``, and cancelled when news comes first.
+    """
+    if not waiter.done():
+        waiter.set_exception(idle_error(seconds))
+
+
 def canceled() -> ConnectError:
     """The error of a call that this side gave up on."""
     return ConnectError(Code.CANCELED, "request canceled by the client")
+
+
+TCP_KEEPALIVE_IDLE = 30
+"""Seconds of silence on a connection before the kernel sends TCP keepalive probes."""
+TCP_KEEPALIVE_INTERVAL = 10
+"""Seconds between TCP keepalive probes."""
+TCP_KEEPALIVE_PROBES = 3
+"""Unanswered probes after which the kernel resets the connection."""
+
+
+def set_keepalive(sock: object) -> None:
+    """Turn TCP keepalive on for ``sock`` (and Nagle off).
+
+    A peer whose host vanished (powered off, cut off) answers no probe: the
+    kernel resets the connection about a minute later and the calls on it fail
+    with ``unavailable``. Servers never see these probes as requests, unlike
+    HTTP/2 PINGs. Options a platform lacks are skipped.
+    """
+    setsockopt = getattr(sock, "setsockopt", None)
+    if setsockopt is None:
+        return
+    with contextlib.suppress(OSError):
+        setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", TCP_KEEPALIVE_IDLE),
+            ("TCP_KEEPINTVL", TCP_KEEPALIVE_INTERVAL),
+            ("TCP_KEEPCNT", TCP_KEEPALIVE_PROBES),
+        ):
+            opt = getattr(socket, name, None)
+            if opt is not None:
+                setsockopt(socket.IPPROTO_TCP, opt, value)
 
 
 def shutdown_now(transport: asyncio.BaseTransport) -> None:

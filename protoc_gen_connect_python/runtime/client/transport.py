@@ -20,9 +20,10 @@ ALPN picks the version. :func:`async_transport_for` and
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import pyqwest
 
@@ -35,9 +36,12 @@ from protoc_gen_connect_python.runtime.client.http1_transport import (
 from protoc_gen_connect_python.runtime.client.http2_transport import (
     AsyncHTTP2Transport,
 )
+from protoc_gen_connect_python.runtime.client.timers import idle_error
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
+
+_T = TypeVar("_T", pyqwest.HTTPTransport, pyqwest.SyncHTTPTransport)
 
 
 class AsyncResponse(Protocol):
@@ -123,8 +127,15 @@ _STREAM_ERROR_CODES = {
 }
 
 
-def map_transport_error(e: Exception) -> ConnectError:
-    """The RPC error for an exception raised by pyqwest."""
+def map_transport_error(
+    e: Exception, idle: float | None = None, deadline: float | None = None
+) -> ConnectError:
+    """The RPC error for an exception raised by pyqwest.
+
+    pyqwest raises the same ``TimeoutError`` for its ``read_timeout`` and for
+    the call's timeout: with ``idle`` (the read-idle timeout it was given),
+    one that comes before ``deadline`` (``time.monotonic()``) is the former.
+    """
     if isinstance(e, ConnectError):
         return e
     if isinstance(e, pyqwest.StreamError):
@@ -132,6 +143,8 @@ def map_transport_error(e: Exception) -> ConnectError:
     elif isinstance(e, pyqwest.ConnectTimeout):
         code = Code.UNAVAILABLE
     elif isinstance(e, TimeoutError):
+        if idle is not None and (deadline is None or time.monotonic() < deadline):
+            return idle_error(idle)
         code = Code.DEADLINE_EXCEEDED
     elif isinstance(
         e,
@@ -163,6 +176,8 @@ def _version(config: ClientConfig) -> pyqwest.HTTPVersion | None:
 
 
 def _transport_options(config: ClientConfig) -> dict[str, object]:
+    """pyqwest's options for ``config``; of ``config.connection`` it takes the
+    connect, read-idle and pool-idle timeouts and the cap on connections."""
     if config.protocol == "grpc" and config.http_version == "3":
         # pyqwest's HTTP/3 responses end with the last DATA frame: the trailers
         # after it, where gRPC puts its status, never reach the caller.
@@ -171,7 +186,7 @@ def _transport_options(config: ClientConfig) -> dict[str, object]:
             " which pyqwest's HTTP/3 client does not deliver; use HTTP/2, or"
             ' protocol "connect" or "grpc-web" over HTTP/3'
         )
-    return {
+    options: dict[str, object] = {
         "tls_ca_cert": config.tls_ca_cert,
         # A CA given explicitly replaces the system's trust store.
         "tls_include_system_certs": config.tls_ca_cert is None,
@@ -184,18 +199,49 @@ def _transport_options(config: ClientConfig) -> dict[str, object]:
         "enable_brotli": False,
         "enable_zstd": False,
         "follow_redirects": False,
+        "connect_timeout": config.connection.connect_timeout,
+        "read_timeout": config.connection.read_idle_timeout,
+        "pool_idle_timeout": config.connection.pool_idle_timeout,
     }
+    cap = config.connection.max_connections_per_host
+    if cap is not None:
+        # Only when asked: pyqwest before 0.12 has no such option.
+        options["max_connections_per_address"] = cap
+    return options
+
+
+def _pyqwest(kind: type[_T], config: ClientConfig) -> _T:
+    """A pyqwest transport of ``kind`` for ``config``."""
+    try:
+        return kind(**_transport_options(config))  # type: ignore[arg-type]
+    except TypeError:
+        if config.connection.max_connections_per_host is None:
+            raise
+        raise ValueError(
+            "max_connections_per_host needs pyqwest 0.12 or later for the"
+            " pyqwest transport"
+        ) from None
 
 
 class _PyqwestResponse:
     """Status, headers and trailers of a pyqwest response, either kind."""
 
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("_deadline", "_idle", "_resp", "headers", "status")
 
-    def __init__(self, resp: pyqwest.Response | pyqwest.SyncResponse) -> None:
+    def __init__(
+        self,
+        resp: pyqwest.Response | pyqwest.SyncResponse,
+        idle: float | None,
+        deadline: float | None,
+    ) -> None:
         self._resp = resp
+        self._idle = idle
+        self._deadline = deadline
         self.status = resp.status
         self.headers = _headers(resp.headers)
+
+    def _error(self, e: Exception) -> ConnectError:
+        return map_transport_error(e, self._idle, self._deadline)
 
     @property
     def trailers(self) -> Headers:
@@ -207,8 +253,9 @@ class _PyqwestAsyncResponse(_PyqwestResponse):
 
     _resp: pyqwest.Response
 
-    def __init__(self, resp: pyqwest.Response) -> None:
-        super().__init__(resp)
+    def __init__(self, resp: pyqwest.Response, idle: float | None) -> None:
+        # The async client's deadline cancels the call: a timeout is pyqwest's.
+        super().__init__(resp, idle, None)
         self._it = resp.content.__aiter__()
 
     async def read(self) -> bytes:
@@ -217,7 +264,7 @@ class _PyqwestAsyncResponse(_PyqwestResponse):
         except StopAsyncIteration:
             return b""
         except Exception as e:
-            raise map_transport_error(e) from e
+            raise self._error(e) from e
         return bytes(chunk)
 
     async def aclose(self) -> None:
@@ -235,7 +282,9 @@ class PyqwestAsyncTransport:
         self, config: ClientConfig, transport: pyqwest.HTTPTransport | None = None
     ) -> None:
         self._owned = transport is None
-        self._t = transport or pyqwest.HTTPTransport(**_transport_options(config))  # type: ignore[arg-type]
+        self._t = transport or _pyqwest(pyqwest.HTTPTransport, config)
+        # A shared pyqwest transport keeps its own read timeout.
+        self._idle = config.connection.read_idle_timeout if self._owned else None
 
     async def send(
         self, request: HTTPRequest, body: AsyncIterator[bytes] | None
@@ -250,8 +299,8 @@ class PyqwestAsyncTransport:
         try:
             resp = await self._t.execute(req)
         except Exception as e:
-            raise map_transport_error(e) from e
-        return _PyqwestAsyncResponse(resp)
+            raise map_transport_error(e, self._idle) from e
+        return _PyqwestAsyncResponse(resp, self._idle)
 
     async def aclose(self) -> None:
         """Close the pool, when this object created it."""
@@ -266,8 +315,10 @@ class _PyqwestSyncResponse(_PyqwestResponse):
         self,
         cm: AbstractContextManager[pyqwest.SyncResponse],
         resp: pyqwest.SyncResponse,
+        idle: float | None,
+        deadline: float | None,
     ) -> None:
-        super().__init__(resp)
+        super().__init__(resp, idle, deadline)
         self._cm = cm
         self._it = iter(resp.content)
 
@@ -277,7 +328,7 @@ class _PyqwestSyncResponse(_PyqwestResponse):
         except StopIteration:
             return b""
         except Exception as e:
-            raise map_transport_error(e) from e
+            raise self._error(e) from e
         return bytes(chunk)
 
     def close(self) -> None:
@@ -293,11 +344,15 @@ class PyqwestSyncTransport:
         transport: pyqwest.SyncHTTPTransport | None = None,
     ) -> None:
         self._owned = transport is None
-        self._t = transport or pyqwest.SyncHTTPTransport(**_transport_options(config))  # type: ignore[arg-type]
+        self._t = transport or _pyqwest(pyqwest.SyncHTTPTransport, config)
         self._client = pyqwest.SyncClient(self._t)
+        self._idle = config.connection.read_idle_timeout if self._owned else None
 
     def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> SyncResponse:
         """Execute ``request``, bounded by its timeout; returns at the response head."""
+        deadline = (
+            None if request.timeout is None else time.monotonic() + request.timeout
+        )
         try:
             cm = self._client.stream(
                 request.method,
@@ -308,8 +363,8 @@ class PyqwestSyncTransport:
             )
             resp = cm.__enter__()
         except Exception as e:
-            raise map_transport_error(e) from e
-        return _PyqwestSyncResponse(cm, resp)
+            raise map_transport_error(e, self._idle, deadline) from e
+        return _PyqwestSyncResponse(cm, resp, self._idle, deadline)
 
     def close(self) -> None:
         """Close the pool, when this object created it."""
