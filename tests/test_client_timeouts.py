@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import hpack
+import pyqwest
 import pytest
 from client_env import SERVER_STREAM_SPEC, UNARY_SPEC, make_certs
 from google.protobuf.wrappers_pb2 import StringValue
@@ -197,6 +198,33 @@ def test_pyqwest_timeouts_are_told_apart() -> None:
         map_transport_error(TimeoutError("t"), 2.0, past).code == Code.DEADLINE_EXCEEDED
     )
     assert map_transport_error(TimeoutError("t")).code == Code.DEADLINE_EXCEEDED
+
+
+SECRET = "internal detail 0x5f3a"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (pyqwest.StreamError(SECRET, pyqwest.StreamErrorCode.CANCEL), Code.CANCELED),
+        (
+            pyqwest.StreamError(SECRET, pyqwest.StreamErrorCode.PROTOCOL_ERROR),
+            Code.INTERNAL,
+        ),
+        (pyqwest.ConnectTimeout(SECRET), Code.UNAVAILABLE),
+        (TimeoutError(SECRET), Code.DEADLINE_EXCEEDED),
+        (ConnectionRefusedError(SECRET), Code.UNAVAILABLE),
+        (pyqwest.WriteError(SECRET), Code.UNAVAILABLE),
+        (pyqwest.ReadError(SECRET), Code.UNAVAILABLE),
+        (pyqwest.RemoteProtocolError(SECRET), Code.UNAVAILABLE),
+        (ConnectionError(SECRET), Code.UNAVAILABLE),
+        (RuntimeError(SECRET), Code.UNKNOWN),
+    ],
+)
+def test_pyqwest_errors_are_told_in_our_words(error: Exception, code: Code) -> None:
+    err = map_transport_error(error)
+    assert err.code == code
+    assert SECRET not in err.message and type(error).__name__ not in err.message
 
 
 def test_h2_connection_counts_settings_and_ping_acks() -> None:

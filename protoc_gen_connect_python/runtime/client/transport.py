@@ -138,27 +138,29 @@ def map_transport_error(
     """
     if isinstance(e, ConnectError):
         return e
+    # Our own words: pyqwest's texts name its internals; the exception stays
+    # the error's __cause__ (raise ... from e) for logs and debuggers.
     if isinstance(e, pyqwest.StreamError):
         code = _STREAM_ERROR_CODES.get(e.code, Code.INTERNAL)
+        name = getattr(e.code, "name", str(e.code))
+        message = f"the server reset the stream ({name})"
     elif isinstance(e, pyqwest.ConnectTimeout):
-        code = Code.UNAVAILABLE
+        code, message = Code.UNAVAILABLE, "could not connect to the server in time"
     elif isinstance(e, TimeoutError):
         if idle is not None and (deadline is None or time.monotonic() < deadline):
             return idle_error(idle)
-        code = Code.DEADLINE_EXCEEDED
-    elif isinstance(
-        e,
-        (
-            ConnectionError,
-            pyqwest.ReadError,
-            pyqwest.WriteError,
-            pyqwest.RemoteProtocolError,
-        ),
-    ):
-        code = Code.UNAVAILABLE
+        code, message = Code.DEADLINE_EXCEEDED, "the call's deadline passed"
+    elif isinstance(e, ConnectionRefusedError):
+        code, message = Code.UNAVAILABLE, "the server refused the connection"
+    elif isinstance(e, (pyqwest.WriteError, BrokenPipeError)):
+        code, message = Code.UNAVAILABLE, "the connection failed while sending"
+    elif isinstance(e, (pyqwest.ReadError, pyqwest.RemoteProtocolError)):
+        code, message = Code.UNAVAILABLE, "the connection failed while receiving"
+    elif isinstance(e, ConnectionError):
+        code, message = Code.UNAVAILABLE, "the connection to the server failed"
     else:
-        code = Code.UNKNOWN
-    return ConnectError(code, f"{type(e).__name__}: {e}")
+        code, message = Code.UNKNOWN, "the HTTP client failed"
+    return ConnectError(code, message)
 
 
 def _headers(h: pyqwest.Headers) -> Headers:
