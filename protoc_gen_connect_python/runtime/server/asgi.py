@@ -39,8 +39,11 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCore,
     ServerOptions,
     aclose_iterator,
+    body_too_large,
     deadline_exceeded,
+    declared_over,
     drain_first,
+    escaped_route,
     logger,
 )
 from protoc_gen_connect_python.runtime.service import AsyncService
@@ -233,7 +236,7 @@ async def _disconnected(guard: _Guard) -> None:
 
 
 async def _read_body(
-    receive: Receive, msg: Message_, limit: int, length: str | None, guard: _Guard
+    receive: Receive, msg: Message_, limit: int, guard: _Guard
 ) -> bytes:
     """The whole request body, from its first event ``msg`` on."""
     if msg["type"] != "http.request":
@@ -241,10 +244,8 @@ async def _read_body(
     body: bytes = msg.get("body", b"")
     if not msg.get("more_body", False):
         if limit and len(body) > limit:
-            raise _too_large(limit)
+            raise body_too_large(limit)
         return body
-    if limit and length is not None and length.isdigit() and int(length) > limit:
-        raise _too_large(limit)
     chunks = [body]
     size = len(body)
     while True:
@@ -254,7 +255,7 @@ async def _read_body(
         chunk = msg.get("body", b"")
         size += len(chunk)
         if limit and size > limit:
-            raise _too_large(limit)
+            raise body_too_large(limit)
         chunks.append(chunk)
         if not msg.get("more_body", False):
             return b"".join(chunks)
@@ -288,13 +289,6 @@ async def _drain_body(receive: Receive) -> bool:
             break
         size += len(msg.get("body", b""))
     return True
-
-
-def _too_large(limit: int) -> ConnectError:
-    return ConnectError(
-        Code.RESOURCE_EXHAUSTED,
-        f"request body is larger than configured max {limit} bytes",
-    )
 
 
 class _Requests(AsyncIterator[Message]):
@@ -482,6 +476,8 @@ class ASGIApp:
             path = path[len(root) :]
         ep = self._routes.get(path)
         head = _head(scope["headers"])
+        if ep is not None and escaped_route(scope.get("raw_path"), ep):
+            ep = None
         if ep is None:
             await _send_reply_draining(
                 send, receive, NOT_FOUND, head.get("content-length")
@@ -529,6 +525,7 @@ class ASGIApp:
         guard: _Guard | None = None
         ctx = call.ctx
         unread = True
+        length = call.head.get("content-length")
         try:
             call.parse_head()
             if ctx.deadline is not None:
@@ -536,12 +533,15 @@ class ASGIApp:
                 guard.arm(ctx.deadline)
             for hook in ep.hooks:
                 await hook(ctx)
+            limit = call.unary_body_limit
+            if length is not None and declared_over(length, limit):
+                length = None  # answer first, then drain (bounded)
+                raise body_too_large(limit)
             # The body is read to its end even for a Connect GET, whose message
             # came in the query: an HTTP/2 client may end a GET's stream with
             # an empty DATA frame after the HEADERS, and a reply that ended
             # first makes hypercorn fail the whole connection on that frame.
             msg = await receive()
-            limit = call.unary_body_limit
             body = msg.get("body", b"")
             if (
                 msg["type"] != "http.request"
@@ -550,9 +550,7 @@ class ASGIApp:
             ):
                 # Not the usual whole body in one event: the careful reader.
                 guard = guard or _Guard()
-                body = await _read_body(
-                    receive, msg, limit, call.head.get("content-length"), guard
-                )
+                body = await _read_body(receive, msg, limit, guard)
             if call.preread is not None:
                 body = call.preread
             unread = False
@@ -588,9 +586,7 @@ class ASGIApp:
                 guard.disarm()
             reply = call.encode_error(self._core.to_error(e, ep))
         if unread:
-            await _send_reply_draining(
-                send, receive, reply, call.head.get("content-length")
-            )
+            await _send_reply_draining(send, receive, reply, length)
         elif reply.trailers is None:
             # The usual unary reply, sent from this frame.
             await send(

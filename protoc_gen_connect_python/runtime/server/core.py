@@ -187,6 +187,48 @@ def drain_first(length: str | None) -> bool:
     return length is not None and length.isdigit() and int(length) <= DRAIN_MAX_BYTES
 
 
+def declared_over(length: str | None, limit: int) -> bool:
+    """Whether a request's Content-Length is over ``limit`` (0 = no limit).
+
+    Such a unary request is refused before any of its body is read: the
+    client may send nothing until it sees an answer (``Expect:
+    100-continue``, or a body that never comes), and the answer does not
+    depend on the bytes. The shells answer before they drain it.
+    """
+    return (
+        bool(limit) and length is not None and length.isdigit() and int(length) > limit
+    )
+
+
+def body_too_large(limit: int) -> ConnectError:
+    """resource_exhausted for a request body over ``limit`` bytes."""
+    return ConnectError(
+        Code.RESOURCE_EXHAUSTED,
+        f"request body is larger than configured max {limit} bytes",
+    )
+
+
+def body_cut_short() -> ConnectError:
+    """invalid_argument for a body that ended before its declared length.
+
+    Never a handler run on part of a request: a WSGI server hands over what
+    arrived and then an empty read, as at a real end.
+    """
+    return ConnectError(
+        Code.INVALID_ARGUMENT, "request body ended before its declared length"
+    )
+
+
+def client_gone(exc: BaseException) -> ConnectError:
+    """canceled for a request body the server could not read to its end.
+
+    A peer that resets or goes away mid-request is not a server error: one
+    line at DEBUG, no traceback.
+    """
+    logger.debug("request body read failed (%s): client gone", type(exc).__name__)
+    return ConnectError(Code.CANCELED, "the request ended before its body did")
+
+
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
 _STATUS_LINES[499] = "499 Client Closed Request"
 
@@ -478,8 +520,11 @@ class Endpoint:
     allow_get: bool = field(init=False)
     allow: str = field(init=False)
     """The ``Allow`` header of a 405 reply."""
+    raw_procedure: bytes = field(init=False)
+    """The procedure as it ends an unescaped request path."""
 
     def __post_init__(self) -> None:
+        self.raw_procedure = self.spec.procedure.encode("ascii")
         self.allow_get = (
             self.spec.stream_type is StreamType.UNARY
             and self.spec.idempotency is Idempotency.NO_SIDE_EFFECTS
@@ -727,6 +772,21 @@ def check_deadline(ctx: RequestContext) -> None:
     """Raise deadline_exceeded when the call is past its deadline (sync apps)."""
     if ctx.deadline is not None and time.monotonic() >= ctx.deadline + DEADLINE_GRACE:
         raise deadline_exceeded()
+
+
+def escaped_route(raw_path: bytes | None, endpoint: Endpoint) -> bool:
+    """Whether a request routed to ``endpoint`` spelled its procedure with
+    percent-escapes (``%2F`` for the slash, ...).
+
+    Routes match the decoded path the server gives; a procedure name never
+    needs an escape, so one whose raw path differs is not found, as it would
+    not be by a server that routes on the raw path. ``raw_path`` may carry a
+    query string, and a prefix the app is mounted under may be escaped. None
+    when the server gives no raw path: the decoded one is all there is.
+    """
+    if raw_path is None or b"%" not in raw_path:
+        return False
+    return not raw_path.partition(b"?")[0].endswith(endpoint.raw_procedure)
 
 
 NOT_FOUND = Reply(404, [(b"content-length", b"0")])

@@ -37,9 +37,14 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCall,
     ServerCore,
     ServerOptions,
+    body_cut_short,
+    body_too_large,
     check_deadline,
+    client_gone,
     close_iterator,
+    declared_over,
     drain_first,
+    escaped_route,
     logger,
     status_line,
 )
@@ -134,6 +139,15 @@ def _str_headers(raw: RawHeaders) -> list[tuple[str, str]]:
     return [get(p) or _str_pair(p) for p in raw]
 
 
+def _raw_path(environ: Environ) -> bytes | None:
+    """The request target as sent, where the server gives it (gunicorn:
+    ``RAW_URI``; others: ``REQUEST_URI``); granian and pyvoy give none."""
+    raw: str | None = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw is None or "%" not in raw:  # the usual case: nothing escaped
+        return None
+    return raw.encode("latin-1", "replace")
+
+
 def _trailer_sender(environ: Environ) -> SendTrailers | None:
     """The server's trailers extension, if trailers reach the client with it."""
     if environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1"):
@@ -144,11 +158,16 @@ def _trailer_sender(environ: Environ) -> SendTrailers | None:
     return send
 
 
-def _too_large(limit: int) -> ConnectError:
-    return ConnectError(
-        Code.RESOURCE_EXHAUSTED,
-        f"request body is larger than configured max {limit} bytes",
-    )
+def _read(stream: IO[bytes], n: int) -> bytes:
+    """One read of the request body; a failed one means the client is gone.
+
+    Servers report a reset or a body cut mid-chunk differently (OSError and
+    gunicorn's NoMoreData, RuntimeError from pyvoy).
+    """
+    try:
+        return stream.read(n)
+    except Exception as e:
+        raise client_gone(e) from None
 
 
 def _read_body(environ: Environ, limit: int) -> bytes:
@@ -161,37 +180,37 @@ def _read_body(environ: Environ, limit: int) -> bytes:
             raise ConnectError(
                 Code.INVALID_ARGUMENT, "invalid Content-Length"
             ) from None
-        if limit and n > limit:
-            raise _too_large(limit)
         return _read_exactly(stream, n)
     # Chunked request: read until the server reports the end, within the limit.
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = stream.read(_READ_CHUNK)
+        chunk = _read(stream, _READ_CHUNK)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
         if limit and size > limit:
-            raise _too_large(limit)
+            raise body_too_large(limit)
         chunks.append(chunk)
 
 
 def _read_exactly(stream: IO[bytes], n: int) -> bytes:
-    """``n`` bytes, or fewer if the body ends first.
+    """``n`` bytes; invalid_argument if the body ends first.
 
     A read may return less than asked before the end (pyvoy hands over what
     has arrived), so one read is not enough for a whole body.
     """
-    data = stream.read(n) if n else b""
-    if len(data) == n or not data:
+    if not n:
+        return b""
+    data = _read(stream, n)
+    if len(data) == n:
         return data
     chunks = [data]
     size = len(data)
     while size < n:
-        chunk = stream.read(n - size)
+        chunk = _read(stream, n - size)
         if not chunk:
-            break
+            raise body_cut_short()
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
@@ -209,8 +228,10 @@ def _requests(environ: Environ, call: ServerCall, eof: list[bool]) -> Iterator[M
         n = call.input_needed
         if remaining > 0:
             n = min(n, remaining)
-        data = stream.read(n)
+        data = _read(stream, n)
         if not data:
+            if remaining > 0:
+                raise body_cut_short()
             break
         if remaining > 0:
             remaining -= len(data)
@@ -301,6 +322,8 @@ class WSGIApp:
     ) -> Iterable[bytes]:
         """The WSGI entry point."""
         ep = self._routes.get(environ.get("PATH_INFO", ""))
+        if ep is not None and escaped_route(_raw_path(environ), ep):
+            ep = None
         if ep is None:
             return _reply(start_response, NOT_FOUND, None, _unread(environ, ep))
         try:
@@ -342,7 +365,8 @@ class WSGIApp:
     def _unary(
         self, ep: Endpoint, call: ServerCall, environ: Environ
     ) -> tuple[Reply, bool]:
-        """The reply, and whether the request body was read to its end."""
+        """The reply, and whether the request body needs no drain (read to
+        its end, or refused for its declared length)."""
         ctx = call.ctx
         read = False
         try:
@@ -351,7 +375,13 @@ class WSGIApp:
                 hook(ctx)
             body = call.preread
             if body is None:
-                body = _read_body(environ, call.unary_body_limit)
+                limit = call.unary_body_limit
+                if declared_over(environ.get("CONTENT_LENGTH"), limit):
+                    # Answered unread and not drained: a blocking read for a
+                    # body that may never come would hold the worker.
+                    read = True
+                    raise body_too_large(limit)
+                body = _read_body(environ, limit)
             read = True
             request = call.decode_unary(body)
             if ctx.deadline is not None:
