@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
@@ -93,7 +93,7 @@ class JSONCodec:
         obj = _load_json(data, message_type) if data else {}
         msg = message_type()
         try:
-            json_format.ParseDict(obj, msg, ignore_unknown_fields=True)
+            json_format.ParseDict(cast(Any, obj), msg, ignore_unknown_fields=True)
         except Exception:  # ParseError, TypeError, ...: their text is not ours
             raise _unmarshal_error(
                 message_type, _bad_field(obj, message_type)
@@ -168,7 +168,7 @@ def _bad_field(obj: object, message_type: type[Message]) -> str:
     return "invalid JSON for this message"
 
 
-def _field_kind(field: FieldDescriptor) -> str:
+def _field_kind(field: Any) -> str:
     if field.message_type is not None:
         if field.message_type.GetOptions().map_entry:
             return "a map"
@@ -180,7 +180,7 @@ def _field_kind(field: FieldDescriptor) -> str:
     return f"a list of {kind}" if _is_repeated(field) else kind
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
+def _is_repeated(field: Any) -> bool:
     # ``is_repeated`` on newer protobuf, ``label`` on older.
     repeated = getattr(field, "is_repeated", None)
     if repeated is not None:

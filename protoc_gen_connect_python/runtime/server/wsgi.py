@@ -340,9 +340,9 @@ class WSGIApp:
                 # which a body iterator would turn into headers and empty data.
                 return _reply(start_response, self._no_trailers(call))
         if ep.unary is not None:
-            reply, read = self._unary(ep, call, environ)
+            reply, read, refused = self._unary(ep, call, environ)
             unread = None if read else _unread(environ, ep)
-            return _reply(start_response, reply, send_trailers, unread)
+            return _reply(start_response, reply, send_trailers, unread, refused)
         return self._stream(ep, call, environ, start_response, send_trailers)
 
     def _no_trailers(self, call: ServerCall) -> Reply:
@@ -364,11 +364,11 @@ class WSGIApp:
 
     def _unary(
         self, ep: Endpoint, call: ServerCall, environ: Environ
-    ) -> tuple[Reply, bool]:
-        """The reply, and whether the request body needs no drain (read to
-        its end, or refused for its declared length)."""
+    ) -> tuple[Reply, bool, bool]:
+        """The reply, whether the request body was read to its end, and
+        whether it was refused unread for its declared length."""
         ctx = call.ctx
-        read = False
+        read = refused = False
         try:
             call.parse_head()
             for hook in ep.hooks:
@@ -377,9 +377,7 @@ class WSGIApp:
             if body is None:
                 limit = call.unary_body_limit
                 if declared_over(environ.get("CONTENT_LENGTH"), limit):
-                    # Answered unread and not drained: a blocking read for a
-                    # body that may never come would hold the worker.
-                    read = True
+                    refused = True
                     raise body_too_large(limit)
                 body = _read_body(environ, limit)
             read = True
@@ -390,11 +388,11 @@ class WSGIApp:
             response = ep.unary(request, ctx)
             if ctx.deadline is not None:
                 check_deadline(ctx)
-            return call.encode_unary(response), read
+            return call.encode_unary(response), read, refused
         except HTTPReject as r:
-            return r.reply, read
+            return r.reply, read, refused
         except Exception as e:
-            return _error_reply(call, self._core.to_error(e, ep)), read
+            return _error_reply(call, self._core.to_error(e, ep)), read, refused
 
     def _stream(
         self,
@@ -493,6 +491,7 @@ def _reply(
     reply: Reply,
     send_trailers: SendTrailers | None = None,
     unread: Environ | None = None,
+    answer_first: bool = False,
 ) -> Iterable[bytes]:
     # An early reply drains the request itself: a server that drains less
     # (gunicorn: 64 KiB) closes the connection after a keep-alive response,
@@ -500,7 +499,7 @@ def _reply(
     start_response(status_line(reply.status), _str_headers(reply.headers))
     if reply.trailers is None and unread is None:
         return [reply.body] if reply.body else []
-    return _end(reply.body, reply.trailers, send_trailers, unread)
+    return _end(reply.body, reply.trailers, send_trailers, unread, answer_first)
 
 
 def _end(
@@ -508,16 +507,22 @@ def _end(
     trailers: RawHeaders | None,
     send_trailers: SendTrailers | None,
     unread: Environ | None,
+    answer_first: bool = False,
 ) -> Iterator[bytes]:
     """The last body bytes and the drain of an ``unread`` request (in the order
-    ``drain_first`` says), then the end.
+    ``drain_first`` says, or after the bytes when ``answer_first``: a body
+    refused for its declared length may never come), then the end.
 
     As on ASGI, gRPC's status comes last, with the trailers, which end the
     response. Nothing is yielded for an empty body: pyvoy sends the head at the
     first yield, and would then end a gRPC trailers-only response with an empty
     DATA frame instead of its HEADERS frame.
     """
-    if unread is not None and drain_first(unread.get("CONTENT_LENGTH")):
+    if (
+        unread is not None
+        and not answer_first
+        and drain_first(unread.get("CONTENT_LENGTH"))
+    ):
         _drain(unread)
         unread = None
     if body:
