@@ -45,6 +45,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     drain_first,
     escaped_route,
     logger,
+    request_cut,
 )
 from protoc_gen_connect_python.runtime.service import AsyncService
 
@@ -60,6 +61,8 @@ Send = Callable[[Message_], Awaitable[None]]
 
 _DEADLINE = "deadline"
 _DISCONNECT = "disconnect"
+_CUT = "cut"
+"""The body ended early: the client may still read an answer (half-closed)."""
 
 _HEAD_NAMES = {n.encode("latin-1"): n for n in HEAD_NAMES}
 
@@ -229,10 +232,11 @@ def _resume(it: Generator[Any, None, Any], pending: Any) -> Generator[Any, Any, 
 
 
 async def _disconnected(guard: _Guard) -> None:
-    # Turn a disconnect noticed by a reader into the same cancellation path.
-    guard.fire(_DISCONNECT)
+    # Turn a disconnect noticed by a reader into the same cancellation path;
+    # the call then fails (canceled), never ends as if the body were whole.
+    guard.fire(_CUT)
     await asyncio.sleep(0)
-    raise ConnectError(Code.CANCELED, "client disconnected")  # pragma: no cover
+    raise request_cut()  # pragma: no cover
 
 
 async def _read_body(
@@ -321,6 +325,7 @@ class _Requests(AsyncIterator[Message]):
                 raise StopAsyncIteration
             msg = await self._receive()
             if msg["type"] != "http.request":
+                self.eof = True  # nothing more will come
                 await _disconnected(self._guard)
             self._pending = self._call.feed(msg.get("body", b""))
             if not msg.get("more_body", False):
@@ -576,7 +581,11 @@ class ASGIApp:
                 raise
             if reason == _DISCONNECT:
                 return
-            reply = call.encode_error(deadline_exceeded())
+            if reason == _CUT:
+                unread = False  # nothing more will come
+                reply = call.encode_error(request_cut())
+            else:
+                reply = call.encode_error(deadline_exceeded())
         except HTTPReject as r:
             if guard is not None:
                 guard.disarm()
@@ -631,7 +640,7 @@ class ASGIApp:
                 raise
             if reason == _DISCONNECT:
                 return
-            err = deadline_exceeded()
+            err = request_cut() if reason == _CUT else deadline_exceeded()
         except HTTPReject as r:
             guard.disarm()
             await _send_reply_draining(

@@ -226,6 +226,12 @@ def client_gone(exc: BaseException) -> ConnectError:
     line at DEBUG, no traceback.
     """
     logger.debug("request body read failed (%s): client gone", type(exc).__name__)
+    return request_cut()
+
+
+def request_cut() -> ConnectError:
+    """canceled for a request whose body ended early (reset, or the client
+    closed its side): the handler's work on part of it must not succeed."""
     return ConnectError(Code.CANCELED, "the request ended before its body did")
 
 
