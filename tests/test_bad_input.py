@@ -13,19 +13,30 @@ server's log must hold no traceback: a peer going away is not a server error.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import logging
 import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import pytest
-from bad_input_app import DONE
+from bad_input_app import DONE, TellingPinger, TellingPingerSync
+from server_apps import pb
 from servers import H2C_SERVERS, Server, start_server
+
+from protoc_gen_connect_python.runtime import ASGIApp, Code, WSGIApp
+from protoc_gen_connect_python.runtime.codec import JSON as JSON_CODEC
+from protoc_gen_connect_python.runtime.codec import PROTO
+from protoc_gen_connect_python.runtime.compression import COMPRESSIONS
+from protoc_gen_connect_python.runtime.errors import ConnectError
 
 P = "/testing.v1.PingService/"
 LIMIT = 4 * 1024 * 1024
@@ -663,3 +674,330 @@ def test_log_has_no_partial_success_or_traceback(server: Server) -> None:
         if server.name == "pyvoy" and PYVOY_RECV_RACE in lead:
             continue
         raise AssertionError(f"a traceback in the server log:\n{log}")
+
+
+# -- the same rules in-process, one shell at a time ----------------------------------
+#
+# Faster and more direct than the matrix: each names the rule it checks.
+
+
+def run_asgi(
+    app: Any,
+    path: str,
+    headers: dict[str, str],
+    events: list[dict[str, Any]],
+    *,
+    raw_path: bytes | None = None,
+    log: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Drive ``app`` with these receive events, then ``http.disconnect``.
+
+    ``log`` records ``receive`` and each sent event's type, in order.
+    """
+    pending = list(events)
+    order = log if log is not None else []
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        order.append("receive")
+        if pending:
+            return pending.pop(0)
+        return {"type": "http.disconnect"}
+
+    async def send(msg: Any) -> None:
+        order.append(msg["type"])
+        sent.append(dict(msg))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": raw_path if raw_path is not None else path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def run_wsgi(
+    app: Any, path: str, headers: dict[str, str], body: Any, **environ: Any
+) -> tuple[int, bytes]:
+    """Drive ``app`` with ``body`` as ``wsgi.input`` (any object with read)."""
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.input": body,
+        **environ,
+    }
+    for k, v in headers.items():
+        key = k.upper().replace("-", "_")
+        env[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key] = v
+    status: list[int] = []
+
+    def start_response(line: str, hs: Any, exc: Any = None) -> Any:
+        status.append(int(line.split()[0]))
+        return lambda b: None
+
+    out = b"".join(app(env, start_response))
+    return status[-1], out
+
+
+def _status_and_body(sent: list[dict[str, Any]]) -> tuple[int, bytes]:
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(
+        m.get("body", b"") for m in sent if m["type"] == "http.response.body"
+    )
+    return status, body
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"null", "expected a JSON object, got null"),
+        (b"true", "expected a JSON object, got a boolean"),
+        (b"3", "expected a JSON object, got a number"),
+        (b'"x"', "expected a JSON object, got a string"),
+        (b"[]", "expected a JSON object, got an array"),
+        (b"{", "invalid JSON at line 1 column 2"),
+        (b'{"text": 1,\n "number": }', "invalid JSON at line 2 column 12"),
+        (b'{"text":"\xc3"}', "JSON is not valid UTF-8"),
+        (b'{"text":"a","text":"b"}', "a JSON object repeats a key"),
+        (b"[" * 100_000, "JSON nested too deeply"),
+        (b'{"text":5}', "invalid value for field 'text' (string)"),
+        (b'{"number":"x"}', "invalid value for field 'number' (int64)"),
+        (b'{"sleepMs":1.5}', "invalid value for field 'sleep_ms' (int32)"),
+        (
+            b'{"sleep_ms":null,"payload":5}',
+            "invalid value for field 'payload' (bytes)",
+        ),
+    ],
+)
+def test_json_errors_are_our_words(data: bytes, message: str) -> None:
+    with pytest.raises(ConnectError) as e:
+        JSON_CODEC.decode(data, pb.PingRequest)
+    assert e.value.code is Code.INVALID_ARGUMENT
+    assert e.value.message == f"unmarshal into PingRequest: {message}"
+
+
+def test_json_well_known_types_keep_their_own_forms() -> None:
+    from google.protobuf import struct_pb2, wrappers_pb2
+
+    assert JSON_CODEC.decode(b'"hi"', wrappers_pb2.StringValue).value == "hi"
+    assert len(JSON_CODEC.decode(b"[1, 2]", struct_pb2.ListValue).values) == 2
+    with pytest.raises(ConnectError) as e:
+        JSON_CODEC.decode(b"[1]", wrappers_pb2.StringValue)
+    assert (
+        e.value.message == "unmarshal into StringValue: invalid JSON for this message"
+    )
+
+
+def test_proto_errors_are_our_words() -> None:
+    with pytest.raises(ConnectError) as e:
+        PROTO.decode(b"\xff\xff\xff", pb.PingRequest)
+    assert e.value.code is Code.INVALID_ARGUMENT
+    assert e.value.message == "unmarshal into PingRequest: invalid protobuf binary data"
+
+
+@pytest.mark.parametrize("name", sorted(COMPRESSIONS))
+def test_decompress_errors_are_our_words(name: str) -> None:
+    comp = COMPRESSIONS[name]
+    with pytest.raises(ConnectError) as e:
+        comp.decompress(b"\x00\x01 certainly not compressed " * 4, 10_000)
+    assert (e.value.code, e.value.message) == (
+        Code.INVALID_ARGUMENT,
+        f"decompress {name}: invalid compressed data",
+    )
+    whole = comp.compress(b"some text that compresses " * 20)
+    with pytest.raises(ConnectError) as e:
+        comp.decompress(whole[: len(whole) // 2], 10_000)
+    assert e.value.message in (
+        f"decompress {name}: truncated data",
+        f"decompress {name}: invalid compressed data",
+    )
+
+
+@pytest.mark.parametrize("flags", [0x02, 0x04, 0x40, 0x80, 0x03])
+@pytest.mark.parametrize("shell", ["asgi", "wsgi"])
+def test_request_envelope_flags_other_than_compressed_are_refused(
+    shell: str, flags: int
+) -> None:
+    body = envelope(b'{"number":1}', flags)
+    headers = {
+        "content-type": "application/connect+json",
+        "content-length": str(len(body)),
+    }
+    if shell == "asgi":
+        sent = run_asgi(
+            ASGIApp(TellingPinger()),
+            P + "Sum",
+            headers,
+            [{"type": "http.request", "body": body}],
+        )
+        status, data = _status_and_body(sent)
+    else:
+        status, data = run_wsgi(
+            WSGIApp(TellingPingerSync()), P + "Sum", headers, io.BytesIO(body)
+        )
+    assert status == 200
+    err = end_stream_error(Response(status, {}, data))
+    if flags & 0x02:  # end of stream: a client must not send it
+        assert err == (
+            "invalid_argument",
+            "protocol error: end-of-stream message from the client",
+        )
+    else:
+        assert err == (
+            "internal",
+            f"protocol error: invalid envelope flags 0x{flags:02x}",
+        )
+
+
+def test_wsgi_body_shorter_than_its_length_fails() -> None:
+    app = WSGIApp(TellingPingerSync())
+    headers = {"content-type": "application/json", "content-length": "60"}
+    status, data = run_wsgi(app, P + "Ping", headers, io.BytesIO(b'{"text":"cut-x"}'))
+    assert status == 400
+    assert json.loads(data) == {
+        "code": "invalid_argument",
+        "message": "request body ended before its declared length",
+    }
+    body = _sum_request(*CUT)
+    headers = {
+        "content-type": "application/connect+json",
+        "content-length": str(len(body) + 17),
+    }
+    status, data = run_wsgi(app, P + "Sum", headers, io.BytesIO(body))
+    assert end_stream_error(Response(status, {}, data)) == (
+        "invalid_argument",
+        "request body ended before its declared length",
+    )
+
+
+class _Broken(io.RawIOBase):
+    """A request body whose peer resets after ``good`` bytes."""
+
+    def __init__(self, good: bytes) -> None:
+        self.good = good
+
+    def read(self, n: int = -1) -> bytes:
+        if self.good:
+            out, self.good = self.good[:n], self.good[n:]
+            return out
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def test_wsgi_read_failure_is_canceled_and_logged_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = WSGIApp(TellingPingerSync())
+    caplog.set_level(logging.DEBUG, "protoc_gen_connect_python")
+    body = _sum_request(*CUT)
+    headers = {"content-type": "application/connect+json", "content-length": "1000"}
+    status, data = run_wsgi(app, P + "Sum", headers, _Broken(body))
+    assert end_stream_error(Response(status, {}, data)) == (
+        "canceled",
+        "the request ended before its body did",
+    )
+    records = [r for r in caplog.records if r.name.startswith("protoc_gen")]
+    assert [(r.levelno, r.exc_info) for r in records] == [(logging.DEBUG, None)]
+    assert "Connection reset" not in data.decode()
+
+
+def test_asgi_over_limit_length_is_answered_before_any_read() -> None:
+    order: list[str] = []
+    headers = {"content-type": "application/json", "content-length": str(LIMIT + 1)}
+    sent = run_asgi(ASGIApp(TellingPinger()), P + "Ping", headers, [], log=order)
+    assert order[:2] == ["http.response.start", "http.response.body"]
+    status, body = _status_and_body(sent)
+    assert status == 429
+    assert json.loads(body)["code"] == "resource_exhausted"
+
+
+def test_wsgi_over_limit_length_is_answered_before_any_read() -> None:
+    order: list[str] = []
+
+    class Body(io.RawIOBase):
+        def read(self, n: int = -1) -> bytes:
+            order.append("read")
+            return b""
+
+    app = WSGIApp(TellingPingerSync())
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": P + "Ping",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(LIMIT + 1),
+        "wsgi.input": Body(),
+    }
+
+    def start_response(line: str, hs: Any, exc: Any = None) -> Any:
+        order.append(line)
+        return lambda b: None
+
+    for chunk in app(env, start_response):
+        order.append(json.loads(chunk)["code"])
+    assert order[:2] == ["429 Too Many Requests", "resource_exhausted"]
+
+
+def test_asgi_body_cut_short_is_answered_canceled() -> None:
+    # The client closed its side mid-body but may still read (granian tells
+    # the app so with http.disconnect): the answer is ours, not the server's.
+    headers = {"content-type": "application/json", "content-length": "60"}
+    events = [{"type": "http.request", "body": b'{"text":"cut-x"', "more_body": True}]
+    status, body = _status_and_body(
+        run_asgi(ASGIApp(TellingPinger()), P + "Ping", headers, events)
+    )
+    assert status == 499
+    assert json.loads(body) == {
+        "code": "canceled",
+        "message": "the request ended before its body did",
+    }
+    headers = {"content-type": "application/connect+json"}
+    events = [{"type": "http.request", "body": _sum_request(*CUT), "more_body": True}]
+    status, body = _status_and_body(
+        run_asgi(ASGIApp(TellingPinger()), P + "Sum", headers, events)
+    )
+    assert end_stream_error(Response(status, {}, body)) == (
+        "canceled",
+        "the request ended before its body did",
+    )
+
+
+ESCAPED = ["/testing.v1.PingService%2FPing", P + "P%69ng", P + "Ping%00"]
+
+
+@pytest.mark.parametrize("raw", ESCAPED)
+def test_asgi_routes_on_the_raw_path(raw: str) -> None:
+    body = b'{"text":"x"}'
+    headers = {"content-type": "application/json", "content-length": str(len(body))}
+    events = [{"type": "http.request", "body": body}]
+    app = ASGIApp(TellingPinger())
+    sent = run_asgi(app, P + "Ping", headers, events, raw_path=raw.encode())
+    assert _status_and_body(sent)[0] == 404
+    # Escapes elsewhere (a mount prefix, the query) do not matter.
+    for ok in (b"/a%20b" + P.encode() + b"Ping", (P + "Ping?x=%41").encode()):
+        sent = run_asgi(app, P + "Ping", headers, list(events), raw_path=ok)
+        assert _status_and_body(sent)[0] == 200
+
+
+@pytest.mark.parametrize("key", ["RAW_URI", "REQUEST_URI", None])
+@pytest.mark.parametrize("raw", ESCAPED)
+def test_wsgi_routes_on_the_raw_path_where_given(raw: str, key: str | None) -> None:
+    body = b'{"text":"x"}'
+    headers = {"content-type": "application/json", "content-length": str(len(body))}
+    extra = {} if key is None else {key: raw + "?q=1"}
+    app = WSGIApp(TellingPingerSync())
+    status, _ = run_wsgi(app, P + "Ping", headers, io.BytesIO(body), **extra)
+    # Without a raw path (granian, pyvoy) the decoded one is all there is.
+    assert status == (200 if key is None else 404)
