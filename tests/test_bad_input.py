@@ -461,27 +461,28 @@ def case_stream_complete(srv: Server) -> None:
     assert f"{DONE} sum sum=6 count=3" in srv.output()
 
 
-def case_connect_unknown_flags(srv: Server) -> None:
-    body = envelope(b'{"number":1}', flags=0x04)
-    out = exchange(srv, _head("POST", P + "Sum", STREAM_JSON, len(body)), body)
-    resp = out.response
-    assert resp is not None and resp.status == 200, resp
-    assert end_stream_error(resp) == (
-        "internal",
-        "protocol error: invalid envelope flags 0x04",
-    )
+def _flags_case(
+    content_type: str, flags: int, status: Callable[[Response], tuple[str, str] | None]
+) -> Callable[[Server], None]:
+    def case(srv: Server) -> None:
+        body = envelope(b'{"number":1}', flags)
+        headers = {"Content-Type": content_type}
+        out = exchange(srv, _head("POST", P + "Sum", headers, len(body)), body)
+        resp = out.response
+        assert resp is not None and resp.status == 200, resp
+        code = "internal" if content_type.endswith("connect+json") else "13"
+        message = f"protocol error: invalid envelope flags 0x{flags:02x}"
+        assert status(resp) == (code, message)
+
+    return case
 
 
-def case_grpc_web_unknown_flags(srv: Server) -> None:
-    body = envelope(b'{"number":1}', flags=0x40)
-    headers = {"Content-Type": "application/grpc-web+json"}
-    out = exchange(srv, _head("POST", P + "Sum", headers, len(body)), body)
-    resp = out.response
-    assert resp is not None and resp.status == 200, resp
-    assert grpc_web_status(resp) == (
-        "13",
-        "protocol error: invalid envelope flags 0x40",
-    )
+case_connect_unknown_flags = _flags_case(
+    "application/connect+json", 0x04, end_stream_error
+)
+case_grpc_web_unknown_flags = _flags_case(
+    "application/grpc-web+json", 0x40, grpc_web_status
+)
 
 
 def case_reset_mid_request(srv: Server) -> None:
@@ -708,12 +709,10 @@ def run_asgi(
         order.append(msg["type"])
         sent.append(dict(msg))
 
+    # What the app reads of a scope; servers add more.
     scope = {
         "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
         "method": "POST",
-        "scheme": "http",
         "path": path,
         "raw_path": raw_path if raw_path is not None else path.encode(),
         "root_path": "",
