@@ -1000,3 +1000,20 @@ def test_wsgi_routes_on_the_raw_path_where_given(raw: str, key: str | None) -> N
     status, _ = run_wsgi(app, P + "Ping", headers, io.BytesIO(body), **extra)
     # Without a raw path (granian, pyvoy) the decoded one is all there is.
     assert status == (200 if key is None else 404)
+
+
+@pytest.mark.parametrize("flags", [0x04, 0x40, 0x80, 0x06])
+def test_connect_client_refuses_unknown_response_envelope_flags(flags: int) -> None:
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    from protoc_gen_connect_python.runtime import Headers
+    from protoc_gen_connect_python.runtime.client.core import ConnectResponseStream
+
+    stream = ConnectResponseStream(JSON_CODEC, StringValue, None, 0, Headers())
+    assert [m.value for m in stream.feed(envelope(b'"ok"'))] == ["ok"]
+    with pytest.raises(ConnectError) as e:
+        stream.feed(envelope(b'"x"', flags))
+    assert (e.value.code, e.value.message) == (
+        Code.INTERNAL,
+        f"protocol error: invalid envelope flags 0x{flags:02x}",
+    )
