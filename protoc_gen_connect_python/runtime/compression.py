@@ -24,7 +24,12 @@ class Compression(Protocol):
         ...
 
     def decompress(self, data: bytes, max_size: int) -> bytes:
-        """Decompress ``data``; raise resource_exhausted past ``max_size`` bytes."""
+        """Decompress ``data``; raise resource_exhausted past ``max_size`` bytes.
+
+        Data that is not valid raises invalid_argument in our words, not the
+        library's (``decompress <name>: invalid compressed data`` or
+        ``truncated data``).
+        """
         ...
 
 

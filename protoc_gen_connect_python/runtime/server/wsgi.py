@@ -297,7 +297,9 @@ class WSGIApp:
     ``WSGIApp(*services, interceptors=(...), **options)``: ``services`` are
     instances of generated ``FooServiceSync`` subclasses; ``options`` are the
     fields of ``ServerOptions``. Routes match ``PATH_INFO``, so the app works
-    mounted under a prefix (``SCRIPT_NAME``) by any WSGI dispatcher.
+    mounted under a prefix (``SCRIPT_NAME``) by any WSGI dispatcher; where the
+    server gives the raw path too, a procedure spelled with escapes is not
+    found (``escaped_route``).
     """
 
     def __init__(
