@@ -539,7 +539,7 @@ class ASGIApp:
             for hook in ep.hooks:
                 await hook(ctx)
             limit = call.unary_body_limit
-            if length is not None and declared_over(length, limit):
+            if declared_over(length, limit):
                 length = None  # answer first, then drain (bounded)
                 raise body_too_large(limit)
             # The body is read to its end even for a Connect GET, whose message
