@@ -690,6 +690,7 @@ def run_asgi(
     *,
     raw_path: bytes | None = None,
     log: list[str] | None = None,
+    http_version: str = "1.1",
 ) -> list[dict[str, Any]]:
     """Drive ``app`` with these receive events, then ``http.disconnect``.
 
@@ -712,6 +713,7 @@ def run_asgi(
     # What the app reads of a scope; servers add more.
     scope = {
         "type": "http",
+        "http_version": http_version,
         "method": "POST",
         "path": path,
         "raw_path": raw_path if raw_path is not None else path.encode(),
@@ -922,7 +924,22 @@ def test_asgi_over_limit_length_is_answered_before_any_read() -> None:
     assert json.loads(body)["code"] == "resource_exhausted"
 
 
-def test_wsgi_over_limit_length_is_answered_before_any_read() -> None:
+def test_asgi_over_limit_length_over_http2_is_drained_first() -> None:
+    # Go's client stops sending once it sees the answer, and hypercorn then
+    # fails the whole connection: over HTTP/2 the (bounded) drain goes first.
+    order: list[str] = []
+    headers = {"content-type": "application/json", "content-length": str(LIMIT + 1)}
+    events = [{"type": "http.request", "body": b"x" * (LIMIT + 1)}]
+    app = ASGIApp(TellingPinger())
+    sent = run_asgi(app, P + "Ping", headers, events, log=order, http_version="2")
+    assert order[:2] == ["receive", "http.response.start"]
+    assert _status_and_body(sent)[0] == 429
+
+
+@pytest.mark.parametrize("protocol", ["HTTP/1.1", "HTTP/2"])
+def test_wsgi_over_limit_length_is_answered_before_any_read(protocol: str) -> None:
+    # start_response sends nothing: the first yield does. Over HTTP/2 the
+    # drain goes first, as on ASGI.
     order: list[str] = []
 
     class Body(io.RawIOBase):
@@ -934,7 +951,7 @@ def test_wsgi_over_limit_length_is_answered_before_any_read() -> None:
     env: dict[str, Any] = {
         "REQUEST_METHOD": "POST",
         "PATH_INFO": P + "Ping",
-        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_PROTOCOL": protocol,
         "CONTENT_TYPE": "application/json",
         "CONTENT_LENGTH": str(LIMIT + 1),
         "wsgi.input": Body(),
@@ -946,7 +963,10 @@ def test_wsgi_over_limit_length_is_answered_before_any_read() -> None:
 
     for chunk in app(env, start_response):
         order.append(json.loads(chunk)["code"])
-    assert order[:2] == ["429 Too Many Requests", "resource_exhausted"]
+    if protocol == "HTTP/1.1":
+        assert order[:2] == ["429 Too Many Requests", "resource_exhausted"]
+    else:
+        assert order == ["429 Too Many Requests", "read", "resource_exhausted"]
 
 
 def test_asgi_body_cut_short_is_answered_canceled() -> None:

@@ -39,6 +39,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCore,
     ServerOptions,
     aclose_iterator,
+    answer_first,
     body_too_large,
     deadline_exceeded,
     declared_over,
@@ -503,7 +504,7 @@ class ASGIApp:
             )
             return
         if ep.unary is not None:
-            await self._unary(ep, call, receive, send)
+            await self._unary(ep, call, receive, send, scope)
         else:
             await self._stream(ep, call, receive, send)
 
@@ -523,7 +524,12 @@ class ASGIApp:
         )
 
     async def _unary(
-        self, ep: Endpoint, call: ServerCall, receive: Receive, send: Send
+        self,
+        ep: Endpoint,
+        call: ServerCall,
+        receive: Receive,
+        send: Send,
+        scope: Scope,
     ) -> None:
         # The guard is made only when something needs it (a deadline, a body
         # in several events, a handler that suspends): most calls need none.
@@ -540,7 +546,8 @@ class ASGIApp:
                 await hook(ctx)
             limit = call.unary_body_limit
             if declared_over(length, limit):
-                length = None  # answer first, then drain (bounded)
+                if answer_first(scope.get("http_version", "1.1")):
+                    length = None  # answer first, then drain (bounded)
                 raise body_too_large(limit)
             # The body is read to its end even for a Connect GET, whose message
             # came in the query: an HTTP/2 client may end a GET's stream with

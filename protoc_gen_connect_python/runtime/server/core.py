@@ -191,13 +191,27 @@ def declared_over(length: str | None, limit: int) -> bool:
     """Whether a request's Content-Length is over ``limit`` (0 = no limit).
 
     Such a unary request is refused before any of its body is read: the
-    client may send nothing until it sees an answer (``Expect:
-    100-continue``, or a body that never comes), and the answer does not
-    depend on the bytes. The shells answer before they drain it.
+    answer does not depend on the bytes, and the client may send nothing
+    until it sees one (``Expect: 100-continue``, or a body that never comes).
+    ``answer_first`` says whether the shells send the answer before they
+    drain the body.
     """
     return (
         bool(limit) and length is not None and length.isdigit() and int(length) > limit
     )
+
+
+def answer_first(http_version: str) -> bool:
+    """Whether a body refused for its declared length is answered before it
+    is drained: over HTTP/1.x (``"1.1"``, ``"HTTP/1.1"``), where clients
+    wait for an answer before they send (``Expect: 100-continue``).
+
+    Over HTTP/2 and later the drain comes first, bounded as every drain is:
+    Go's client stops sending a request body once it sees the response
+    head, short of its declared length, and hypercorn answers that by
+    closing the whole connection (docs/server.md, "Server notes").
+    """
+    return http_version.removeprefix("HTTP/").startswith("1")
 
 
 def body_too_large(limit: int) -> ConnectError:

@@ -37,6 +37,7 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCall,
     ServerCore,
     ServerOptions,
+    answer_first,
     body_cut_short,
     body_too_large,
     check_deadline,
@@ -344,7 +345,8 @@ class WSGIApp:
         if ep.unary is not None:
             reply, read, refused = self._unary(ep, call, environ)
             unread = None if read else _unread(environ, ep)
-            return _reply(start_response, reply, send_trailers, unread, refused)
+            first = refused and answer_first(environ.get("SERVER_PROTOCOL", ""))
+            return _reply(start_response, reply, send_trailers, unread, first)
         return self._stream(ep, call, environ, start_response, send_trailers)
 
     def _no_trailers(self, call: ServerCall) -> Reply:
