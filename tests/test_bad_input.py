@@ -62,7 +62,6 @@ NO_RAW_PATH = frozenset({"pyvoy-wsgi", "granian-wsgi"})
 CUT_SHORT = {
     "request body ended before its declared length",
     "the request ended before its body did",
-    "client disconnected",
     "protocol error: incomplete envelope",
 }
 
