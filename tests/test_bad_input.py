@@ -668,6 +668,8 @@ def test_log_has_no_partial_success_or_traceback(server: Server) -> None:
     known = sum(name == server.name for name, _ in KNOWN_LIMITS)
     assert log.count(CUT_DONE) == known, log
     assert CUT_PING_DONE not in log, log
+    # Nor a cut taken for an empty request (a reset read as a clean end).
+    assert f"{DONE} sum sum=0 count=0" not in log, log
     blocks = log.split("Traceback (most recent call last):")
     for before in blocks[:-1]:
         lead = "\n".join(before.splitlines()[-2:])
