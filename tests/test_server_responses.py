@@ -262,14 +262,21 @@ class _GranianLike:
     def start_response(self, status: str, headers: list[tuple[str, str]]) -> None:
         self.head = (status, dict(headers))
 
-    def run(self, app: WSGIApp, path: str, ctype: str, body: bytes) -> bytes:
+    def run(
+        self,
+        app: WSGIApp,
+        path: str,
+        ctype: str,
+        body: bytes,
+        protocol: str = "HTTP/1.1",
+    ) -> bytes:
         stream = io.BytesIO(body)
         environ = {
             "REQUEST_METHOD": "POST",
             "PATH_INFO": path,
             "CONTENT_TYPE": ctype,
             "CONTENT_LENGTH": str(len(body)),
-            "SERVER_PROTOCOL": "HTTP/1.1",
+            "SERVER_PROTOCOL": protocol,
             "wsgi.input": stream,
         }
         response = app(environ, self.start_response)
@@ -303,16 +310,35 @@ def test_wsgi_stream_head_is_set_when_the_app_returns(
     assert split_envelopes(out)  # and the body followed
 
 
-@pytest.mark.parametrize("method", ["Sum", "Ping"])
-def test_wsgi_early_reply_drains_before_the_app_returns(method: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "protocol"),
+    [("Sum", "HTTP/1.1"), ("Sum", "HTTP/2"), ("Ping", "HTTP/2")],
+)
+def test_wsgi_early_reply_drains_before_the_app_returns(
+    method: str, protocol: str
+) -> None:
     # Over the limit at once: the rest of the declared body is read before
     # the app returns, so before granian sends the head.
     server = _GranianLike()
     app = WSGIApp(PingerSync(), read_max_bytes=100)
     body = envelope(b"\x08" * 200) + envelope(b"") * 10
     ctype = STREAM[1] if method == "Sum" else WEB[1]
-    out = server.run(app, P + method, ctype, body)
+    out = server.run(app, P + method, ctype, body, protocol)
     assert server.read_at_return == len(body)
     msgs, outcome = _outcome(Result(200, Headers(), out), (STREAM[0], ctype))
     assert msgs == []
     assert outcome.startswith("resource_exhausted: " if method == "Sum" else "8: ")
+
+
+def test_wsgi_unary_over_its_declared_limit_is_answered_first_on_http1() -> None:
+    # HTTP/1.1: the client may wait for the answer before it sends the body
+    # (Expect: 100-continue), so nothing is read before the app returns; the
+    # body is drained after the answer, as the server iterates.
+    server = _GranianLike()
+    app = WSGIApp(PingerSync(), read_max_bytes=100)
+    body = envelope(b"\x08" * 200)
+    out = server.run(app, P + "Ping", WEB[1], body)
+    assert server.read_at_return == 0
+    assert server.head is not None and server.head[0] == "200 OK"
+    _, outcome = _outcome(Result(200, Headers(), out), (STREAM[0], WEB[1]))
+    assert outcome.startswith("8: request message is larger than configured max 100")

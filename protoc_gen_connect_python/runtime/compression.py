@@ -24,7 +24,12 @@ class Compression(Protocol):
         ...
 
     def decompress(self, data: bytes, max_size: int) -> bytes:
-        """Decompress ``data``; raise resource_exhausted past ``max_size`` bytes."""
+        """Decompress ``data``; raise resource_exhausted past ``max_size`` bytes.
+
+        Data that is not valid raises invalid_argument in our words, not the
+        library's (``decompress <name>: invalid compressed data`` or
+        ``truncated data``).
+        """
         ...
 
 
@@ -35,8 +40,10 @@ def _too_large(max_size: int) -> ConnectError:
     )
 
 
-def _corrupt(name: str, err: Exception) -> ConnectError:
-    return ConnectError(Code.INVALID_ARGUMENT, f"decompress {name}: {err}")
+def _corrupt(name: str, what: str = "invalid compressed data") -> ConnectError:
+    """invalid_argument in our words (``decompress <name>: <what>``); the
+    library's own text names its internals, not the peer's mistake."""
+    return ConnectError(Code.INVALID_ARGUMENT, f"decompress {name}: {what}")
 
 
 class Gzip:
@@ -65,9 +72,9 @@ class Gzip:
             if max_size > 0 and len(out) > max_size:
                 raise _too_large(max_size)
             if not d.eof:
-                raise _corrupt(self.name, ValueError("truncated gzip data"))
-        except zlib.error as e:
-            raise _corrupt(self.name, e) from None
+                raise _corrupt(self.name, "truncated data")
+        except zlib.error:
+            raise _corrupt(self.name) from None
         return out
 
 
@@ -102,9 +109,9 @@ class Brotli:
                 ):
                     raise _too_large(max_size)
             if not d.is_finished():
-                raise _corrupt(self.name, ValueError("truncated brotli data"))
-        except self._mod.error as e:
-            raise _corrupt(self.name, e) from None
+                raise _corrupt(self.name, "truncated data")
+        except self._mod.error:
+            raise _corrupt(self.name) from None
         return out
 
 
@@ -154,9 +161,9 @@ class Zstd:
             dobj = d.decompressobj()
             dobj.decompress(data)
             if not dobj.eof:
-                raise _corrupt(self.name, ValueError("truncated zstd data"))
-        except self._mod.ZstdError as e:
-            raise _corrupt(self.name, e) from None
+                raise _corrupt(self.name, "truncated data")
+        except self._mod.ZstdError:
+            raise _corrupt(self.name) from None
         return out
 
 

@@ -21,6 +21,7 @@ from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.codec import Codec, codec_for
 from protoc_gen_connect_python.runtime.compression import IDENTITY, Compression
 from protoc_gen_connect_python.runtime.envelope import (
+    FLAG_COMPRESSED,
     FLAG_END_STREAM,
     EnvelopeDecoder,
     decode_payload,
@@ -633,6 +634,15 @@ class ConnectResponseStream(EnvelopeResponseStream):
                     ConnectError(
                         Code.INTERNAL,
                         "protocol error: message after the end-of-stream message",
+                    ),
+                    self.headers,
+                )
+            if flags & ~(FLAG_COMPRESSED | FLAG_END_STREAM):
+                # Bits no version of the protocol defines: framing we cannot trust.
+                raise with_response(
+                    ConnectError(
+                        Code.INTERNAL,
+                        f"protocol error: invalid envelope flags 0x{flags:02x}",
                     ),
                     self.headers,
                 )

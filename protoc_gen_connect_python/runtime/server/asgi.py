@@ -40,11 +40,15 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCore,
     ServerOptions,
     aclose_iterator,
+    answer_first,
     check_drain,
     client_gone,
     deadline_exceeded,
+    declared_over,
     drain_first,
+    escaped_route,
     logger,
+    request_cut,
     shutting_down,
 )
 from protoc_gen_connect_python.runtime.service import AsyncService
@@ -63,6 +67,8 @@ Send = Callable[[Message_], Awaitable[None]]
 _DEADLINE = "deadline"
 _DISCONNECT = "disconnect"
 _SHUTDOWN = "shutdown"
+_CUT = "cut"
+"""The body ended early: the client may still read an answer (half-closed)."""
 
 _HEAD_NAMES = {n.encode("latin-1"): n for n in HEAD_NAMES}
 
@@ -236,10 +242,11 @@ def _resume(it: Generator[Any, None, Any], pending: Any) -> Generator[Any, Any, 
 
 
 async def _disconnected(guard: _Guard) -> None:
-    # Turn a disconnect noticed by a reader into the same cancellation path.
-    guard.fire(_DISCONNECT)
+    # Turn a disconnect noticed by a reader into the same cancellation path;
+    # the call then fails (canceled), never ends as if the body were whole.
+    guard.fire(_CUT)
     await asyncio.sleep(0)
-    raise ConnectError(Code.CANCELED, "client disconnected")  # pragma: no cover
+    raise request_cut()  # pragma: no cover
 
 
 async def _read_body(
@@ -247,7 +254,6 @@ async def _read_body(
 ) -> bytes:
     """The whole request body, from its first event ``msg`` on."""
     limit = call.unary_body_limit
-    length = call.head.get("content-length")
     if msg["type"] != "http.request":
         await _disconnected(guard)
     body: bytes = msg.get("body", b"")
@@ -255,8 +261,6 @@ async def _read_body(
         if limit and len(body) > limit:
             raise call.body_too_large()
         return body
-    if limit and length is not None and length.isdigit() and int(length) > limit:
-        raise call.body_too_large()
     chunks = [body]
     size = len(body)
     while True:
@@ -332,6 +336,7 @@ class _Requests(AsyncIterator[Message]):
                 raise StopAsyncIteration
             msg = await self._receive()
             if msg["type"] != "http.request":
+                self.eof = True  # nothing more will come
                 await _disconnected(self._guard)
             self._pending = self._call.feed(msg.get("body", b""))
             if not msg.get("more_body", False):
@@ -496,6 +501,8 @@ class ASGIApp:
             path = path[len(root) :]
         ep = self._routes.get(path)
         head = _head(scope["headers"])
+        if ep is not None and escaped_route(scope.get("raw_path"), ep):
+            ep = None
         if ep is None:
             await _send_reply_draining(
                 send, receive, NOT_FOUND, head.get("content-length")
@@ -516,7 +523,7 @@ class ASGIApp:
             )
             return
         if ep.unary is not None:
-            await self._unary(ep, call, receive, send)
+            await self._unary(ep, call, receive, send, scope)
         else:
             await self._stream(ep, call, receive, send)
 
@@ -577,7 +584,12 @@ class ASGIApp:
         return call.encode_refusal(err)
 
     async def _unary(
-        self, ep: Endpoint, call: ServerCall, receive: Receive, send: Send
+        self,
+        ep: Endpoint,
+        call: ServerCall,
+        receive: Receive,
+        send: Send,
+        scope: Scope,
     ) -> None:
         # The guard is made only when something needs it (a deadline, a body
         # in several events, a handler that suspends): most calls need none.
@@ -585,6 +597,7 @@ class ASGIApp:
         ctx = call.ctx
         unread = True
         err: ConnectError | None = None
+        length = call.head.get("content-length")
         try:
             call.parse_head()
             if DRAIN.started is not None:
@@ -594,12 +607,16 @@ class ASGIApp:
                 guard.arm(ctx.deadline)
             for hook in ep.hooks:
                 await hook(ctx)
+            limit = call.unary_body_limit
+            if declared_over(length, limit):
+                if answer_first(scope.get("http_version", "1.1")):
+                    length = None  # answer first, then drain (bounded)
+                raise call.body_too_large()
             # The body is read to its end even for a Connect GET, whose message
             # came in the query: an HTTP/2 client may end a GET's stream with
             # an empty DATA frame after the HEADERS, and a reply that ended
             # first makes hypercorn fail the whole connection on that frame.
             msg = await receive()
-            limit = call.unary_body_limit
             body = msg.get("body", b"")
             if (
                 msg["type"] != "http.request"
@@ -630,13 +647,19 @@ class ASGIApp:
             reply = call.encode_unary(response)
         except asyncio.CancelledError:
             reason = None if guard is None else guard.cancelled()
-            if reason != _DEADLINE:
+            if reason is None or reason == _DISCONNECT:
                 if ep.ends:
                     call.end(client_gone())
                 if reason is None:
                     raise
                 return
-            err = deadline_exceeded()
+            if reason == _CUT:
+                unread = False  # nothing more will come
+                err = request_cut()
+            elif reason == _DEADLINE:
+                err = deadline_exceeded()
+            else:
+                err = shutting_down()
             reply = call.encode_error(err)
         except HTTPReject as r:
             if guard is not None:
@@ -651,9 +674,7 @@ class ASGIApp:
         if ep.ends:
             call.end(err)
         if unread:
-            await _send_reply_draining(
-                send, receive, reply, call.head.get("content-length")
-            )
+            await _send_reply_draining(send, receive, reply, length)
         elif reply.trailers is None:
             # The usual unary reply, sent from this frame.
             await send(
@@ -711,7 +732,12 @@ class ASGIApp:
                 if ep.ends:
                     call.end(client_gone())
                 return
-            err = deadline_exceeded() if reason == _DEADLINE else shutting_down()
+            if reason == _CUT:
+                err = request_cut()
+            elif reason == _DEADLINE:
+                err = deadline_exceeded()
+            else:
+                err = shutting_down()
         except HTTPReject as r:
             guard.disarm()
             if ep.ends:

@@ -19,6 +19,7 @@ from protoc_gen_connect_python.runtime.codec import Codec, Payload, decoder, enc
 from protoc_gen_connect_python.runtime.compression import IDENTITY, Compression
 from protoc_gen_connect_python.runtime.context import RequestContext
 from protoc_gen_connect_python.runtime.envelope import (
+    FLAG_COMPRESSED,
     EnvelopeDecoder,
     decode_payload,
     encode_message,
@@ -141,10 +142,19 @@ class EnvelopeCall(ServerCall):
         assert decode is not None
         limit = self.core.options.read_max_bytes
         for flags, payload in frames:
-            if flags & self._client_flag:
-                raise ConnectError(*self._client_flag_error)
+            if flags & ~FLAG_COMPRESSED:
+                raise self._flags_error(flags)
             payload = decode_payload(flags, payload, self._recv_comp, limit)
             yield decode(payload, self.endpoint.spec.input)
+
+    def _flags_error(self, flags: int) -> ConnectError:
+        # Requests may set only the compressed bit; the others are defined
+        # for responses (end of stream, trailers) or not at all.
+        if flags & self._client_flag:
+            return ConnectError(*self._client_flag_error)
+        return ConnectError(
+            Code.INTERNAL, f"protocol error: invalid envelope flags 0x{flags:02x}"
+        )
 
     def close_input(self) -> None:
         """Fail if the body ended inside a message."""

@@ -213,6 +213,60 @@ def drain_first(length: str | None) -> bool:
     return length is not None and length.isdigit() and int(length) <= DRAIN_MAX_BYTES
 
 
+def declared_over(length: str | None, limit: int) -> bool:
+    """Whether a request's Content-Length is over ``limit`` (0 = no limit).
+
+    Such a unary request is refused before any of its body is read: the
+    answer does not depend on the bytes, and the client may send nothing
+    until it sees one (``Expect: 100-continue``, or a body that never comes).
+    ``answer_first`` says whether the shells send the answer before they
+    drain the body.
+    """
+    return (
+        bool(limit) and length is not None and length.isdigit() and int(length) > limit
+    )
+
+
+def answer_first(http_version: str) -> bool:
+    """Whether a body refused for its declared length is answered before it
+    is drained: over HTTP/1.x (``"1.1"``, ``"HTTP/1.1"``), where clients
+    wait for an answer before they send (``Expect: 100-continue``).
+
+    Over HTTP/2 and later the drain comes first, bounded as every drain is:
+    Go's client stops sending a request body once it sees the response
+    head, short of its declared length, and hypercorn answers that by
+    closing the whole connection (docs/server.md, "Server notes").
+    """
+    return http_version.removeprefix("HTTP/").startswith("1")
+
+
+def body_cut_short() -> ConnectError:
+    """invalid_argument for a body that ended before its declared length.
+
+    Never a handler run on part of a request: a WSGI server hands over what
+    arrived and then an empty read, as at a real end.
+    """
+    return ConnectError(
+        Code.INVALID_ARGUMENT, "request body ended before its declared length"
+    )
+
+
+def read_failed(exc: BaseException) -> ConnectError:
+    """canceled for a request body the server could not read to its end.
+
+    A peer that resets or goes away mid-request is not a server error: one
+    line at DEBUG, no traceback.
+    """
+    logger.debug("request body read failed (%s): client gone", type(exc).__name__)
+    return request_cut()
+
+
+def request_cut() -> ConnectError:
+    """canceled for a request whose body ended early (reset, or the client
+    closed its side): the handler's work on part of it must not succeed."""
+    return ConnectError(Code.CANCELED, "the request ended before its body did")
+
+
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
 _STATUS_LINES[499] = "499 Client Closed Request"
 
@@ -621,8 +675,11 @@ class Endpoint:
     allow_get: bool = field(init=False)
     allow: str = field(init=False)
     """The ``Allow`` header of a 405 reply."""
+    raw_procedure: bytes = field(init=False)
+    """The procedure as it ends an unescaped request path."""
 
     def __post_init__(self) -> None:
+        self.raw_procedure = self.spec.procedure.encode("ascii")
         self.allow_get = (
             self.spec.stream_type is StreamType.UNARY
             and self.spec.idempotency is Idempotency.NO_SIDE_EFFECTS
@@ -953,6 +1010,21 @@ def check_deadline(ctx: RequestContext) -> None:
     """Raise deadline_exceeded when the call is past its deadline (sync apps)."""
     if ctx.deadline is not None and time.monotonic() >= ctx.deadline + DEADLINE_GRACE:
         raise deadline_exceeded()
+
+
+def escaped_route(raw_path: bytes | None, endpoint: Endpoint) -> bool:
+    """Whether a request routed to ``endpoint`` spelled its procedure with
+    percent-escapes (``%2F`` for the slash, ...).
+
+    Routes match the decoded path the server gives; a procedure name never
+    needs an escape, so one whose raw path differs is not found, as it would
+    not be by a server that routes on the raw path. ``raw_path`` may carry a
+    query string, and a prefix the app is mounted under may be escaped. None
+    when the server gives no raw path: the decoded one is all there is.
+    """
+    if raw_path is None or b"%" not in raw_path:
+        return False
+    return not raw_path.partition(b"?")[0].endswith(endpoint.raw_procedure)
 
 
 NOT_FOUND = Reply(404, [(b"content-length", b"0")])

@@ -44,12 +44,17 @@ from protoc_gen_connect_python.runtime.server.core import (
     ServerCall,
     ServerCore,
     ServerOptions,
+    answer_first,
+    body_cut_short,
     check_deadline,
     check_drain,
     client_gone,
     close_iterator,
+    declared_over,
     drain_first,
+    escaped_route,
     logger,
+    read_failed,
     shutting_down,
     status_line,
 )
@@ -145,6 +150,15 @@ def _str_headers(raw: RawHeaders) -> list[tuple[str, str]]:
     return [get(p) or _str_pair(p) for p in raw]
 
 
+def _raw_path(environ: Environ) -> bytes | None:
+    """The request target as sent, where the server gives it (gunicorn:
+    ``RAW_URI``; others: ``REQUEST_URI``); granian and pyvoy give none."""
+    raw: str | None = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw is None or "%" not in raw:  # the usual case: nothing escaped
+        return None
+    return raw.encode("latin-1", "replace")
+
+
 def _trailer_sender(environ: Environ) -> SendTrailers | None:
     """The server's trailers extension, if trailers reach the client with it."""
     if environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1"):
@@ -153,6 +167,18 @@ def _trailer_sender(environ: Environ) -> SendTrailers | None:
         return None
     send: SendTrailers | None = environ.get(SEND_TRAILERS)
     return send
+
+
+def _read(stream: IO[bytes], n: int) -> bytes:
+    """One read of the request body; a failed one means the client is gone.
+
+    Servers report a reset or a body cut mid-chunk differently (OSError and
+    gunicorn's NoMoreData, RuntimeError from pyvoy).
+    """
+    try:
+        return stream.read(n)
+    except Exception as e:
+        raise read_failed(e) from None
 
 
 def _read_body(environ: Environ, call: ServerCall) -> bytes:
@@ -166,14 +192,12 @@ def _read_body(environ: Environ, call: ServerCall) -> bytes:
             raise ConnectError(
                 Code.INVALID_ARGUMENT, "invalid Content-Length"
             ) from None
-        if limit and n > limit:
-            raise call.body_too_large()
         return _read_exactly(stream, n)
     # Chunked request: read until the server reports the end, within the limit.
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = stream.read(_READ_CHUNK)
+        chunk = _read(stream, _READ_CHUNK)
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
@@ -183,20 +207,22 @@ def _read_body(environ: Environ, call: ServerCall) -> bytes:
 
 
 def _read_exactly(stream: IO[bytes], n: int) -> bytes:
-    """``n`` bytes, or fewer if the body ends first.
+    """``n`` bytes; invalid_argument if the body ends first.
 
     A read may return less than asked before the end (pyvoy hands over what
     has arrived), so one read is not enough for a whole body.
     """
-    data = stream.read(n) if n else b""
-    if len(data) == n or not data:
+    if not n:
+        return b""
+    data = _read(stream, n)
+    if len(data) == n:
         return data
     chunks = [data]
     size = len(data)
     while size < n:
-        chunk = stream.read(n - size)
+        chunk = _read(stream, n - size)
         if not chunk:
-            break
+            raise body_cut_short()
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
@@ -214,8 +240,10 @@ def _requests(environ: Environ, call: ServerCall, eof: list[bool]) -> Iterator[M
         n = call.input_needed
         if remaining > 0:
             n = min(n, remaining)
-        data = stream.read(n)
+        data = _read(stream, n)
         if not data:
+            if remaining > 0:
+                raise body_cut_short()
             break
         if remaining > 0:
             remaining -= len(data)
@@ -281,7 +309,9 @@ class WSGIApp:
     ``WSGIApp(*services, interceptors=(...), **options)``: ``services`` are
     instances of generated ``FooServiceSync`` subclasses; ``options`` are the
     fields of ``ServerOptions``. Routes match ``PATH_INFO``, so the app works
-    mounted under a prefix (``SCRIPT_NAME``) by any WSGI dispatcher.
+    mounted under a prefix (``SCRIPT_NAME``) by any WSGI dispatcher; where the
+    server gives the raw path too, a procedure spelled with escapes is not
+    found (``escaped_route``).
     """
 
     def __init__(
@@ -309,6 +339,8 @@ class WSGIApp:
     ) -> Iterable[bytes]:
         """The WSGI entry point."""
         ep = self._routes.get(environ.get("PATH_INFO", ""))
+        if ep is not None and escaped_route(_raw_path(environ), ep):
+            ep = None
         if ep is None:
             return _reply(start_response, NOT_FOUND, None, _unread(environ, ep))
         try:
@@ -325,9 +357,10 @@ class WSGIApp:
                 # which a body iterator would turn into headers and empty data.
                 return _reply(start_response, self._no_trailers(call))
         if ep.unary is not None:
-            reply, read = self._unary(ep, call, environ)
+            reply, read, refused = self._unary(ep, call, environ)
             unread = None if read else _unread(environ, ep)
-            return _reply(start_response, reply, send_trailers, unread)
+            first = refused and answer_first(environ.get("SERVER_PROTOCOL", ""))
+            return _reply(start_response, reply, send_trailers, unread, first)
         return _head_first(
             self._stream(ep, call, environ, start_response, send_trailers)
         )
@@ -352,10 +385,11 @@ class WSGIApp:
 
     def _unary(
         self, ep: Endpoint, call: ServerCall, environ: Environ
-    ) -> tuple[Reply, bool]:
-        """The reply, and whether the request body was read to its end."""
+    ) -> tuple[Reply, bool, bool]:
+        """The reply, whether the request body was read to its end, and
+        whether it was refused unread for its declared length."""
         ctx = call.ctx
-        read = False
+        read = refused = False
         try:
             call.parse_head()
             if DRAIN.started is not None:
@@ -364,6 +398,10 @@ class WSGIApp:
                 hook(ctx)
             body = call.preread
             if body is None:
+                limit = call.unary_body_limit
+                if declared_over(environ.get("CONTENT_LENGTH"), limit):
+                    refused = True
+                    raise call.body_too_large()
                 body = _read_body(environ, call)
             read = True
             request = call.decode_unary(body)
@@ -376,16 +414,16 @@ class WSGIApp:
             reply = call.encode_unary(response)
             if ep.ends:
                 call.end(None)
-            return reply, read
+            return reply, read, refused
         except HTTPReject as r:
             if ep.ends:
                 call.end(r.error())
-            return r.reply, read
+            return r.reply, read, refused
         except Exception as e:
             err = self._core.to_error(e, ep)
             if ep.ends:
                 call.end(err)
-            return _error_reply(call, err), read
+            return _error_reply(call, err), read, refused
 
     def _stream(
         self,
@@ -539,6 +577,7 @@ def _reply(
     reply: Reply,
     send_trailers: SendTrailers | None = None,
     unread: Environ | None = None,
+    answer_first: bool = False,
 ) -> Iterable[bytes]:
     # An early reply drains the request itself: a server that drains less
     # (gunicorn: 64 KiB) closes the connection after a keep-alive response,
@@ -547,7 +586,7 @@ def _reply(
     if reply.trailers is None and unread is None:
         return [reply.body] if reply.body else []
     return _head_first(
-        _end(reply.body, reply.trailers, send_trailers, unread, mark=True)
+        _end(reply.body, reply.trailers, send_trailers, unread, answer_first, mark=True)
     )
 
 
@@ -556,11 +595,13 @@ def _end(
     trailers: RawHeaders | None,
     send_trailers: SendTrailers | None,
     unread: Environ | None,
+    answer_first: bool = False,
     *,
     mark: bool,
 ) -> Generator[bytes, None, None]:
     """The last body bytes and the drain of an ``unread`` request (in the order
-    ``drain_first`` says), then the end.
+    ``drain_first`` says, or after the bytes when ``answer_first``: a body
+    refused for its declared length may never come), then the end.
 
     As on ASGI, gRPC's status comes last, with the trailers, which end the
     response. Nothing is yielded for an empty body: pyvoy sends the head at the
@@ -574,7 +615,11 @@ def _end(
     unary or server-stream request body at the response head, short of its
     declared length, which granian answers by resetting the stream.
     """
-    if unread is not None and drain_first(unread.get("CONTENT_LENGTH")):
+    if (
+        unread is not None
+        and not answer_first
+        and drain_first(unread.get("CONTENT_LENGTH"))
+    ):
         _drain(unread)
         unread = None
     if body:
