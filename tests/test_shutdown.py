@@ -264,6 +264,43 @@ def test_new_calls_while_draining(kind: str, drain: Drain) -> None:
     assert _end_code(stream.body) == ([], "unavailable")
 
 
+def test_asgi_lifespan_shutdown_waits_for_unary_calls(drain: Drain) -> None:
+    """``lifespan.shutdown`` is answered only once the unary calls in flight
+    were answered: a server may send it before its own wait for them is over
+    and cancel what still runs once it is answered (hypercorn does, when one
+    of the worker's connections failed: docs/server.md, "Several workers")."""
+    app = ASGIApp(shutdown_apps.Holder(), shutdown_grace=60)
+    # Held until the drain begins (at most 60 s), then 10 ms more.
+    req = pb.PingRequest(text="hold", number=60_000, sleep_ms=10)
+    unary_ct = [("content-type", "application/proto")]
+    order: list[str] = []
+
+    async def lifespan() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "lifespan.shutdown"}
+
+        async def send(m: Any) -> None:
+            order.append(m["type"])
+
+        await app({"type": "lifespan"}, receive, send)
+
+    async def run() -> Any:
+        before = shutdown_apps.STATS.held
+        call = asyncio.ensure_future(
+            call_asgi_async(app, "POST", P + "Ping", unary_ct, req.SerializeToString())
+        )
+        while shutdown_apps.STATS.held == before:
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(lifespan(), 10)
+        order.append("call still running" if not call.done() else "call answered")
+        return await asyncio.wait_for(call, 10)
+
+    result = asyncio.run(run())
+    assert order == ["lifespan.shutdown.complete", "call answered"]
+    assert result.status == 200
+    assert pb.PingResponse.FromString(result.body).text == "held"
+
+
 @pytest.mark.parametrize("protocol", ["connect", "grpc"])
 def test_asgi_stream_told_then_ended_at_grace(protocol: str, drain: Drain) -> None:
     app = ASGIApp(shutdown_apps.Holder(), shutdown_grace=0.3)

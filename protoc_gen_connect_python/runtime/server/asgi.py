@@ -481,6 +481,8 @@ class ASGIApp:
         self._warned_trailers = False
         self._open: set[_Guard] = set()
         """The guards of the streams being served, ended at the drain's end."""
+        self._unary_calls = 0
+        """Unary calls being served, which lifespan shutdown waits for."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -523,7 +525,11 @@ class ASGIApp:
             )
             return
         if ep.unary is not None:
-            await self._unary(ep, call, receive, send, scope)
+            self._unary_calls += 1
+            try:
+                await self._unary(ep, call, receive, send, scope)
+            finally:
+                self._unary_calls -= 1
         else:
             await self._stream(ep, call, receive, send)
 
@@ -536,12 +542,15 @@ class ASGIApp:
     async def _stopping(self) -> None:
         # Lifespan shutdown: servers send it once they stopped accepting
         # (some only after their connections closed); streams still open get
-        # the rest of the grace, plus a moment to send their end.
+        # the rest of the grace, plus a moment to send their end. Unary calls
+        # still running are waited for as long: a server may send this before
+        # its own wait for them is over (hypercorn, when a connection of the
+        # worker failed) and cancel whatever still runs once it is answered.
         DRAIN.begin()
         self._follow_drain()
         left = DRAIN.remaining(self.options.shutdown_grace)
         until = time.monotonic() + (left or 0.0) + 1.0
-        while self._open and time.monotonic() < until:
+        while (self._open or self._unary_calls) and time.monotonic() < until:
             await asyncio.sleep(0.05)
 
     def _follow_drain(self) -> None:
