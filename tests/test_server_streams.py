@@ -28,6 +28,7 @@ from protoc_gen_connect_python.runtime import (
 )
 from protoc_gen_connect_python.runtime.envelope import JOIN_MAX
 from protoc_gen_connect_python.runtime.headers import Headers
+from protoc_gen_connect_python.runtime.server import asgi as asgi_shell
 from protoc_gen_connect_python.runtime.server.asgi import JOIN_SECONDS
 from protoc_gen_connect_python.runtime.server.core import DEADLINE_GRACE, check_deadline
 
@@ -271,7 +272,25 @@ def _count_up(number: int, fail: int = 0) -> bytes:
     )
 
 
-def test_asgi_stream_joins_messages_ready_together() -> None:
+class Clock:
+    """The clock the ASGI shell joins messages by; moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A stopped clock for ``JOIN_SECONDS``: no test depends on how fast it runs."""
+    c = Clock()
+    monkeypatch.setattr(asgi_shell, "_join_clock", c)
+    return c
+
+
+def test_asgi_stream_joins_messages_ready_together(clock: Clock) -> None:
     # Messages yielded back to back share one body event; an error raised
     # after them comes after them.
     req = _count_up(5, int(Code.ABORTED))
@@ -279,7 +298,7 @@ def test_asgi_stream_joins_messages_ready_together() -> None:
     assert log[2:] == ["body ['message'] * 5 more=True", "body ['end'] more=False"]
 
 
-def test_asgi_stream_joins_up_to_join_max() -> None:
+def test_asgi_stream_joins_up_to_join_max(clock: Clock) -> None:
     class Big(Pinger):
         async def echo(
             self, requests: AsyncIterator[Any], ctx: RequestContext
@@ -301,7 +320,7 @@ def test_asgi_stream_joins_up_to_join_max() -> None:
     ]
 
 
-def test_asgi_stream_sends_what_it_holds_when_the_handler_waits() -> None:
+def test_asgi_stream_sends_what_it_holds_when_the_handler_waits(clock: Clock) -> None:
     class Waits(Pinger):
         async def count_up(
             self, request: Any, ctx: RequestContext
@@ -324,7 +343,22 @@ def test_asgi_stream_sends_what_it_holds_when_the_handler_waits() -> None:
     ]
 
 
-def test_asgi_stream_slow_steps_are_sent_alone() -> None:
+@pytest.mark.parametrize(
+    ("step", "bodies"),
+    [
+        # Each step takes JOIN_SECONDS or more: every message goes alone.
+        (JOIN_SECONDS, ["body ['message'] more=True"] * 3),
+        # Quicker steps: held until the batch's first step is JOIN_SECONDS old.
+        (JOIN_SECONDS * 0.4, ["body ['message'] * 3 more=True"]),
+        (
+            JOIN_SECONDS * 0.6,
+            ["body ['message'] * 2 more=True", "body ['message'] more=True"],
+        ),
+    ],
+)
+def test_asgi_stream_slow_steps_are_sent_alone(
+    clock: Clock, step: float, bodies: list[str]
+) -> None:
     # A handler that computes between messages without awaiting (blocking the
     # loop, as CPU-bound code does) does not get its messages held back.
     class Slow(Pinger):
@@ -332,11 +366,11 @@ def test_asgi_stream_slow_steps_are_sent_alone() -> None:
             self, request: Any, ctx: RequestContext
         ) -> AsyncIterator[Any]:
             for i in range(3):
-                time.sleep(JOIN_SECONDS * 2)
+                clock.now += step
                 yield pb.CountUpResponse(number=i)
 
     log = asyncio.run(_drive(ASGIApp(Slow()), P + "CountUp", [_count_up(3)]))
-    assert log[2:] == ["body ['message'] more=True"] * 3 + ["body ['end'] more=False"]
+    assert log[2:] == [*bodies, "body ['end'] more=False"]
 
 
 def test_asgi_stream_send_failing_while_the_handler_waits_cancels_it() -> None:

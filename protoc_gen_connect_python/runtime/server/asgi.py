@@ -676,6 +676,9 @@ JOIN_SECONDS = 0.001
 """How long a message may wait for others ready after it, counted from the
 start of the handler step that made it."""
 
+_join_clock: Callable[[], float] = time.monotonic
+"""The clock ``JOIN_SECONDS`` is measured with; tests replace it with their own."""
+
 
 async def _send_messages(
     responses: AsyncIterator[Message],
@@ -699,7 +702,7 @@ async def _send_messages(
     anext = responses.__anext__
     held: list[bytes] = []
     size = 0
-    now = time.monotonic
+    now = _join_clock
     began = first = now()
     try:
         while True:
