@@ -194,6 +194,10 @@ def _find_blank_line(buf: bytes, pos: int) -> tuple[int, int]:
         return i, i + 4
     j = buf.find(b"\n\n", pos)
     if j != -1 and (i == -1 or j < i):
+        # "\n\r\n" may end an earlier block.
+        k = buf.find(b"\n\r\n", pos, j)
+        if k != -1:
+            return k, k + 3
         return j, j + 2
     if i != -1:
         # A bare-LF line followed by CRLF, e.g. "\n\r\n", ends earlier.

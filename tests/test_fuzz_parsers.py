@@ -1,0 +1,75 @@
+"""Property tests of every parser a peer can reach, on the targets of
+``fuzz_targets``: realistic inputs, mutated, and raw bytes.
+
+The example budget is ``FUZZ_EXAMPLES`` (small here; ``scripts/fuzz.py`` runs
+the same tests with a large one).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import fuzz_inputs as inputs
+import fuzz_targets as t
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protoc_gen_connect_python.runtime import Code, ConnectError
+from protoc_gen_connect_python.runtime.compression import COMPRESSIONS
+
+raw = st.binary(max_size=512)
+
+
+@t.FUZZ
+@given(inputs.envelope_inputs | raw)
+def test_fuzz_envelope(data: bytes) -> None:
+    t.envelope_target(data)
+
+
+@t.FUZZ
+@given(inputs.decompress_inputs | raw)
+def test_fuzz_decompress(data: bytes) -> None:
+    t.decompress_target(data)
+
+
+@t.FUZZ
+@given(inputs.headers_inputs | raw)
+def test_fuzz_headers(data: bytes) -> None:
+    t.headers_target(data)
+
+
+@t.FUZZ
+@given(inputs.codec_inputs | raw)
+def test_fuzz_codecs(data: bytes) -> None:
+    t.codec_target(data)
+
+
+@t.FUZZ
+@given(inputs.client_message_inputs | raw)
+def test_fuzz_client_messages(data: bytes) -> None:
+    t.client_messages_target(data)
+
+
+@t.FUZZ
+@given(inputs.get_query_inputs | raw)
+def test_fuzz_get_query(data: bytes) -> None:
+    t.get_query_target(data)
+
+
+@pytest.mark.parametrize("name", t.ALGORITHMS)
+def test_decompression_bomb_memory_is_bounded(name: str) -> None:
+    """A 64 MiB bomb against a 1 MiB limit: refused, and the peak of memory
+    allocated meanwhile stays within a few times the limit."""
+    comp = COMPRESSIONS[name]
+    limit = 1 << 20
+    bomb = comp.compress(b"\0" * (64 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConnectError) as e:
+            comp.decompress(bomb, limit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert e.value.code == Code.RESOURCE_EXHAUSTED
+    assert peak < 4 * limit + len(bomb), peak

@@ -1,0 +1,37 @@
+"""Property tests of what a peer's bytes go through whole: the client's
+HTTP/1.1 and HTTP/2 engines (responses) and the ASGI and WSGI apps (requests).
+
+The example budget is ``FUZZ_EXAMPLES`` (see ``fuzz_targets``).
+"""
+
+from __future__ import annotations
+
+import fuzz_inputs as inputs
+import fuzz_targets as t
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+raw = st.binary(max_size=512)
+
+
+@t.FUZZ
+@given(inputs.http1_inputs | raw)
+# Found by this test: fed whole, the "\n\r\n" ending the 100 response was
+# passed over for the "\n\n" ending the final one, and the two heads read as one.
+@example(
+    b"\x01\x00HTTP/1.1 100 Continue\x0c\n\r\nHTTP/1.1 200 OK\nContent-Length: 0\n\n"
+)
+def test_fuzz_http1_responses(data: bytes) -> None:
+    t.http1_target(data)
+
+
+@t.FUZZ
+@given(inputs.http2_inputs | raw)
+def test_fuzz_http2_frames(data: bytes) -> None:
+    t.http2_target(data)
+
+
+@t.FUZZ
+@given(inputs.server_inputs | raw)
+def test_fuzz_server_requests(data: bytes) -> None:
+    t.server_target(data)
