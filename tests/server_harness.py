@@ -42,7 +42,9 @@ def split_envelopes(body: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def frames_by_read(reads: Iterable[bytes]) -> list[tuple[int, int, bytes]]:
+def frames_by_read(
+    reads: Iterable[bytes | bytearray | memoryview],
+) -> list[tuple[int, int, bytes]]:
     """(read index, flags, payload) of each frame in a stream body read piece by
     piece: the index of the read that completed it.
 
@@ -52,7 +54,7 @@ def frames_by_read(reads: Iterable[bytes]) -> list[tuple[int, int, bytes]]:
     out = []
     buf = b""
     for i, data in enumerate(reads):
-        buf += data
+        buf += bytes(data)
         while len(buf) >= 5:
             flags, n = struct.unpack(">BI", buf[:5])
             if len(buf) < 5 + n:
