@@ -435,7 +435,23 @@ def _request(draw: st.DrawFn) -> bytes:
             for m in msgs
         )
         body += b"".join(ends)
-    return first + b"\n".join(head) + b"\n\n" + draw(mutated(st.just(body)))
+    head_block = b"\n".join(h for h in head if h)
+    return first + head_block + b"\n\n" + draw(mutated(st.just(body)))
 
 
 server_inputs = _request()
+
+
+STRATEGIES: dict[str, st.SearchStrategy[bytes]] = {
+    "envelope": envelope_inputs,
+    "decompress": decompress_inputs,
+    "headers": headers_inputs,
+    "codec": codec_inputs,
+    "client_messages": client_message_inputs,
+    "get_query": get_query_inputs,
+    "http1": http1_inputs,
+    "http2": http2_inputs,
+    "server": server_inputs,
+}
+"""Each target's strategy, by the target's name (``scripts/fuzz.py`` seeds
+atheris' corpus with examples of it)."""

@@ -41,7 +41,7 @@ def test_fuzz_headers(data: bytes) -> None:
 
 @t.FUZZ
 @given(inputs.codec_inputs | raw)
-def test_fuzz_codecs(data: bytes) -> None:
+def test_fuzz_codec(data: bytes) -> None:
     t.codec_target(data)
 
 

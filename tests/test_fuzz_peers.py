@@ -21,17 +21,17 @@ raw = st.binary(max_size=512)
 @example(
     b"\x01\x00HTTP/1.1 100 Continue\x0c\n\r\nHTTP/1.1 200 OK\nContent-Length: 0\n\n"
 )
-def test_fuzz_http1_responses(data: bytes) -> None:
+def test_fuzz_http1(data: bytes) -> None:
     t.http1_target(data)
 
 
 @t.FUZZ
 @given(inputs.http2_inputs | raw)
-def test_fuzz_http2_frames(data: bytes) -> None:
+def test_fuzz_http2(data: bytes) -> None:
     t.http2_target(data)
 
 
 @t.FUZZ
 @given(inputs.server_inputs | raw)
-def test_fuzz_server_requests(data: bytes) -> None:
+def test_fuzz_server(data: bytes) -> None:
     t.server_target(data)
