@@ -640,3 +640,38 @@ def test_server_deadline_allows_a_grace_past_the_clients() -> None:
     with pytest.raises(ConnectError) as info:
         check_deadline(ctx)
     assert info.value.code is Code.DEADLINE_EXCEEDED
+
+
+def test_asgi_over_limit_message_in_the_last_event_needs_no_drain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The whole body came in one event, its message over the read limit: the
+    # error goes out at once. (A drain waited for a next event, up to
+    # DRAIN_SECONDS, made endless here: the test's bound would fail it.)
+    monkeypatch.setattr(asgi_shell, "DRAIN_SECONDS", 3600.0)
+    body = b"\0" + (5 * 1024 * 1024).to_bytes(4, "big")
+    events = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if events:
+            return events.pop(0)
+        await asyncio.Event().wait()  # a client that waits for the answer
+        raise AssertionError  # pragma: no cover
+
+    async def send(msg: MutableMapping[str, Any]) -> None:
+        sent.append(msg)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": P + "Echo",
+        "raw_path": (P + "Echo").encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", STREAM.encode())],
+    }
+    asyncio.run(asyncio.wait_for(ASGIApp(Pinger())(scope, receive, send), 30))
+    end = split_envelopes(b"".join(m.get("body", b"") for m in sent[1:]))[-1]
+    assert json.loads(end[1])["error"]["code"] == "resource_exhausted"
+    assert sent[-1].get("more_body", False) is False

@@ -328,9 +328,11 @@ class _Requests(AsyncIterator[Message]):
             msg = await self._receive()
             if msg["type"] != "http.request":
                 await _disconnected(self._guard)
+            last = not msg.get("more_body", False)
+            # Before feeding, which may fail: a body received whole needs no drain.
+            self.eof = last
             self._pending = self._call.feed(msg.get("body", b""))
-            if not msg.get("more_body", False):
-                self.eof = True
+            if last:
                 self._guard.watch(self._receive)
                 self._call.close_input()
 
