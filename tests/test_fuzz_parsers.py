@@ -15,8 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protoc_gen_connect_python.runtime import Code, ConnectError
+from protoc_gen_connect_python.runtime import Code, ConnectError, Headers
 from protoc_gen_connect_python.runtime.compression import COMPRESSIONS
+from protoc_gen_connect_python.runtime.headers import encode_binary_header
+from protoc_gen_connect_python.runtime.protocol import grpc as grpc_wire
 
 raw = st.binary(max_size=512)
 
@@ -73,3 +75,15 @@ def test_decompression_bomb_memory_is_bounded(name: str) -> None:
         tracemalloc.stop()
     assert e.value.code == Code.RESOURCE_EXHAUSTED
     assert peak < 4 * limit + len(bomb), peak
+
+
+def test_malformed_grpc_status_details_keep_the_status() -> None:
+    # Found by the client_messages target: a detail that is not a valid Any
+    # raised protobuf's DecodeError out of the client instead of the error.
+    details = encode_binary_header(b"\x1a\x02\x0a\xff")  # Any with a cut field
+    trailers = Headers({"grpc-status": "3", "grpc-status-details-bin": details})
+    err = grpc_wire.error_from_trailers(trailers)
+    assert err is not None and err.code is Code.INVALID_ARGUMENT
+    assert err.details == []
+    with pytest.raises(ValueError):
+        grpc_wire.parse_status_details(b"\x1a\x02\x0a\xff")

@@ -21,6 +21,8 @@ raw = st.binary(max_size=512)
 @example(
     b"\x01\x00HTTP/1.1 100 Continue\x0c\n\r\nHTTP/1.1 200 OK\nContent-Length: 0\n\n"
 )
+# Found by atheris: fed in pieces, the quick path took "HTTP/1.1 9" as status 9.
+@example(b"\x01\x00HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 9\r\n\r\n")
 def test_fuzz_http1(data: bytes) -> None:
     t.http1_target(data)
 

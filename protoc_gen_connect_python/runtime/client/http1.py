@@ -353,7 +353,8 @@ class ResponseParser:
         line = lines[0]
         code = line[9:12]
         if (
-            not code.isdigit()
+            len(code) != 3
+            or not code.isdigit()
             or not code.isascii()
             or code[0] == "1"
             or (len(line) > 12 and line[12] != " ")
