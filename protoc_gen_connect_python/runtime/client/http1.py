@@ -192,23 +192,14 @@ def _find_blank_line(buf: bytes, pos: int) -> tuple[int, int]:
     if i != -1 and buf.count(b"\n", pos, i) == buf.count(b"\r\n", pos, i):
         # The usual case: no bare LF before it, so no earlier empty line.
         return i, i + 4
-    j = buf.find(b"\n\n", pos)
-    if j != -1 and (i == -1 or j < i):
-        # "\n\r\n" may end an earlier block.
-        k = buf.find(b"\n\r\n", pos, j)
-        if k != -1:
-            return k, k + 3
-        return j, j + 2
-    if i != -1:
-        # A bare-LF line followed by CRLF, e.g. "\n\r\n", ends earlier.
-        k = buf.find(b"\n\r\n", pos, i)
-        if k != -1:
-            return k, k + 3
-        return i, i + 4
-    k = buf.find(b"\n\r\n", pos)
-    if k != -1:
-        return k, k + 3
-    return -1, -1
+    # Bare LFs: the earliest of the three ways a line may end an empty one
+    # ends the block ("\n\r\n" may start just before a "\r\n\r\n").
+    best = (i, i + 4) if i != -1 else (-1, -1)
+    for sep in (b"\n\n", b"\n\r\n"):
+        k = buf.find(sep, pos)
+        if k != -1 and (best[0] == -1 or k < best[0]):
+            best = (k, k + len(sep))
+    return best
 
 
 # Body framings.
