@@ -87,3 +87,15 @@ def test_malformed_grpc_status_details_keep_the_status() -> None:
     assert err.details == []
     with pytest.raises(ValueError):
         grpc_wire.parse_status_details(b"\x1a\x02\x0a\xff")
+
+
+@t.FUZZ
+@given(st.sampled_from(t.ALGORITHMS), st.binary(min_size=2, max_size=3000))
+def test_decompression_limit_is_exact(name: str, plain: bytes) -> None:
+    # A message of exactly the limit passes whole; one byte more is refused.
+    comp = COMPRESSIONS[name]
+    packed = comp.compress(plain)
+    assert comp.decompress(packed, len(plain)) == plain
+    with pytest.raises(ConnectError) as e:
+        comp.decompress(packed, len(plain) - 1)  # (0 would mean no limit)
+    assert e.value.code == Code.RESOURCE_EXHAUSTED
