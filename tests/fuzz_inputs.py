@@ -13,7 +13,7 @@ import struct
 from typing import Any
 
 import hpack
-from fuzz_targets import ALGORITHMS, PROCEDURES
+from fuzz_targets import ALGORITHMS, CLIENT_PROTOCOLS, PROCEDURES
 from hypothesis import strategies as st
 
 from protoc_gen_connect_python.runtime.compression import COMPRESSIONS
@@ -179,6 +179,73 @@ client_message_inputs = framed(
         | small
     ),
 )
+
+# -- responses as the client protocols read them ----------------------------------------
+
+
+@st.composite
+def _client_response(draw: st.DrawFn) -> bytes:
+    """A response in ``client_response_target``'s layout, mostly well formed
+    for the protocol drawn: its head, trailers and body."""
+    from google.protobuf.wrappers_pb2 import StringValue
+
+    index = draw(st.integers(0, len(CLIENT_PROTOCOLS) - 1))
+    name, codec = CLIENT_PROTOCOLS[index]
+    messages = [StringValue(value=draw(text)) for _ in range(draw(st.integers(0, 3)))]
+    if codec == "json":
+        encoded = [json.dumps(m.value).encode() for m in messages]
+    else:
+        encoded = [bytes(m.SerializeToString()) for m in messages]
+    head: list[str] = []
+    trailers: list[str] = []
+    flags = draw(st.sampled_from([0, 0, 0, 1]))
+    if flags:
+        head.append(
+            f"{'grpc' if name != 'connect' else 'connect-content'}-encoding: gzip"
+        )
+        encoded = [COMPRESSIONS["gzip"].compress(e) for e in encoded]
+    frames = b"".join(_envelope(flags, e, None) for e in encoded)
+    if name == "connect":
+        head.append(f"content-type: application/connect+{codec}")
+        end = draw(
+            st.sampled_from([b"{}", b'{"error":{"code":"unavailable","message":"x"}}'])
+            | json_values.map(lambda v: json.dumps(v).encode("utf-8", "surrogatepass"))
+        )
+        body = frames + _envelope(2, end, None)
+        if draw(st.booleans()):
+            # As a unary response instead: the message, or an error body.
+            head = [f"content-type: application/{codec}"]
+            body = encoded[0] if encoded else end
+    else:
+        head.append(f"content-type: application/{name}+{codec}")
+        status_lines = [
+            f"grpc-status: {draw(st.sampled_from(['0', '0', '3', '14', 'x', '']))}"
+        ]
+        if draw(st.booleans()):
+            status_lines.append("grpc-message: bad%20news%zz")
+        if draw(st.booleans()):
+            status_lines.append(
+                "grpc-status-details-bin: "
+                + draw(st.sampled_from(["GhIKEHR5cGUuZ29vZ2xlYXBpcy5jb20", "%%%", ""]))
+            )
+        if name == "grpc-web" and draw(st.booleans()):
+            block = "\r\n".join(status_lines).encode() + b"\r\n"
+            body = frames + _envelope(0x80, block, None)
+        else:
+            body = frames
+            (trailers if draw(st.booleans()) else head).extend(status_lines)
+    layout = bytes([index, draw(byte), draw(st.integers(0, 7))])
+    return (
+        layout
+        + "\n".join(head).encode("latin-1", "replace")
+        + b"\n\n"
+        + "\n".join(trailers).encode("latin-1", "replace")
+        + b"\n\n"
+        + draw(mutated(st.just(body)))
+    )
+
+
+client_response_inputs = _client_response()
 
 # -- HTTP/1.1 responses ------------------------------------------------------------------
 
@@ -449,6 +516,7 @@ STRATEGIES: dict[str, st.SearchStrategy[bytes]] = {
     "codec": codec_inputs,
     "client_messages": client_message_inputs,
     "get_query": get_query_inputs,
+    "client_response": client_response_inputs,
     "http1": http1_inputs,
     "http2": http2_inputs,
     "server": server_inputs,

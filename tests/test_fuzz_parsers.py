@@ -54,6 +54,12 @@ def test_fuzz_client_messages(data: bytes) -> None:
 
 
 @t.FUZZ
+@given(inputs.client_response_inputs | raw)
+def test_fuzz_client_response(data: bytes) -> None:
+    t.client_response_target(data)
+
+
+@t.FUZZ
 @given(inputs.get_query_inputs | raw)
 def test_fuzz_get_query(data: bytes) -> None:
     t.get_query_target(data)
