@@ -25,6 +25,8 @@ raw = st.binary(max_size=512)
 @example(b"\x01\x00HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 9\r\n\r\n")
 # Found by atheris: fed whole, a "\n\r\n" just before a "\r\n\r\n" was missed.
 @example(b"\x01\x00HTTP/1.1 200 OK\n\r\n\r\nbody")
+# Found by atheris: status "002" was informational fed whole, final in pieces.
+@example(b"\x01\x00HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 002 X\r\n\r\nbody")
 def test_fuzz_http1(data: bytes) -> None:
     t.http1_target(data)
 

@@ -347,7 +347,7 @@ class ResponseParser:
             len(code) != 3
             or not code.isdigit()
             or not code.isascii()
-            or code[0] == "1"
+            or code[0] in "01"
             or (len(line) > 12 and line[12] != " ")
         ):
             return None
@@ -369,7 +369,7 @@ class ResponseParser:
         if version != "HTTP/1.1" and version != "HTTP/1.0":
             raise ProtocolError(f"unsupported HTTP version {version[:20]!r}")
         code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not code.isascii():
+        if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] == "0":
             raise ProtocolError(f"malformed status code {code[:20]!r}")
         reason = parts[2] if len(parts) > 2 else ""
         del lines[0]
