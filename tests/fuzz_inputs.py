@@ -219,7 +219,7 @@ def _client_response(draw: st.DrawFn) -> bytes:
     else:
         head.append(f"content-type: application/{name}+{codec}")
         status_lines = [
-            f"grpc-status: {draw(st.sampled_from(['0', '0', '3', '14', 'x', '']))}"
+            f"grpc-status: {draw(st.sampled_from(['0', '0', '3', '14', 'x', '', '1¹']))}"
         ]
         if draw(st.booleans()):
             status_lines.append("grpc-message: bad%20news%zz")
@@ -336,7 +336,10 @@ def _http2_frames(draw: st.DrawFn) -> bytes:
             fields = [
                 (
                     ":status",
-                    draw(st.sampled_from(["200", "100", "204", "abc", "2000"]) | text),
+                    draw(
+                        st.sampled_from(["200", "100", "204", "abc", "2000", "²⁰⁰"])
+                        | text
+                    ),
                 )
             ]
             fields += [

@@ -12,7 +12,7 @@ import tracemalloc
 import fuzz_inputs as inputs
 import fuzz_targets as t
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from protoc_gen_connect_python.runtime import Code, ConnectError, Headers
@@ -55,6 +55,8 @@ def test_fuzz_client_messages(data: bytes) -> None:
 
 @t.FUZZ
 @given(inputs.client_response_inputs | raw)
+# Found by atheris: a grpc-status of non-ASCII digits raised int()'s ValueError.
+@example(b"\x02\0\0content-type: application/grpc+proto\ngrpc-status: 0\xb9\n\n\n\n")
 def test_fuzz_client_response(data: bytes) -> None:
     t.client_response_target(data)
 

@@ -182,7 +182,7 @@ def error_from_trailers(trailers: Headers) -> ConnectError | None:
     A missing or unparsable status is an ``internal`` protocol error.
     """
     status = trailers.get(STATUS)
-    if status is None or not status.isdigit():
+    if status is None or not status.isascii() or not status.isdigit():
         return ConnectError(
             Code.INTERNAL, f"protocol error: invalid grpc-status {status!r}"
         )
