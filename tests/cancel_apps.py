@@ -1,10 +1,10 @@
 """Apps whose handlers wait for the client to go away, and say when they saw it.
 
 Served by real servers in ``test_client_cancel.py``: each handler sends what
-it has, then waits without end (async) or keeps sending (sync: a WSGI handler
-learns of a gone client only when a write fails). When it is cancelled or
-closed, its ``finally`` writes a file named by the request's ``x-case`` header
-into ``$CANCEL_DIR``: the test waits for that file.
+it has, then waits until the test releases it (async) or keeps sending (sync:
+a WSGI handler learns of a gone client only when a write fails). When it is
+cancelled or closed, it writes "cancelled" into a file named by the request's
+``x-case`` header, in ``$CANCEL_DIR``: the test waits for that file.
 """
 
 from __future__ import annotations
@@ -24,25 +24,38 @@ SYNC_LIMIT = 60.0
 """Seconds a sync handler keeps sending before it gives up on being closed."""
 
 
-def _mark(ctx: RequestContext, how: str, suffix: str = "") -> None:
+def _path(ctx: RequestContext, suffix: str = "") -> Path:
     case = ctx.request_headers.get("x-case", "unnamed")
-    Path(os.environ["CANCEL_DIR"], case + suffix).write_text(how)
+    return Path(os.environ["CANCEL_DIR"], case + suffix)
+
+
+def _mark(ctx: RequestContext, how: str, suffix: str = "") -> None:
+    _path(ctx, suffix).write_text(how)
+
+
+async def _until_released(ctx: RequestContext) -> None:
+    """Wait until the test writes ``<case>.release``: a call the client failed
+    to cancel still ends before its server is stopped."""
+    release = _path(ctx, ".release")
+    while not release.exists():
+        await asyncio.sleep(0.02)
 
 
 class Waiting(PingServiceBase):
     async def ping(self, request: Any, ctx: RequestContext) -> Any:
         _mark(ctx, "running", ".started")
         try:
-            await asyncio.Event().wait()
+            await _until_released(ctx)
         except asyncio.CancelledError:
             _mark(ctx, "cancelled")
             raise
-        raise AssertionError  # pragma: no cover
+        _mark(ctx, "released")
+        return pb.PingResponse()
 
     async def count_up(self, request: Any, ctx: RequestContext) -> AsyncIterator[Any]:
         try:
             yield pb.CountUpResponse(number=1)
-            await asyncio.Event().wait()
+            await _until_released(ctx)
         except (asyncio.CancelledError, GeneratorExit):
             _mark(ctx, "cancelled")
             raise
