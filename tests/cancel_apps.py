@@ -30,7 +30,11 @@ def _path(ctx: RequestContext, suffix: str = "") -> Path:
 
 
 def _mark(ctx: RequestContext, how: str, suffix: str = "") -> None:
-    _path(ctx, suffix).write_text(how)
+    # Written aside, then renamed: the test sees the file whole or not at all.
+    path = _path(ctx, suffix)
+    part = path.with_name(path.name + ".part")
+    part.write_text(how)
+    os.replace(part, path)
 
 
 async def _until_released(ctx: RequestContext) -> None:
