@@ -34,13 +34,15 @@ GREET_STREAM = "/greet.v1.GreetService/GreetStream"
 
 
 def tool(name: str, *candidates: Path) -> str:
-    """The path of a command-line tool; skips the test when it is not installed."""
+    """The path of a command-line tool; fails the test when it is not installed."""
     for c in candidates:
         if c.exists():
             return str(c)
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed (scripts/setup.sh installs it)")
+        pytest.fail(
+            f"{name} is not installed (scripts/setup.sh installs it)", pytrace=False
+        )
     return found
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,29 @@ def split_envelopes(body: bytes) -> list[tuple[int, bytes]]:
         flags, n = struct.unpack(">BI", body[:5])
         out.append((flags, body[5 : 5 + n]))
         body = body[5 + n :]
+    return out
+
+
+def frames_by_read(
+    reads: Iterable[bytes | bytearray | memoryview],
+) -> list[tuple[int, int, bytes]]:
+    """(read index, flags, payload) of each frame in a stream body read piece by
+    piece: the index of the read that completed it.
+
+    Tells a stream sent as it was made (frames completed by different reads)
+    from one held and sent whole, without timing anything.
+    """
+    out = []
+    buf = b""
+    for i, data in enumerate(reads):
+        buf += bytes(data)
+        while len(buf) >= 5:
+            flags, n = struct.unpack(">BI", buf[:5])
+            if len(buf) < 5 + n:
+                break
+            out.append((i, flags, buf[5 : 5 + n]))
+            buf = buf[5 + n :]
+    assert not buf, "the body ends inside a frame"
     return out
 
 

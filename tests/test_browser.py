@@ -55,7 +55,10 @@ def build_page() -> None:
     """Generate the page's TypeScript messages with buf + protoc-gen-es, bundle it."""
     node_bin = PAGE_DIR / "node_modules" / ".bin"
     if not (node_bin / "esbuild").exists():
-        pytest.skip("run `npm ci --prefix examples/browser` (scripts/setup.sh does)")
+        pytest.fail(
+            "run `npm ci --prefix examples/browser` (scripts/setup.sh does)",
+            pytrace=False,
+        )
     buf = tool("buf", BIN / "buf")
     env = {**os.environ, "PATH": f"{node_bin}{os.pathsep}{os.environ['PATH']}"}
     shutil.rmtree(PAGE_DIR / "src" / "gen", ignore_errors=True)

@@ -2,7 +2,9 @@
 
 The transports stand in for a server that answers the head at once and then
 stalls, or for a network that breaks at a chosen moment, so every case runs
-the same way on every machine and for every protocol.
+the same way on every machine and for every protocol. The last part runs the
+cancellations against real servers (uvicorn, hypercorn, pyvoy, gunicorn), whose
+handlers (``cancel_apps``) must see them.
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from client_env import BIDI_SPEC, SERVER_STREAM_SPEC, UNARY_SPEC
 from google.protobuf.wrappers_pb2 import StringValue
+from server_apps import COUNT_UP, PING, pb
+from servers import run_server
 
 from protoc_gen_connect_python.runtime import (
     AsyncClient,
@@ -25,6 +32,7 @@ from protoc_gen_connect_python.runtime import (
     SyncClient,
     SyncStream,
 )
+from protoc_gen_connect_python.runtime.client.config import HTTPVersionName
 from protoc_gen_connect_python.runtime.client.config import Protocol as Proto
 from protoc_gen_connect_python.runtime.client.core import HTTPRequest, past_deadline
 from protoc_gen_connect_python.runtime.envelope import encode_envelope
@@ -453,3 +461,167 @@ def test_async_deadline_while_the_transport_pulls_requests(protocol: Proto) -> N
     assert pulled == 1
     # Once the transport stops pulling, the caller's generator is closed.
     assert finished
+
+
+# -- cancellation seen by real servers ---------------------------------------------
+#
+# The handlers of cancel_apps wait for the client to go away; each test cancels
+# a call and waits (bounded) for the handler to say it was cancelled.
+
+ASGI_SERVERS: list[tuple[str, str, HTTPVersionName | None]] = [
+    ("uvicorn", "cancel_apps:asgi_app", None),
+    ("hypercorn", "cancel_apps:asgi_app", "2"),
+    ("pyvoy", "cancel_apps:asgi_app", None),
+]
+REAL_SERVERS = [*ASGI_SERVERS, ("gunicorn", "cancel_apps:wsgi_app", None)]
+"""Unary calls run on the ASGI servers only: a WSGI handler learns that its
+client went away only when it writes, and a unary one writes once, at the end."""
+
+
+@dataclass
+class Real:
+    """A server of cancel_apps and the folder its handlers report to."""
+
+    name: str
+    url: str
+    http_version: HTTPVersionName | None
+    reports: Path
+
+    def cancelled(self, case: str) -> str:
+        """What the handler of ``case`` reported, waiting for it up to 20 s."""
+        path = self.reports / case
+        end = time.monotonic() + 20
+        while not path.exists():
+            assert time.monotonic() < end, f"{self.name}: {case} was never cancelled"
+            time.sleep(0.02)
+        return path.read_text()
+
+    async def started(self, case: str) -> None:
+        """Wait (up to 20 s) until the handler of ``case`` runs."""
+        path = self.reports / (case + ".started")
+        end = time.monotonic() + 20
+        while not path.exists():
+            assert time.monotonic() < end, f"{self.name}: {case} never started"
+            await asyncio.sleep(0.02)
+
+
+def _ids(servers: list[tuple[str, str, HTTPVersionName | None]]) -> list[str]:
+    return [s[0] for s in servers]
+
+
+@pytest.fixture(scope="module")
+def real(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Real]:
+    """A server of ``cancel_apps``, from the test's parameters."""
+    name, app, version = request.param
+    reports = tmp_path_factory.mktemp(f"cancel-{name}")
+    with run_server(name, app, env={"CANCEL_DIR": str(reports)}) as srv:
+        yield Real(name, srv.url, version, reports)
+
+
+@pytest.mark.parametrize("real", REAL_SERVERS, ids=_ids(REAL_SERVERS), indirect=True)
+def test_real_async_stream_closed_by_the_reader(real: Real) -> None:
+    async def main() -> None:
+        async with AsyncClient(real.url, http_version=real.http_version) as client:
+            stream = client.call_server_stream(
+                COUNT_UP, pb.CountUpRequest(), headers={"x-case": "async-stream"}
+            )
+            assert (await stream.__anext__()).number == 1
+            await stream.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    assert real.cancelled("async-stream") == "cancelled"
+
+
+@pytest.mark.parametrize("real", REAL_SERVERS, ids=_ids(REAL_SERVERS), indirect=True)
+def test_real_sync_stream_closed_by_the_reader(real: Real) -> None:
+    with SyncClient(real.url, http_version=real.http_version) as client:
+        stream = client.call_server_stream(
+            COUNT_UP, pb.CountUpRequest(), headers={"x-case": "sync-stream"}
+        )
+        assert next(stream).number == 1
+        stream.close()
+    assert real.cancelled("sync-stream") == "cancelled"
+
+
+@pytest.mark.parametrize("real", ASGI_SERVERS, ids=_ids(ASGI_SERVERS), indirect=True)
+def test_real_async_unary_task_cancelled(real: Real) -> None:
+    async def main() -> None:
+        async with AsyncClient(real.url, http_version=real.http_version) as client:
+            call = asyncio.ensure_future(
+                client.call_unary(
+                    PING, pb.PingRequest(), headers={"x-case": "async-unary"}
+                )
+            )
+            await real.started("async-unary")
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    assert real.cancelled("async-unary") == "cancelled"
+
+
+@pytest.mark.parametrize("real", ASGI_SERVERS, ids=_ids(ASGI_SERVERS), indirect=True)
+def test_real_async_deadline_cancels_the_handler(real: Real) -> None:
+    async def main() -> ConnectError:
+        async with AsyncClient(real.url, http_version=real.http_version) as client:
+            with pytest.raises(ConnectError) as raised:
+                await client.call_unary(
+                    PING, pb.PingRequest(), headers={"x-case": "deadline"}, timeout=0.3
+                )
+            return raised.value
+
+    err = asyncio.run(asyncio.wait_for(main(), 20))
+    assert err.code is Code.DEADLINE_EXCEEDED
+    assert real.cancelled("deadline") == "cancelled"
+
+
+SYNC_UNARY_SERVERS = [
+    pytest.param(
+        s,
+        id=s[0],
+        marks=[
+            pytest.mark.xfail(
+                strict=True,
+                reason="the sync client's HTTP/2 transport (pyqwest) cannot be "
+                "interrupted: SyncClient.close() from another thread leaves a "
+                "unary call waiting for its response head until its timeout",
+            )
+        ]
+        if s[2] == "2"
+        else [],
+    )
+    for s in ASGI_SERVERS
+]
+
+
+@pytest.mark.parametrize("real", SYNC_UNARY_SERVERS, indirect=True)
+def test_real_sync_unary_cancelled_by_closing_the_client(real: Real) -> None:
+    # No timeout: only the close may end the call. It runs in a thread of its
+    # own so that a call close fails to end cannot hang the test.
+    client = SyncClient(real.url, http_version=real.http_version)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.call_unary(PING, pb.PingRequest(), headers={"x-case": "sync-unary"})
+        except BaseException as e:
+            raised.append(e)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    try:
+        asyncio.run(real.started("sync-unary"))
+        client.close()
+        caller.join(10)
+        assert not caller.is_alive(), "close() did not end the call"
+        assert isinstance(raised[0], ConnectError)
+        assert raised[0].code is Code.CANCELED
+        assert real.cancelled("sync-unary") == "cancelled"
+    finally:
+        # A call close failed to end is ended by its handler: the server
+        # must not be stopped with it in flight.
+        (real.reports / "sync-unary.release").touch()
+        caller.join(10)

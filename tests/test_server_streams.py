@@ -10,7 +10,7 @@ import io
 import json
 import socket
 import threading
-import time
+import types
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
@@ -28,6 +28,8 @@ from protoc_gen_connect_python.runtime import (
 )
 from protoc_gen_connect_python.runtime.envelope import JOIN_MAX
 from protoc_gen_connect_python.runtime.headers import Headers
+from protoc_gen_connect_python.runtime.server import asgi as asgi_shell
+from protoc_gen_connect_python.runtime.server import core as server_core
 from protoc_gen_connect_python.runtime.server.asgi import JOIN_SECONDS
 from protoc_gen_connect_python.runtime.server.core import DEADLINE_GRACE, check_deadline
 
@@ -271,7 +273,25 @@ def _count_up(number: int, fail: int = 0) -> bytes:
     )
 
 
-def test_asgi_stream_joins_messages_ready_together() -> None:
+class Clock:
+    """The clock the ASGI shell joins messages by; moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A stopped clock for ``JOIN_SECONDS``: no test depends on how fast it runs."""
+    c = Clock()
+    monkeypatch.setattr(asgi_shell, "_join_clock", c)
+    return c
+
+
+def test_asgi_stream_joins_messages_ready_together(clock: Clock) -> None:
     # Messages yielded back to back share one body event; an error raised
     # after them comes after them.
     req = _count_up(5, int(Code.ABORTED))
@@ -279,7 +299,7 @@ def test_asgi_stream_joins_messages_ready_together() -> None:
     assert log[2:] == ["body ['message'] * 5 more=True", "body ['end'] more=False"]
 
 
-def test_asgi_stream_joins_up_to_join_max() -> None:
+def test_asgi_stream_joins_up_to_join_max(clock: Clock) -> None:
     class Big(Pinger):
         async def echo(
             self, requests: AsyncIterator[Any], ctx: RequestContext
@@ -301,7 +321,7 @@ def test_asgi_stream_joins_up_to_join_max() -> None:
     ]
 
 
-def test_asgi_stream_sends_what_it_holds_when_the_handler_waits() -> None:
+def test_asgi_stream_sends_what_it_holds_when_the_handler_waits(clock: Clock) -> None:
     class Waits(Pinger):
         async def count_up(
             self, request: Any, ctx: RequestContext
@@ -324,7 +344,22 @@ def test_asgi_stream_sends_what_it_holds_when_the_handler_waits() -> None:
     ]
 
 
-def test_asgi_stream_slow_steps_are_sent_alone() -> None:
+@pytest.mark.parametrize(
+    ("step", "bodies"),
+    [
+        # Each step takes JOIN_SECONDS or more: every message goes alone.
+        (JOIN_SECONDS, ["body ['message'] more=True"] * 3),
+        # Quicker steps: held until the batch's first step is JOIN_SECONDS old.
+        (JOIN_SECONDS * 0.4, ["body ['message'] * 3 more=True"]),
+        (
+            JOIN_SECONDS * 0.6,
+            ["body ['message'] * 2 more=True", "body ['message'] more=True"],
+        ),
+    ],
+)
+def test_asgi_stream_slow_steps_are_sent_alone(
+    clock: Clock, step: float, bodies: list[str]
+) -> None:
     # A handler that computes between messages without awaiting (blocking the
     # loop, as CPU-bound code does) does not get its messages held back.
     class Slow(Pinger):
@@ -332,11 +367,11 @@ def test_asgi_stream_slow_steps_are_sent_alone() -> None:
             self, request: Any, ctx: RequestContext
         ) -> AsyncIterator[Any]:
             for i in range(3):
-                time.sleep(JOIN_SECONDS * 2)
+                clock.now += step
                 yield pb.CountUpResponse(number=i)
 
     log = asyncio.run(_drive(ASGIApp(Slow()), P + "CountUp", [_count_up(3)]))
-    assert log[2:] == ["body ['message'] more=True"] * 3 + ["body ['end'] more=False"]
+    assert log[2:] == [*bodies, "body ['end'] more=False"]
 
 
 def test_asgi_stream_send_failing_while_the_handler_waits_cancels_it() -> None:
@@ -596,13 +631,54 @@ def test_send_headers_before_the_request_body(srv: Server) -> None:
     assert json.loads(frames[1][1]) == {}
 
 
-def test_server_deadline_allows_a_grace_past_the_clients() -> None:
+def test_server_deadline_allows_a_grace_past_the_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The server ends a call a little after the client's deadline, never before."""
+    # The core's clock stands still, so no delay moves the call past its grace.
+    now = 1000.0
+    monkeypatch.setattr(
+        server_core, "time", types.SimpleNamespace(monotonic=lambda: now)
+    )
     ctx = RequestContext(PING, "connect", Headers())
-    now = time.monotonic()
     ctx.deadline = now - DEADLINE_GRACE / 2  # just past: the client ends it
     check_deadline(ctx)
     ctx.deadline = now - DEADLINE_GRACE * 20
     with pytest.raises(ConnectError) as info:
         check_deadline(ctx)
     assert info.value.code is Code.DEADLINE_EXCEEDED
+
+
+def test_asgi_over_limit_message_in_the_last_event_needs_no_drain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The whole body came in one event, its message over the read limit: the
+    # error goes out at once. (A drain waited for a next event, up to
+    # DRAIN_SECONDS, made endless here: the test's bound would fail it.)
+    monkeypatch.setattr(asgi_shell, "DRAIN_SECONDS", 3600.0)
+    body = b"\0" + (5 * 1024 * 1024).to_bytes(4, "big")
+    events = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if events:
+            return events.pop(0)
+        await asyncio.Event().wait()  # a client that waits for the answer
+        raise AssertionError  # pragma: no cover
+
+    async def send(msg: MutableMapping[str, Any]) -> None:
+        sent.append(msg)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": P + "Echo",
+        "raw_path": (P + "Echo").encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", STREAM.encode())],
+    }
+    asyncio.run(asyncio.wait_for(ASGIApp(Pinger())(scope, receive, send), 30))
+    end = split_envelopes(b"".join(m.get("body", b"") for m in sent[1:]))[-1]
+    assert json.loads(end[1])["error"]["code"] == "resource_exhausted"
+    assert sent[-1].get("more_body", False) is False

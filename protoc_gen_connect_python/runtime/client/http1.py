@@ -211,19 +211,14 @@ def _find_blank_line(buf: bytes, pos: int) -> tuple[int, int]:
     if i != -1 and buf.count(b"\n", pos, i) == buf.count(b"\r\n", pos, i):
         # The usual case: no bare LF before it, so no earlier empty line.
         return i, i + 4
-    j = buf.find(b"\n\n", pos)
-    if j != -1 and (i == -1 or j < i):
-        return j, j + 2
-    if i != -1:
-        # A bare-LF line followed by CRLF, e.g. "\n\r\n", ends earlier.
-        k = buf.find(b"\n\r\n", pos, i)
-        if k != -1:
-            return k, k + 3
-        return i, i + 4
-    k = buf.find(b"\n\r\n", pos)
-    if k != -1:
-        return k, k + 3
-    return -1, -1
+    # Bare LFs: the earliest of the three ways a line may end an empty one
+    # ends the block ("\n\r\n" may start just before a "\r\n\r\n").
+    best = (i, i + 4) if i != -1 else (-1, -1)
+    for sep in (b"\n\n", b"\n\r\n"):
+        k = buf.find(sep, pos)
+        if k != -1 and (best[0] == -1 or k < best[0]):
+            best = (k, k + len(sep))
+    return best
 
 
 _DEFAULT_LIMITS = Limits()
@@ -423,9 +418,10 @@ class ResponseParser:
         line = lines[0]
         code = line[9:12]
         if (
-            not code.isdigit()
+            len(code) != 3
+            or not code.isdigit()
             or not code.isascii()
-            or code[0] == "1"
+            or code[0] in "01"
             or (len(line) > 12 and line[12] != " ")
         ):
             return None
@@ -447,7 +443,7 @@ class ResponseParser:
         if version != "HTTP/1.1" and version != "HTTP/1.0":
             raise ProtocolError(f"unsupported HTTP version {version[:20]!r}")
         code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not code.isascii():
+        if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] == "0":
             raise ProtocolError(f"malformed status code {code[:20]!r}")
         reason = parts[2] if len(parts) > 2 else ""
         del lines[0]

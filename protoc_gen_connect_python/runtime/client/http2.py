@@ -995,7 +995,8 @@ class Connection:
                             f"unexpected pseudo-header {name!r} in the response",
                         )
                         return
-                    status = int(value) if value.isdigit() and len(value) == 3 else -1
+                    ok = len(value) == 3 and value.isascii() and value.isdigit()
+                    status = int(value) if ok else -1
                 else:
                     regular.append((name, value))
             if status < 100:

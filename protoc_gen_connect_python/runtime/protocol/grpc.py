@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError, ErrorDetail
@@ -143,7 +144,10 @@ def parse_status_details(data: bytes) -> tuple[int, str, list[ErrorDetail]]:
                 message = chunk.decode("utf-8", "replace")
             elif number == 3:
                 a = any_pb2.Any()
-                a.ParseFromString(chunk)
+                try:
+                    a.ParseFromString(chunk)
+                except DecodeError:
+                    raise ValueError("malformed detail") from None
                 details.append(ErrorDetail(a))
             continue
         if wire_type == 5:
@@ -178,7 +182,7 @@ def error_from_trailers(trailers: Headers) -> ConnectError | None:
     A missing or unparsable status is an ``internal`` protocol error.
     """
     status = trailers.get(STATUS)
-    if status is None or not status.isdigit():
+    if status is None or not status.isascii() or not status.isdigit():
         return ConnectError(
             Code.INTERNAL, f"protocol error: invalid grpc-status {status!r}"
         )

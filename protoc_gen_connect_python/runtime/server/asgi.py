@@ -338,9 +338,11 @@ class _Requests(AsyncIterator[Message]):
             if msg["type"] != "http.request":
                 self.eof = True  # nothing more will come
                 await _disconnected(self._guard)
+            last = not msg.get("more_body", False)
+            # Before feeding, which may fail: a body received whole needs no drain.
+            self.eof = last
             self._pending = self._call.feed(msg.get("body", b""))
-            if not msg.get("more_body", False):
-                self.eof = True
+            if last:
                 self._guard.watch(self._receive)
                 self._call.close_input()
 
@@ -791,6 +793,9 @@ JOIN_SECONDS = 0.001
 """How long a message may wait for others ready after it, counted from the
 start of the handler step that made it."""
 
+_join_clock: Callable[[], float] = time.monotonic
+"""The clock ``JOIN_SECONDS`` is measured with; tests replace it with their own."""
+
 
 async def _send_messages(
     responses: AsyncIterator[Message],
@@ -814,7 +819,7 @@ async def _send_messages(
     anext = responses.__anext__
     held: list[bytes] = []
     size = 0
-    now = time.monotonic
+    now = _join_clock
     began = first = now()
     try:
         while True:
