@@ -436,7 +436,9 @@ def http1_target(data: bytes) -> None:
 
 
 def _http2(chunks: list[bytes], send: int) -> tuple[Any, ...]:
-    conn = http2.Connection(stream_window=LIMIT, connection_window=4 * LIMIT)
+    conn = http2.Connection(
+        http2.Limits(stream_window=LIMIT, connection_window=16 * LIMIT)
+    )
     stream = conn.open_stream("POST", "http", "peer", "/svc/Method", [], False)
     conn.data_to_send()
     body: list[bytes] = []
