@@ -160,6 +160,7 @@ SIGNALLED = {
     "uvicorn": ("uvicorn", "shutdown_apps:asgi_app", ()),
     "hypercorn-w0": ("hypercorn", "shutdown_apps:asgi_app", ("--workers", "0")),
     "gunicorn": ("gunicorn", "shutdown_apps:wsgi_app", ("--threads", "200")),
+    "granian": ("granian", "shutdown_apps:asgi_app", ()),
 }
 
 
