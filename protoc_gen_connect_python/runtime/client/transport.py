@@ -1,10 +1,11 @@
 """How clients move bytes: a small transport interface, its implementations, the choice.
 
-A transport (the interface is ``interface.py``) sends one :class:`HTTPRequest` (whose body is bytes or an iterator of
+A transport sends one :class:`HTTPRequest` (whose body is bytes or an iterator of
 chunks) and returns a response whose body is read chunk by chunk, followed by
 its trailers. It knows nothing of RPC; failures of the network or of HTTP itself
 are raised as :class:`ConnectError` (``unavailable``, ``deadline_exceeded``...).
 
+The interface is defined in ``interface.py`` and re-exported here.
 Implement :class:`AsyncTransport` or :class:`SyncTransport` to run clients over
 another HTTP stack, or to test without a network.
 

@@ -9,7 +9,8 @@ awaiting it or not; every decision is made here or in the protocol modules.
 
 Adding a protocol means one ``ServerProtocol`` subclass (how to recognize its
 content types, which stream kinds it serves, how to make a call object) and one
-``ServerCall`` subclass; see ``connect.py``.
+``ServerCall`` subclass (both in ``call.py``; see ``connect.py``), listed in
+``protocols.py``.
 """
 
 from __future__ import annotations
