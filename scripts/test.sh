@@ -28,6 +28,8 @@ echo "== ruff"
 echo "== mypy --strict (for Python $OLDEST and $NEWEST)"
 "$PY" -m mypy --python-version "$OLDEST" protoc_gen_connect_python tests
 "$PY" -m mypy --python-version "$NEWEST" protoc_gen_connect_python tests
+echo "== lint-imports (the layering contracts in pyproject.toml)"
+.venv/bin/lint-imports
 echo "== pytest"
 "$PY" -m pytest -q -p no:cacheprovider "$@"
 

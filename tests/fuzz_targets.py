@@ -345,7 +345,7 @@ def client_response_target(data: bytes) -> None:
     from google.protobuf.wrappers_pb2 import StringValue
 
     from protoc_gen_connect_python.runtime.client.config import build_config
-    from protoc_gen_connect_python.runtime.client.core import make_protocol
+    from protoc_gen_connect_python.runtime.client.protocols import make_protocol
     from protoc_gen_connect_python.runtime.method import MethodSpec, StreamType
 
     r = Reader(data)

@@ -1028,7 +1028,7 @@ def test_connect_client_refuses_unknown_response_envelope_flags(flags: int) -> N
     from google.protobuf.wrappers_pb2 import StringValue
 
     from protoc_gen_connect_python.runtime import Headers
-    from protoc_gen_connect_python.runtime.client.core import ConnectResponseStream
+    from protoc_gen_connect_python.runtime.client.connect import ConnectResponseStream
 
     stream = ConnectResponseStream(JSON_CODEC, StringValue, None, 0, Headers())
     assert [m.value for m in stream.feed(envelope(b'"ok"'))] == ["ok"]

@@ -18,7 +18,8 @@ from protoc_gen_connect_python.runtime import (
     SyncClient,
 )
 from protoc_gen_connect_python.runtime.client.config import build_config
-from protoc_gen_connect_python.runtime.client.core import ConnectProtocol, HTTPRequest
+from protoc_gen_connect_python.runtime.client.connect import ConnectProtocol
+from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.compression import Gzip
 from protoc_gen_connect_python.runtime.envelope import (
     FLAG_COMPRESSED,

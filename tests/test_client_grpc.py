@@ -35,11 +35,11 @@ from protoc_gen_connect_python.runtime import (
     Headers,
 )
 from protoc_gen_connect_python.runtime.client.config import build_config
-from protoc_gen_connect_python.runtime.client.core import make_protocol
 from protoc_gen_connect_python.runtime.client.grpc import (
     GRPCProtocol,
     GRPCWebProtocol,
 )
+from protoc_gen_connect_python.runtime.client.protocols import make_protocol
 from protoc_gen_connect_python.runtime.envelope import encode_envelope
 from protoc_gen_connect_python.runtime.headers import encode_binary_header
 from protoc_gen_connect_python.runtime.protocol import grpc as wire

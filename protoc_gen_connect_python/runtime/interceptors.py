@@ -34,7 +34,7 @@ Wrapping happens once, when the app is built, not per call.
 
 Async apps (``ASGIApp``) take ``AsyncServerInterceptor`` objects and sync apps
 (``WSGIApp``) ``SyncServerInterceptor`` objects; they differ only in ``await``.
-Client interceptors live in the second section of this module.
+Client interceptors are defined in ``client/interceptors.py`` and re-exported here.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from google.protobuf.message import Message
 
+# Client interceptors are defined beside the clients and re-exported here, so
+# that one import serves both sides.
+from protoc_gen_connect_python.runtime.client.interceptors import (
+    AsyncUnaryNext,
+    ClientCall,
+    ClientInterceptor,
+    SyncUnaryNext,
+)
 from protoc_gen_connect_python.runtime.context import RequestContext
 from protoc_gen_connect_python.runtime.errors import ConnectError
 
@@ -122,18 +130,6 @@ def overrides_on_end(
     """Whether ``on_end`` does anything; apps skip the no-op default per call."""
     return _overrides(interceptor, "on_end")
 
-
-# ---------------------------------------------------------------------------
-# Client interceptors
-# ---------------------------------------------------------------------------
-# (Defined alongside the clients; kept in this module so one import serves both.)
-
-from protoc_gen_connect_python.runtime.client.interceptors import (  # noqa: E402
-    AsyncUnaryNext,
-    ClientCall,
-    ClientInterceptor,
-    SyncUnaryNext,
-)
 
 __all__ = [
     "AsyncServerInterceptor",

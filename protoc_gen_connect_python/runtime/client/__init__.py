@@ -10,9 +10,9 @@ from protoc_gen_connect_python.runtime.client.config import (
     ClientConfig,
     ConnectionOptions,
 )
+from protoc_gen_connect_python.runtime.client.connect import ConnectProtocol
 from protoc_gen_connect_python.runtime.client.core import (
     ClientProtocol,
-    ConnectProtocol,
     HTTPRequest,
     UnaryResponse,
 )

@@ -35,7 +35,6 @@ from protoc_gen_connect_python.runtime.client.core import (
     PreparedMethod,
     ResponseStream,
     UnaryResponse,
-    make_protocol,
     no_message_error,
     past_deadline,
     too_many_messages_error,
@@ -49,6 +48,7 @@ from protoc_gen_connect_python.runtime.client.interceptors import (
     watches_messages,
     wraps_unary,
 )
+from protoc_gen_connect_python.runtime.client.protocols import make_protocol
 from protoc_gen_connect_python.runtime.client.retry import (
     Attempts,
     RetryPolicy,

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from protoc_gen_connect_python.runtime.client.core import UnaryResponse
+from protoc_gen_connect_python.runtime.client.call import UnaryResponse
 from protoc_gen_connect_python.runtime.headers import Headers
 
 M = TypeVar("M", bound=Message)

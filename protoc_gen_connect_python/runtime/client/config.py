@@ -6,17 +6,13 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Union
+from typing import Literal, Union
 
+from protoc_gen_connect_python.runtime.client.interceptors import ClientInterceptor
 from protoc_gen_connect_python.runtime.client.retry import RetryPolicy
 from protoc_gen_connect_python.runtime.codec import CODECS, Codec
 from protoc_gen_connect_python.runtime.compression import COMPRESSIONS, Compression
 from protoc_gen_connect_python.runtime.headers import Headers, HeadersInput
-
-if TYPE_CHECKING:
-    from protoc_gen_connect_python.runtime.client.interceptors import (
-        ClientInterceptor,
-    )
 
 PEMInput = Union[bytes, str, "os.PathLike[str]"]
 """PEM data as bytes, or the path of a PEM file."""
@@ -322,11 +318,6 @@ def _check_types(
     connection: object,
 ) -> None:
     """Refuse option values of the wrong type, which would fail only at a call."""
-    # Imported here: interceptors import the core, which imports this module.
-    from protoc_gen_connect_python.runtime.client.interceptors import (
-        ClientInterceptor,
-    )
-
     if not isinstance(base_url, str):
         raise ValueError(f"base_url must be a str: {base_url!r}")
     if not isinstance(codec, str) and not _quacks(codec, "encode", "decode"):

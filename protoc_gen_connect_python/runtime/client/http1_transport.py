@@ -32,13 +32,11 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
 
 from protoc_gen_connect_python.runtime.client.config import (
     DEFAULT_CONNECTION,
     ClientConfig,
 )
-from protoc_gen_connect_python.runtime.client.core import HTTPRequest, RequestPrefix
 from protoc_gen_connect_python.runtime.client.http1 import (
     LAST_CHUNK,
     Limits,
@@ -48,6 +46,12 @@ from protoc_gen_connect_python.runtime.client.http1 import (
     request_head,
     request_start,
     writes,
+)
+from protoc_gen_connect_python.runtime.client.interface import (
+    AsyncResponse,
+    HTTPRequest,
+    RequestPrefix,
+    SyncResponse,
 )
 from protoc_gen_connect_python.runtime.client.net import (
     AsyncSlots,
@@ -72,12 +76,6 @@ from protoc_gen_connect_python.runtime.client.timers import (
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
-
-if TYPE_CHECKING:
-    from protoc_gen_connect_python.runtime.client.transport import (
-        AsyncResponse,
-        SyncResponse,
-    )
 
 __all__ = ["AsyncHTTP1Transport", "SyncHTTP1Transport"]
 

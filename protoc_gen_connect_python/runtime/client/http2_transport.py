@@ -41,13 +41,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from protoc_gen_connect_python.runtime.client.config import (
     DEFAULT_CONNECTION,
     ClientConfig,
 )
-from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.client.http2 import (
     Connection,
     ErrorCode,
@@ -55,6 +53,10 @@ from protoc_gen_connect_python.runtime.client.http2 import (
     ProtocolError,
     Stream,
     StreamReset,
+)
+from protoc_gen_connect_python.runtime.client.interface import (
+    AsyncResponse,
+    HTTPRequest,
 )
 from protoc_gen_connect_python.runtime.client.net import (
     AsyncSlots,
@@ -73,9 +75,6 @@ from protoc_gen_connect_python.runtime.client.timers import (
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
-
-if TYPE_CHECKING:
-    from protoc_gen_connect_python.runtime.client.transport import AsyncResponse
 
 __all__ = ["AsyncHTTP2Transport", "stream_error"]
 

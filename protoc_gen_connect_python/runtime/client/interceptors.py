@@ -21,7 +21,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from protoc_gen_connect_python.runtime.client.core import UnaryResponse
+from protoc_gen_connect_python.runtime.client.call import UnaryResponse
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.method import MethodSpec

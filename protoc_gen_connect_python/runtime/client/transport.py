@@ -5,6 +5,7 @@ chunks) and returns a response whose body is read chunk by chunk, followed by
 its trailers. It knows nothing of RPC; failures of the network or of HTTP itself
 are raised as :class:`ConnectError` (``unavailable``, ``deadline_exceeded``...).
 
+The interface is defined in ``interface.py`` and re-exported here.
 Implement :class:`AsyncTransport` or :class:`SyncTransport` to run clients over
 another HTTP stack, or to test without a network.
 
@@ -23,12 +24,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TypeVar
 
 import pyqwest
 
 from protoc_gen_connect_python.runtime.client.config import ClientConfig
-from protoc_gen_connect_python.runtime.client.core import HTTPRequest
 from protoc_gen_connect_python.runtime.client.http1_transport import (
     AsyncHTTP1Transport,
     SyncHTTP1Transport,
@@ -36,84 +36,25 @@ from protoc_gen_connect_python.runtime.client.http1_transport import (
 from protoc_gen_connect_python.runtime.client.http2_transport import (
     AsyncHTTP2Transport,
 )
+from protoc_gen_connect_python.runtime.client.interface import (
+    AsyncResponse as AsyncResponse,
+)
+from protoc_gen_connect_python.runtime.client.interface import (
+    AsyncTransport as AsyncTransport,
+)
+from protoc_gen_connect_python.runtime.client.interface import HTTPRequest
+from protoc_gen_connect_python.runtime.client.interface import (
+    SyncResponse as SyncResponse,
+)
+from protoc_gen_connect_python.runtime.client.interface import (
+    SyncTransport as SyncTransport,
+)
 from protoc_gen_connect_python.runtime.client.timers import idle_error
 from protoc_gen_connect_python.runtime.code import Code
 from protoc_gen_connect_python.runtime.errors import ConnectError
 from protoc_gen_connect_python.runtime.headers import Headers
 
 _T = TypeVar("_T", pyqwest.HTTPTransport, pyqwest.SyncHTTPTransport)
-
-
-class AsyncResponse(Protocol):
-    """A response whose head has arrived; its body is read with :meth:`read`."""
-
-    status: int
-    headers: Headers
-
-    async def read(self) -> bytes:
-        """The next chunk of the body; ``b""`` once it has ended."""
-        ...
-
-    @property
-    def trailers(self) -> Headers:
-        """HTTP trailers, complete once :meth:`read` returned ``b""``."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release the response; cancels the request if it is still running."""
-        ...
-
-
-@runtime_checkable
-class AsyncTransport(Protocol):
-    """Sends requests for :class:`AsyncClient`."""
-
-    async def send(
-        self, request: HTTPRequest, body: AsyncIterator[bytes] | None
-    ) -> AsyncResponse:
-        """Send ``request`` (its ``body``, or the ``body`` chunks when given).
-
-        Returns once the response head has arrived. A streamed body keeps being
-        sent while the response is read (full duplex where HTTP allows it).
-        """
-        ...
-
-    async def aclose(self) -> None:
-        """Close connections."""
-        ...
-
-
-class SyncResponse(Protocol):
-    """The blocking twin of :class:`AsyncResponse`."""
-
-    status: int
-    headers: Headers
-
-    def read(self) -> bytes:
-        """The next chunk of the body; ``b""`` once it has ended."""
-        ...
-
-    @property
-    def trailers(self) -> Headers:
-        """HTTP trailers, complete once :meth:`read` returned ``b""``."""
-        ...
-
-    def close(self) -> None:
-        """Release the response; cancels the request. Safe from any thread."""
-        ...
-
-
-@runtime_checkable
-class SyncTransport(Protocol):
-    """Sends requests for :class:`SyncClient`."""
-
-    def send(self, request: HTTPRequest, body: Iterator[bytes] | None) -> SyncResponse:
-        """Send ``request``; ``request.timeout`` bounds the whole exchange."""
-        ...
-
-    def close(self) -> None:
-        """Close connections."""
-        ...
 
 
 # -- pyqwest -------------------------------------------------------------------

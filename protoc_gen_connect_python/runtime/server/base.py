@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from google.protobuf.message import Message
 
@@ -26,7 +26,8 @@ from protoc_gen_connect_python.runtime.envelope import (
     message_framer,
 )
 from protoc_gen_connect_python.runtime.errors import ConnectError
-from protoc_gen_connect_python.runtime.server.core import (
+from protoc_gen_connect_python.runtime.server.call import (
+    CoreView,
     Endpoint,
     Head,
     RawHeaders,
@@ -36,11 +37,8 @@ from protoc_gen_connect_python.runtime.server.core import (
     to_raw,
 )
 
-if TYPE_CHECKING:
-    from protoc_gen_connect_python.runtime.server.core import ServerCore
 
-
-def request_compression(name: str | None, core: ServerCore) -> Compression | None:
+def request_compression(name: str | None, core: CoreView) -> Compression | None:
     """The algorithm a request body is compressed with; None for identity."""
     if not name or name == IDENTITY:
         return None
@@ -54,7 +52,7 @@ def request_compression(name: str | None, core: ServerCore) -> Compression | Non
     return comp
 
 
-def response_compression(accept: str | None, core: ServerCore) -> Compression | None:
+def response_compression(accept: str | None, core: CoreView) -> Compression | None:
     """The algorithm to compress the response with, from the client's accept list."""
     return core.response_compression(accept) if accept else None
 
@@ -77,7 +75,7 @@ class CodecProtocol(ServerProtocol):
     every content-type header are computed once.
     """
 
-    def __init__(self, core: ServerCore, accept_header: bytes) -> None:
+    def __init__(self, core: CoreView, accept_header: bytes) -> None:
         names = core.accept_encoding.encode("latin-1")
         self.accept: tuple[tuple[bytes, bytes], ...] = (
             ((accept_header, names),) if names else ()
@@ -117,7 +115,7 @@ class EnvelopeCall(ServerCall):
 
     def __init__(
         self,
-        core: ServerCore,
+        core: CoreView,
         endpoint: Endpoint,
         codec: Codec | None,
         ctx: RequestContext,

@@ -8,7 +8,6 @@ the per-call state machines the app shells drive.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
@@ -31,8 +30,9 @@ from protoc_gen_connect_python.runtime.server.base import (
     request_compression,
     response_compression,
 )
-from protoc_gen_connect_python.runtime.server.core import (
+from protoc_gen_connect_python.runtime.server.call import (
     CONTENT_LENGTHS,
+    CoreView,
     Endpoint,
     Head,
     RawHeaders,
@@ -42,9 +42,6 @@ from protoc_gen_connect_python.runtime.server.core import (
     content_length,
     to_raw,
 )
-
-if TYPE_CHECKING:
-    from protoc_gen_connect_python.runtime.server.core import ServerCore
 
 PROTOCOL = "connect"
 
@@ -70,7 +67,7 @@ class ConnectUnaryProtocol(CodecProtocol):
 
     name = PROTOCOL
 
-    def __init__(self, core: ServerCore) -> None:
+    def __init__(self, core: CoreView) -> None:
         super().__init__(core, b"accept-encoding")
         # (codec, compression) -> response head; both are long-lived app objects.
         self._heads: dict[
@@ -110,7 +107,7 @@ class ConnectUnaryProtocol(CodecProtocol):
 
     def new_call(
         self,
-        core: ServerCore,
+        core: CoreView,
         endpoint: Endpoint,
         codec: Codec | None,
         ctx: RequestContext,
@@ -128,7 +125,7 @@ class ConnectUnaryCall(ServerCall):
 
     def __init__(
         self,
-        core: ServerCore,
+        core: CoreView,
         endpoint: Endpoint,
         codec: Codec | None,
         ctx: RequestContext,
@@ -266,7 +263,7 @@ class ConnectStreamProtocol(CodecProtocol):
 
     name = PROTOCOL
 
-    def __init__(self, core: ServerCore) -> None:
+    def __init__(self, core: CoreView) -> None:
         super().__init__(core, b"connect-accept-encoding")
 
     def codec_name(self, media_type: str) -> str | None:
@@ -285,7 +282,7 @@ class ConnectStreamProtocol(CodecProtocol):
 
     def new_call(
         self,
-        core: ServerCore,
+        core: CoreView,
         endpoint: Endpoint,
         codec: Codec | None,
         ctx: RequestContext,

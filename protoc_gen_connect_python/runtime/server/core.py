@@ -9,15 +9,14 @@ awaiting it or not; every decision is made here or in the protocol modules.
 
 Adding a protocol means one ``ServerProtocol`` subclass (how to recognize its
 content types, which stream kinds it serves, how to make a call object) and one
-``ServerCall`` subclass; see ``connect.py``.
+``ServerCall`` subclass (both in ``call.py``; see ``connect.py``), listed in
+``protocols.py``.
 """
 
 from __future__ import annotations
 
-import abc
 import http
 import inspect
-import logging
 import time
 from collections.abc import (
     AsyncIterable,
@@ -28,8 +27,7 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict, cast
+from typing import Any, Protocol, cast
 
 from google.protobuf.message import Message
 
@@ -44,49 +42,48 @@ from protoc_gen_connect_python.runtime.compression import (
 from protoc_gen_connect_python.runtime.context import RequestContext, RequestView
 from protoc_gen_connect_python.runtime.deadline import INBOUND
 from protoc_gen_connect_python.runtime.errors import ConnectError
-from protoc_gen_connect_python.runtime.headers import Headers
 from protoc_gen_connect_python.runtime.interceptors import (
     AsyncServerInterceptor,
     SyncServerInterceptor,
     overrides_on_end,
     overrides_on_request,
 )
-from protoc_gen_connect_python.runtime.method import (
-    Idempotency,
-    MethodSpec,
-    StreamType,
+from protoc_gen_connect_python.runtime.method import StreamType
+from protoc_gen_connect_python.runtime.server import connect
+
+# Defined in the leaf modules; re-exported for code that imports them from here.
+from protoc_gen_connect_python.runtime.server.call import (
+    CONTENT_LENGTHS as CONTENT_LENGTHS,
 )
+from protoc_gen_connect_python.runtime.server.call import HEAD_NAMES as HEAD_NAMES
+from protoc_gen_connect_python.runtime.server.call import EndHook as EndHook
+from protoc_gen_connect_python.runtime.server.call import Endpoint as Endpoint
+from protoc_gen_connect_python.runtime.server.call import Head as Head
+from protoc_gen_connect_python.runtime.server.call import HTTPReject as HTTPReject
+from protoc_gen_connect_python.runtime.server.call import RawHeaders as RawHeaders
+from protoc_gen_connect_python.runtime.server.call import Reply as Reply
+from protoc_gen_connect_python.runtime.server.call import ServerCall as ServerCall
+from protoc_gen_connect_python.runtime.server.call import (
+    ServerProtocol as ServerProtocol,
+)
+from protoc_gen_connect_python.runtime.server.call import (
+    check_response as check_response,
+)
+from protoc_gen_connect_python.runtime.server.call import (
+    content_length as content_length,
+)
+from protoc_gen_connect_python.runtime.server.call import logger as logger
+from protoc_gen_connect_python.runtime.server.call import run_end_hooks as run_end_hooks
+from protoc_gen_connect_python.runtime.server.call import to_raw as to_raw
+from protoc_gen_connect_python.runtime.server.options import MiB as MiB
+from protoc_gen_connect_python.runtime.server.options import (
+    ServerOptions as ServerOptions,
+)
+from protoc_gen_connect_python.runtime.server.options import (
+    ServerOptionsKwargs as ServerOptionsKwargs,
+)
+from protoc_gen_connect_python.runtime.server.protocols import default_protocols
 from protoc_gen_connect_python.runtime.shutdown import DRAIN
-
-logger = logging.getLogger("protoc_gen_connect_python.server")
-"""Where handler exceptions that are not ConnectError are logged, with traceback."""
-
-RawHeaders = list[tuple[bytes, bytes]]
-"""Header pairs as ASGI sends them: lower-case names, latin-1 bytes."""
-
-MiB = 1024 * 1024
-
-HEAD_NAMES = (
-    "content-type",
-    "content-length",
-    "connect-protocol-version",
-    "connect-timeout-ms",
-    "content-encoding",
-    "accept-encoding",
-    "connect-content-encoding",
-    "connect-accept-encoding",
-    "grpc-timeout",
-    "grpc-encoding",
-    "grpc-accept-encoding",
-)
-"""The request headers the built-in protocols read (``ServerCall.head``).
-
-The shells pick these out of the request in one pass, so a call never decodes
-or stores the rest unless the handler reads ``ctx.request_headers``.
-"""
-
-Head = dict[str, str]
-"""The first value of each ``HEAD_NAMES`` header present, by lower-case name."""
 
 
 class RequestSource(RequestView, Protocol):
@@ -97,101 +94,9 @@ class RequestSource(RequestView, Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class ServerOptions:
-    """Settings shared by ``ASGIApp`` and ``WSGIApp``; pass them as keywords."""
-
-    read_max_bytes: int = 4 * MiB
-    """Largest request message accepted, compressed and again decompressed
-    (0 = no limit). Checked before the bytes are buffered."""
-    send_max_bytes: int = 0
-    """Largest response message sent, after compression (0 = no limit). A
-    handler's own output is trusted by default, as in gRPC."""
-    compress_min_bytes: int = 1024
-    """Responses smaller than this are sent uncompressed; compressing them costs
-    more than it saves."""
-    compressions: tuple[str | Compression, ...] | None = None
-    """Accepted and offered algorithms, by name or object, in order of
-    preference; None means every one available (gzip, and br and zstd when
-    their packages are installed). An empty tuple means identity only."""
-    codecs: tuple[Codec, ...] = ()
-    """Codecs in addition to the built-in ``proto`` and ``json`` (a codec with
-    one of those names replaces the built-in one)."""
-    require_connect_protocol_header: bool = False
-    """Reject Connect requests without ``Connect-Protocol-Version`` (or, for GET,
-    the ``connect=v1`` query parameter), which proves the caller is a Connect
-    client and not a plain HTTP form post."""
-    expose_internal_errors: bool = False
-    """Send the text of exceptions that are not ConnectError to clients. Off by
-    default: such text may leak internals. They are logged either way."""
-    prime_allocator: bool = True
-    """Let the C allocator keep large blocks for reuse from the start (see
-    ``runtime.allocator.prime_allocator``); it is a setting of the whole
-    process."""
-    shutdown_grace: float = 10.0
-    """Seconds streams may run on once shutdown began (SIGTERM, lifespan
-    shutdown); those still open then end with ``unavailable``. Keep it below
-    the server's own limit (gunicorn's ``--graceful-timeout``, hypercorn's
-    ``--graceful-timeout``, uvicorn's ``--timeout-graceful-shutdown``)."""
-
-
-class ServerOptionsKwargs(TypedDict, total=False):
-    """``ServerOptions`` fields as keyword arguments of the app constructors."""
-
-    read_max_bytes: int
-    send_max_bytes: int
-    compress_min_bytes: int
-    compressions: tuple[str | Compression, ...] | None
-    codecs: tuple[Codec, ...]
-    require_connect_protocol_header: bool
-    expose_internal_errors: bool
-    prime_allocator: bool
-    shutdown_grace: float
-
-
-class Reply:
-    """A complete response whose bytes are known: status, headers, body, trailers.
-
-    ``trailers`` is None unless the protocol sends HTTP trailers (gRPC).
-    """
-
-    __slots__ = ("body", "headers", "status", "trailers")
-
-    def __init__(
-        self,
-        status: int,
-        headers: RawHeaders,
-        body: bytes = b"",
-        trailers: RawHeaders | None = None,
-    ) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.trailers = trailers
-
-
-class HTTPReject(Exception):
-    """A request refused at the HTTP level (404, 405, 415), before any protocol."""
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(reply.status)
-        self.reply = reply
-
-    def error(self) -> ConnectError:
-        """The refusal as the code a client infers from its HTTP status."""
-        status = self.reply.status
-        return ConnectError(
-            Code.from_http_status(status), f"refused with HTTP status {status}"
-        )
-
-
 def client_gone() -> ConnectError:
     """How ``on_end`` hooks see a call whose client went away."""
     return ConnectError(Code.CANCELED, "the client went away")
-
-
-EndHook = Callable[[RequestContext, ConnectError | None], None]
-"""An interceptor's ``on_end``."""
 
 
 DRAIN_MAX_BYTES = 8 * 1024 * 1024
@@ -271,195 +176,10 @@ _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
 _STATUS_LINES[499] = "499 Client Closed Request"
 
 
-CONTENT_LENGTHS: dict[int, tuple[bytes, bytes]] = {}
-
-
-def content_length(size: int) -> tuple[bytes, bytes]:
-    """The ``content-length`` header pair for ``size``.
-
-    Reply sizes repeat; one pair object per size saves formatting the number
-    and, in WSGI, hashing a new value to find its decoded form.
-    """
-    pair = CONTENT_LENGTHS.get(size)
-    if pair is None:
-        pair = (b"content-length", b"%d" % size)
-        if len(CONTENT_LENGTHS) < 1024:
-            CONTENT_LENGTHS[size] = pair
-    return pair
-
-
 def status_line(status: int) -> str:
     """A WSGI status line (``"200 OK"``)."""
     line = _STATUS_LINES.get(status)
     return line if line is not None else f"{status} Unknown"
-
-
-def to_raw(headers: Headers) -> RawHeaders:
-    """``Headers`` as raw pairs."""
-    return [
-        (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.multi_items()
-    ]
-
-
-# ---------------------------------------------------------------------------
-# Protocol interface
-# ---------------------------------------------------------------------------
-
-
-class ServerCall(abc.ABC):
-    """One call under one protocol: the sans-IO state the app shells drive.
-
-    The shell calls ``parse_head`` first (it may raise ConnectError, or
-    HTTPReject), then ``decode_unary`` with the buffered body (or ``preread``)
-    for unary methods, or ``feed``/``close_input`` with body chunks for streaming
-    ones. It answers with ``encode_unary`` or ``encode_error`` (nothing sent yet),
-    or ``stream_head``, ``encode_stream_message`` and ``encode_stream_end``.
-    """
-
-    __slots__ = ("codec", "core", "ctx", "endpoint", "head", "preread")
-
-    def end(self, error: ConnectError | None) -> None:
-        """Run the interceptors' ``on_end`` hooks: the call ends with ``error``.
-
-        The shells call it once per call, when the outcome is known and before
-        the last bytes go out, if ``endpoint.ends`` is not empty.
-        """
-        run_end_hooks(self.endpoint.ends, self.ctx, error)
-
-    needs_trailers = False
-    """Whether the protocol needs HTTP trailers (gRPC): WSGI needs a server extension."""
-
-    def __init__(
-        self,
-        core: ServerCore,
-        endpoint: Endpoint,
-        codec: Codec | None,
-        ctx: RequestContext,
-        head: Head,
-    ) -> None:
-        self.core = core
-        self.endpoint = endpoint
-        self.codec = codec
-        self.ctx = ctx
-        self.head = head
-        """The request headers the protocol reads (see ``HEAD_NAMES``)."""
-        self.preread: bytes | None = None
-        """The request body when it did not come in the HTTP body (Connect GET)."""
-
-    @abc.abstractmethod
-    def parse_head(self) -> None:
-        """Validate the request head; set the deadline and compression."""
-
-    @property
-    def unary_body_limit(self) -> int:
-        """Largest request body accepted for a unary call (0 = no limit)."""
-        return self.core.options.read_max_bytes
-
-    def body_too_large(self) -> ConnectError:
-        """The error for a unary body over ``unary_body_limit``.
-
-        It names the configured message limit, which is what the client can
-        act on, not the body limit, which may allow for framing (gRPC).
-        """
-        limit = self.core.options.read_max_bytes
-        return ConnectError(
-            Code.RESOURCE_EXHAUSTED,
-            f"request message is larger than configured max {limit} bytes",
-        )
-
-    @abc.abstractmethod
-    def decode_unary(self, body: bytes) -> Message:
-        """The request message of a unary call from its whole body."""
-
-    @abc.abstractmethod
-    def encode_unary(self, message: Message) -> Reply:
-        """The whole response of a successful unary call."""
-
-    @abc.abstractmethod
-    def encode_error(self, err: ConnectError) -> Reply:
-        """The whole response for an error when nothing was sent yet."""
-
-    def encode_refusal(self, err: ConnectError) -> Reply:
-        """A whole error response that needs no HTTP trailers (gRPC: trailers-only)."""
-        return self.encode_error(err)
-
-    @abc.abstractmethod
-    def feed(self, data: bytes) -> Iterator[Message]:
-        """Request messages completed by ``data`` (streaming methods).
-
-        Each is decoded as it is taken, so a read that completes many never
-        holds them all decoded at once.
-        """
-
-    @abc.abstractmethod
-    def close_input(self) -> None:
-        """The request body ended; raise if it ended mid-message."""
-
-    @property
-    @abc.abstractmethod
-    def input_needed(self) -> int:
-        """How many bytes the next message still needs (blocking readers use it)."""
-
-    @abc.abstractmethod
-    def stream_head(self) -> tuple[int, RawHeaders]:
-        """Status and headers of a streaming response."""
-
-    @abc.abstractmethod
-    def encode_stream_message(self, message: Message) -> bytes:
-        """One framed response message."""
-
-    def stream_framer(self) -> Callable[[Message, list[bytes]], int]:
-        """``encode_stream_message`` as the quickest callable for this call.
-
-        The shells ask once, after ``parse_head``, and call it per message
-        with the pieces of their next write: it adds the framed message to
-        them and returns its size.
-        """
-        encode = self.encode_stream_message
-
-        def frame(message: Message, out: list[bytes]) -> int:
-            data = encode(message)
-            out.append(data)
-            return len(data)
-
-        return frame
-
-    @abc.abstractmethod
-    def encode_stream_end(
-        self, err: ConnectError | None
-    ) -> tuple[bytes, RawHeaders | None]:
-        """The last body bytes and, for protocols with HTTP trailers, the trailers."""
-
-
-class ServerProtocol(abc.ABC):
-    """A wire protocol the server speaks, recognized by content type."""
-
-    name: str
-    """The protocol name handlers see as ``ctx.protocol``."""
-
-    @abc.abstractmethod
-    def codec_name(self, media_type: str) -> str | None:
-        """The codec named by a lower-case media type without parameters, or None."""
-
-    @abc.abstractmethod
-    def handles(self, stream_type: StreamType) -> bool:
-        """Whether this protocol serves methods of this kind."""
-
-    @abc.abstractmethod
-    def content_types(self, codec_names: Iterable[str]) -> list[str]:
-        """The media types it accepts, for ``Accept-Post``."""
-
-    @abc.abstractmethod
-    def new_call(
-        self,
-        core: ServerCore,
-        endpoint: Endpoint,
-        codec: Codec | None,
-        ctx: RequestContext,
-        head: Head,
-        query: str | None,
-    ) -> ServerCall:
-        """A call object for one request; must not raise."""
 
 
 # ---------------------------------------------------------------------------
@@ -659,34 +379,6 @@ async def _async_steps_in_call(
 # ---------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
-class Endpoint:
-    """One route: the method spec and its handler, adapted and intercepted."""
-
-    spec: MethodSpec[Any, Any]
-    unary: Callable[..., Any] | None
-    """``(request, ctx) -> response`` (awaitable for async apps), unary methods."""
-    stream: Callable[..., Any] | None
-    """``(requests, ctx) -> responses``, streaming methods."""
-    hooks: tuple[Callable[[RequestContext], Any], ...]
-    """Interceptors' ``on_request`` hooks, in order."""
-    ends: tuple[EndHook, ...] = ()
-    """Interceptors' ``on_end`` hooks, innermost interceptor first."""
-    allow_get: bool = field(init=False)
-    allow: str = field(init=False)
-    """The ``Allow`` header of a 405 reply."""
-    raw_procedure: bytes = field(init=False)
-    """The procedure as it ends an unescaped request path."""
-
-    def __post_init__(self) -> None:
-        self.raw_procedure = self.spec.procedure.encode("ascii")
-        self.allow_get = (
-            self.spec.stream_type is StreamType.UNARY
-            and self.spec.idempotency is Idempotency.NO_SIDE_EFFECTS
-        )
-        self.allow = "GET, POST" if self.allow_get else "POST"
-
-
 def _build_endpoints(
     services: Sequence[object],
     interceptors: Sequence[AsyncServerInterceptor | SyncServerInterceptor],
@@ -757,8 +449,6 @@ class ServerCore:
         is_async: bool,
         protocols: Sequence[ServerProtocol] | None = None,
     ) -> None:
-        from protoc_gen_connect_python.runtime.server import connect, grpc
-
         if not services:
             raise ValueError("an app needs at least one service")
         self.options = options
@@ -800,12 +490,7 @@ class ServerCore:
         self.protocols: tuple[ServerProtocol, ...] = tuple(
             protocols
             if protocols is not None
-            else (
-                grpc.GRPCProtocol(self, web=True),
-                grpc.GRPCProtocol(self, web=False),
-                connect.ConnectStreamProtocol(self),
-                self.connect_unary,
-            )
+            else default_protocols(self, self.connect_unary)
         )
         accept_post = ", ".join(
             t for p in self.protocols for t in p.content_types(sorted(codecs))
@@ -948,27 +633,6 @@ class ServerCore:
         return ConnectError(Code.UNKNOWN, "internal error")
 
 
-def check_response(spec: MethodSpec[Any, Any], message: object) -> None:
-    """Refuse a handler's response that is not the method's output message.
-
-    A message of another type would be sent as if it were one (the bytes of
-    one protobuf message parse as another, often silently), so the call fails
-    with ``internal`` instead, and the mistake is logged.
-    """
-    output = spec.output
-    if type(message) is output or isinstance(message, output):
-        return
-    logger.error(
-        "%s: the handler produced a %s, not a %s; the call fails with internal",
-        spec.procedure,
-        type(message).__qualname__,
-        output.__qualname__,
-    )
-    raise ConnectError(
-        Code.INTERNAL, "the server produced a response of the wrong type"
-    )
-
-
 def deadline_exceeded() -> ConnectError:
     """The error sent when a call outlives its timeout."""
     return ConnectError(Code.DEADLINE_EXCEEDED, "the call exceeded its deadline")
@@ -1029,19 +693,6 @@ def escaped_route(raw_path: bytes | None, endpoint: Endpoint) -> bool:
 
 NOT_FOUND = Reply(404, [(b"content-length", b"0")])
 """The reply to an unknown procedure: a plain 404, as Connect specifies."""
-
-
-def run_end_hooks(
-    ends: Iterable[EndHook], ctx: RequestContext, error: ConnectError | None
-) -> None:
-    """Run ``on_end`` hooks; one that fails is logged and the others still run."""
-    for end in ends:
-        try:
-            end(ctx, error)
-        except Exception:
-            logger.exception(
-                "an interceptor's on_end failed for %s", ctx.method.procedure
-            )
 
 
 def call_hooks_sync(

@@ -8,8 +8,6 @@ server can carry.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from google.protobuf.message import Message
 
 from protoc_gen_connect_python.runtime.code import Code
@@ -27,7 +25,8 @@ from protoc_gen_connect_python.runtime.server.base import (
     request_compression,
     response_compression,
 )
-from protoc_gen_connect_python.runtime.server.core import (
+from protoc_gen_connect_python.runtime.server.call import (
+    CoreView,
     Endpoint,
     Head,
     RawHeaders,
@@ -36,14 +35,11 @@ from protoc_gen_connect_python.runtime.server.core import (
     to_raw,
 )
 
-if TYPE_CHECKING:
-    from protoc_gen_connect_python.runtime.server.core import ServerCore
-
 
 class GRPCProtocol(CodecProtocol):
     """``application/grpc[+codec]`` (``web=False``) or ``application/grpc-web[+codec]``."""
 
-    def __init__(self, core: ServerCore, *, web: bool) -> None:
+    def __init__(self, core: CoreView, *, web: bool) -> None:
         super().__init__(core, b"grpc-accept-encoding")
         self.web = web
         self.name = "grpc-web" if web else "grpc"
@@ -62,7 +58,7 @@ class GRPCProtocol(CodecProtocol):
 
     def new_call(
         self,
-        core: ServerCore,
+        core: CoreView,
         endpoint: Endpoint,
         codec: Codec | None,
         ctx: RequestContext,
