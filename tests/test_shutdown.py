@@ -161,6 +161,9 @@ SIGNALLED = {
     "hypercorn-w0": ("hypercorn", "shutdown_apps:asgi_app", ("--workers", "0")),
     "gunicorn": ("gunicorn", "shutdown_apps:wsgi_app", ("--threads", "200")),
     "granian": ("granian", "shutdown_apps:asgi_app", ()),
+    # granian's WSGI worker installs its handlers after loading the app: the
+    # signal reaches the drain through the wakeup fd.
+    "granian-wsgi": ("granian-wsgi", "shutdown_apps:wsgi_app", ()),
 }
 
 
@@ -368,6 +371,81 @@ def test_signal_chains_to_the_servers_handler(drain: Drain) -> None:
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
+
+
+@pytest.fixture
+def no_wakeup_fd() -> Iterator[None]:
+    """No signal wakeup fd while the test runs; the process's is put back."""
+    old = signal.set_wakeup_fd(-1)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old)
+
+
+def test_signal_begins_drain_after_server_replaced_hook(
+    drain: Drain, no_wakeup_fd: None
+) -> None:
+    """A server that installs its handler after the app was built (granian's
+    WSGI worker) replaces ours: the signal still begins the drain, through the
+    wakeup fd, and the server's handler runs as before."""
+    seen: list[int] = []
+    old_int = signal.getsignal(signal.SIGINT)
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        install_signal_hooks()
+        signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert drain.wait(10)
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
+
+
+@pytest.mark.parametrize(
+    ("sent", "drains"),
+    [
+        ((signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD), False),
+        ((signal.SIGUSR1, signal.SIGTERM), True),
+        ((signal.SIGINT,), True),
+    ],
+)
+def test_wakeup_bytes_that_begin_the_drain(sent: tuple[int, ...], drains: bool) -> None:
+    """Python writes every caught signal's number to the wakeup fd: only
+    SIGTERM's and SIGINT's begin the drain. (A drain of its own; the bytes
+    are written as Python would, then the pipe is closed so its thread ends.)"""
+    d = Drain()
+    before = set(threading.enumerate())
+    w = d.listen()
+    (relay,) = set(threading.enumerate()) - before
+    os.write(w, bytes(sent))
+    os.close(w)
+    relay.join(10)
+    assert not relay.is_alive()
+    assert d.draining is drains
+    assert d.wait(0) is drains
+    assert d._pipe is not None
+    os.close(d._pipe[0])
+
+
+def test_wakeup_fd_of_another_stays(drain: Drain, no_wakeup_fd: None) -> None:
+    """A process with a wakeup fd of its own (an event loop's, gunicorn's
+    worker's) keeps it."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    old_int = signal.getsignal(signal.SIGINT)
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.set_wakeup_fd(w)
+        install_signal_hooks()
+        assert signal.set_wakeup_fd(w) == w
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(r)
+        os.close(w)
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
 
 
 def test_default_disposition_left_alone() -> None:
