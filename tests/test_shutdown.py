@@ -212,6 +212,50 @@ def test_sigterm_pyvoy_stops_at_once() -> None:
     assert out.exited
 
 
+async def _run_on_past_grace(srv: Server) -> tuple[str, float]:
+    """One unary call whose handler sleeps 90 s once told of the drain, then
+    SIGTERM: how the call ended and the seconds until the process exited."""
+    async with AsyncClient(srv.url, timeout=120) as client:
+        req = pb.PingRequest(text="hold", sleep_ms=90_000)
+        call = asyncio.ensure_future(client.call_unary(PING, req))
+        until = time.monotonic() + 60
+        while (await client.call_unary(PING, pb.PingRequest(text="stats"))).number != 1:
+            assert time.monotonic() < until, "the call was not held within 60 s"
+            await asyncio.sleep(0.1)
+        sent = time.monotonic()
+        srv.process.send_signal(signal.SIGTERM)
+        try:
+            ended = (await asyncio.wait_for(call, 60)).text
+        except ConnectError as e:
+            ended = _error(e)
+        await asyncio.to_thread(srv.process.wait, 30)
+        return ended, time.monotonic() - sent
+
+
+def test_sigterm_granian_wsgi_kill_timeout() -> None:
+    """A sync handler cannot be stopped: one that runs on past the grace keeps
+    granian's worker alive, as granian waits for its connections without a
+    limit. ``--workers-kill-timeout`` bounds that: granian kills the worker,
+    the call fails ``unavailable`` at the client (its connection is cut) and
+    the process exits. Documented in docs/server.md."""
+    args = ("--workers-kill-timeout", "5")
+    srv = start_server(
+        "granian-wsgi",
+        "shutdown_apps:wsgi_app",
+        env={"SHUTDOWN_GRACE": str(GRACE)},
+        args=args,
+    )
+    try:
+        ended, seconds = asyncio.run(_run_on_past_grace(srv))
+    finally:
+        srv.stop()
+    print(f"granian-wsgi {' '.join(args)}: {ended}, exit after {seconds:.1f} s")
+    assert ended.startswith("unavailable: "), ended
+    assert srv.process.returncode is not None
+    assert "Killing worker-1" in srv.output(), srv.output()[-4000:]
+    assert "protoc_gen_connect_python" not in srv.output(), srv.output()[-4000:]
+
+
 # -- in-process: the drain itself ----------------------------------------------------
 
 CT = [("content-type", "application/connect+proto")]
