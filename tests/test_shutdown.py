@@ -453,12 +453,14 @@ def test_signal_begins_drain_after_server_replaced_hook(
         ((signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD), False),
         ((signal.SIGUSR1, signal.SIGTERM), True),
         ((signal.SIGINT,), True),
+        ((0,), False),  # begin's byte, read after a reset
     ],
 )
 def test_wakeup_bytes_that_begin_the_drain(sent: tuple[int, ...], drains: bool) -> None:
     """Python writes every caught signal's number to the wakeup fd: only
-    SIGTERM's and SIGINT's begin the drain. (A drain of its own; the bytes
-    are written as Python would, then the pipe is closed so its thread ends.)"""
+    SIGTERM's and SIGINT's begin the drain, and ``begin``'s own byte only
+    wakes the drain it began. (A drain of its own; the bytes are written as
+    Python would, then the pipe is closed so its thread ends.)"""
     d = Drain()
     before = set(threading.enumerate())
     w = d.listen()

@@ -47,8 +47,8 @@ SIGNALS = tuple(
 _BEGUN = b"\0"
 """What ``begin`` writes to the pipe: no signal has number 0."""
 
-_WAKE_BYTES = frozenset([_BEGUN[0], *SIGNALS])
-"""The bytes on the pipe that begin the drain; other signals' are skipped."""
+_SIGNAL_BYTES = frozenset(SIGNALS)
+"""The signal numbers on the pipe that begin the drain; others are skipped."""
 
 
 class Drain:
@@ -162,9 +162,11 @@ class Drain:
                 return
             if not data:
                 return
-            if not _WAKE_BYTES.isdisjoint(data):
-                if self.started is None:  # a signal whose handler is not ours
-                    self.started = time.monotonic()
+            signalled = not _SIGNAL_BYTES.isdisjoint(data)
+            if signalled and self.started is None:  # the handler was not ours
+                self.started = time.monotonic()
+            # A byte of begin's that comes after a reset wakes nobody.
+            if signalled or _BEGUN[0] in data:
                 self._wake()
 
     def _wake(self) -> None:
