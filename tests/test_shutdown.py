@@ -475,6 +475,30 @@ def test_wakeup_bytes_that_begin_the_drain(sent: tuple[int, ...], drains: bool) 
     os.close(d._pipe[0])
 
 
+def test_forked_child_drops_the_parents_pipe(drain: Drain, no_wakeup_fd: None) -> None:
+    """A worker forked from a process with the app (gunicorn ``--preload``)
+    has no wakeup fd of ours: its signals must not reach the parent's pipe."""
+    old_int = signal.getsignal(signal.SIGINT)
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        install_signal_hooks()
+        assert drain._pipe is not None
+        ours = drain._pipe[1]
+        assert signal.set_wakeup_fd(ours) == ours
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code, never return
+            try:
+                fresh = signal.set_wakeup_fd(-1) == -1 and DRAIN._pipe is None
+                os._exit(0 if fresh else 1)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
 def test_wakeup_fd_of_another_stays(drain: Drain, no_wakeup_fd: None) -> None:
     """A process with a wakeup fd of its own (an event loop's, gunicorn's
     worker's) keeps it."""
