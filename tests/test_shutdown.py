@@ -161,6 +161,9 @@ SIGNALLED = {
     "hypercorn-w0": ("hypercorn", "shutdown_apps:asgi_app", ("--workers", "0")),
     "gunicorn": ("gunicorn", "shutdown_apps:wsgi_app", ("--threads", "200")),
     "granian": ("granian", "shutdown_apps:asgi_app", ()),
+    # granian's WSGI worker installs its handlers after loading the app: the
+    # signal reaches the drain through the wakeup fd.
+    "granian-wsgi": ("granian-wsgi", "shutdown_apps:wsgi_app", ()),
 }
 
 
@@ -207,6 +210,50 @@ def test_sigterm_pyvoy_stops_at_once() -> None:
     assert sum(out.streams.values()) == STREAMS
     assert all(r.startswith("unavailable: ") for r in out.streams)
     assert out.exited
+
+
+async def _run_on_past_grace(srv: Server) -> tuple[str, float]:
+    """One unary call whose handler sleeps 90 s once told of the drain, then
+    SIGTERM: how the call ended and the seconds until the process exited."""
+    async with AsyncClient(srv.url, timeout=120) as client:
+        req = pb.PingRequest(text="hold", sleep_ms=90_000)
+        call = asyncio.ensure_future(client.call_unary(PING, req))
+        until = time.monotonic() + 60
+        while (await client.call_unary(PING, pb.PingRequest(text="stats"))).number != 1:
+            assert time.monotonic() < until, "the call was not held within 60 s"
+            await asyncio.sleep(0.1)
+        sent = time.monotonic()
+        srv.process.send_signal(signal.SIGTERM)
+        try:
+            ended = (await asyncio.wait_for(call, 60)).text
+        except ConnectError as e:
+            ended = _error(e)
+        await asyncio.to_thread(srv.process.wait, 30)
+        return ended, time.monotonic() - sent
+
+
+def test_sigterm_granian_wsgi_kill_timeout() -> None:
+    """A sync handler cannot be stopped: one that runs on past the grace keeps
+    granian's worker alive, as granian waits for its connections without a
+    limit. ``--workers-kill-timeout`` bounds that: granian kills the worker,
+    the call fails ``unavailable`` at the client (its connection is cut) and
+    the process exits. Documented in docs/server.md."""
+    args = ("--workers-kill-timeout", "5")
+    srv = start_server(
+        "granian-wsgi",
+        "shutdown_apps:wsgi_app",
+        env={"SHUTDOWN_GRACE": str(GRACE)},
+        args=args,
+    )
+    try:
+        ended, seconds = asyncio.run(_run_on_past_grace(srv))
+    finally:
+        srv.stop()
+    print(f"granian-wsgi {' '.join(args)}: {ended}, exit after {seconds:.1f} s")
+    assert ended.startswith("unavailable: "), ended
+    assert srv.process.returncode is not None
+    assert "Killing worker-1" in srv.output(), srv.output()[-4000:]
+    assert "protoc_gen_connect_python" not in srv.output(), srv.output()[-4000:]
 
 
 # -- in-process: the drain itself ----------------------------------------------------
@@ -368,6 +415,107 @@ def test_signal_chains_to_the_servers_handler(drain: Drain) -> None:
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
+
+
+@pytest.fixture
+def no_wakeup_fd() -> Iterator[None]:
+    """No signal wakeup fd while the test runs; the process's is put back."""
+    old = signal.set_wakeup_fd(-1)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old)
+
+
+def test_signal_begins_drain_after_server_replaced_hook(
+    drain: Drain, no_wakeup_fd: None
+) -> None:
+    """A server that installs its handler after the app was built (granian's
+    WSGI worker) replaces ours: the signal still begins the drain, through the
+    wakeup fd, and the server's handler runs as before."""
+    seen: list[int] = []
+    old_int = signal.getsignal(signal.SIGINT)
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        install_signal_hooks()
+        signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert drain.wait(10)
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
+
+
+@pytest.mark.parametrize(
+    ("sent", "drains"),
+    [
+        ((signal.SIGUSR1, signal.SIGHUP, signal.SIGCHLD), False),
+        ((signal.SIGUSR1, signal.SIGTERM), True),
+        ((signal.SIGINT,), True),
+        ((0,), False),  # begin's byte, read after a reset
+    ],
+)
+def test_wakeup_bytes_that_begin_the_drain(sent: tuple[int, ...], drains: bool) -> None:
+    """Python writes every caught signal's number to the wakeup fd: only
+    SIGTERM's and SIGINT's begin the drain, and ``begin``'s own byte only
+    wakes the drain it began. (A drain of its own; the bytes are written as
+    Python would, then the pipe is closed so its thread ends.)"""
+    d = Drain()
+    before = set(threading.enumerate())
+    w = d.listen()
+    (relay,) = set(threading.enumerate()) - before
+    os.write(w, bytes(sent))
+    os.close(w)
+    relay.join(10)
+    assert not relay.is_alive()
+    assert d.draining is drains
+    assert d.wait(0) is drains
+    assert d._pipe is not None
+    os.close(d._pipe[0])
+
+
+def test_forked_child_drops_the_parents_pipe(drain: Drain, no_wakeup_fd: None) -> None:
+    """A worker forked from a process with the app (gunicorn ``--preload``)
+    has no wakeup fd of ours: its signals must not reach the parent's pipe."""
+    old_int = signal.getsignal(signal.SIGINT)
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        install_signal_hooks()
+        assert drain._pipe is not None
+        ours = drain._pipe[1]
+        assert signal.set_wakeup_fd(ours) == ours
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code, never return
+            try:
+                fresh = signal.set_wakeup_fd(-1) == -1 and DRAIN._pipe is None
+                os._exit(0 if fresh else 1)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def test_wakeup_fd_of_another_stays(drain: Drain, no_wakeup_fd: None) -> None:
+    """A process with a wakeup fd of its own (an event loop's, gunicorn's
+    worker's) keeps it."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    old_int = signal.getsignal(signal.SIGINT)
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.set_wakeup_fd(w)
+        install_signal_hooks()
+        assert signal.set_wakeup_fd(w) == w
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(r)
+        os.close(w)
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
 
 
 def test_default_disposition_left_alone() -> None:

@@ -15,6 +15,12 @@ moment, then calls the server's, which goes on to stop the server as it
 would have. A signal handler must not take locks a thread it interrupted may
 hold, so it only writes a byte to a pipe; a daemon thread wakes handlers and
 event loops from there.
+
+A server may also install its handlers after the app was built, replacing
+ours (granian's WSGI worker does). The same pipe is then the process's signal
+wakeup fd (``signal.set_wakeup_fd``), where Python itself writes the number
+of each signal it catches, whoever's handler runs: the thread begins the
+drain when it reads SIGTERM's or SIGINT's.
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ SIGNALS = tuple(
     s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None)) if s
 )
 """The signals that begin a drain where the server handles them in Python."""
+
+_BEGUN = b"\0"
+"""What ``begin`` writes to the pipe: no signal has number 0."""
+
+_SIGNAL_BYTES = frozenset(SIGNALS)
+"""The signal numbers on the pipe that begin the drain; others are skipped."""
 
 
 class Drain:
@@ -74,7 +86,7 @@ class Drain:
         pipe = self._pipe
         if pipe is not None:
             with contextlib.suppress(OSError):
-                os.write(pipe[1], b"!")
+                os.write(pipe[1], _BEGUN)
         else:
             self._wake()
 
@@ -113,38 +125,57 @@ class Drain:
             await event.wait()
 
     def reset(self) -> None:
-        """Serve again after a drain (tests, servers restarted in one process)."""
+        """Serve again after a drain (tests, servers restarted in one process).
+
+        The pipe and its thread stay: they serve the next drain.
+        """
         if self.started is None:
             return
-        self.started = None
-        self._event.clear()
         with self._lock:
+            self.started = None
+            self._event.clear()
             self._loops.clear()
-            pipe, self._pipe = self._pipe, None
-        if pipe is not None:  # its thread has read its byte and ended
-            for fd in pipe:
-                os.close(fd)
 
-    def listen(self) -> None:
+    def listen(self) -> int:
         """Wake waiters from a thread of our own, so ``begin`` may run in a signal
-        handler (``install_signal_hooks`` calls this)."""
+        handler (``install_signal_hooks`` calls this).
+
+        Returns the pipe's write end, which never blocks: a byte that is a
+        signal's number (SIGTERM's, SIGINT's) begins the drain too.
+        """
         with self._lock:
             if self._pipe is not None:
-                return
+                return self._pipe[1]
             r, w = os.pipe()
+            os.set_blocking(w, False)
             self._pipe = (r, w)
         threading.Thread(
             target=self._relay, args=(r,), name="connect-drain", daemon=True
         ).start()
+        return w
 
     def _relay(self, r: int) -> None:
-        with contextlib.suppress(OSError):
-            os.read(r, 1)
-        self._wake()
+        while True:
+            try:
+                data = os.read(r, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            signalled = not _SIGNAL_BYTES.isdisjoint(data)
+            if signalled and self.started is None:  # the handler was not ours
+                self.started = time.monotonic()
+            # A byte of begin's that comes after a reset wakes nobody.
+            if signalled or _BEGUN[0] in data:
+                self._wake()
 
     def _wake(self) -> None:
-        self._event.set()
         with self._lock:
+            # Once per drain: a chained handler and the wakeup fd both report
+            # one signal; a reset may have come first.
+            if self.started is None or self._event.is_set():
+                return
+            self._event.set()
             hooks = list(self._hooks)
             loops = list(self._loops.items())
         for loop, event in loops:
@@ -168,8 +199,19 @@ _installed: dict[int, Any] = {}
 def _after_fork() -> None:
     # A forked worker starts serving: the parent's drain, thread and pipe are
     # not its own, and its server installs its own signal handlers.
+    pipe = DRAIN._pipe
     Drain.__init__(DRAIN)
     _installed.clear()
+    if pipe is None:
+        return
+    try:  # the child's signals must not reach the parent's pipe
+        old = signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        return  # it may still point there: keep the pipe open
+    if old != pipe[1]:
+        signal.set_wakeup_fd(old)
+    for fd in pipe:
+        os.close(fd)
 
 
 if hasattr(os, "register_at_fork"):
@@ -186,9 +228,14 @@ def install_signal_hooks() -> bool:
     at lifespan startup, ``WSGIApp`` when it is built (gunicorn builds it in
     each worker, after the worker's handlers; with ``--preload`` call this
     from gunicorn's ``post_worker_init`` hook). True if a hook is in place.
+
+    The drain's pipe also becomes the signal wakeup fd, unless the process
+    has one (an event loop's, gunicorn's worker's), so a handler the server
+    installs later (granian's WSGI worker) begins the drain as well.
     """
     if threading.current_thread() is not threading.main_thread():
         return False
+    _take_wakeup_fd(DRAIN.listen())
     hooked = False
     for sig in SIGNALS:
         current = signal.getsignal(sig)
@@ -197,12 +244,21 @@ def install_signal_hooks() -> bool:
             continue
         if not callable(current):  # SIG_DFL, SIG_IGN or set outside Python
             continue
-        DRAIN.listen()
         hook = _chain(current)
         signal.signal(sig, hook)
         _installed[sig] = hook
         hooked = True
     return hooked
+
+
+def _take_wakeup_fd(fd: int) -> None:
+    """Make ``fd`` the signal wakeup fd if no other is set."""
+    try:
+        old = signal.set_wakeup_fd(fd)
+    except (ValueError, OSError):  # e.g. Windows, where it must be a socket
+        return
+    if old not in (-1, fd):  # someone else's: theirs stays
+        signal.set_wakeup_fd(old)
 
 
 def _chain(
