@@ -50,7 +50,6 @@ from opentelemetry.propagators.textmap import Getter, Setter, TextMapPropagator
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from protoc_gen_connect_python.batteries._streams import aclose, close
 from protoc_gen_connect_python.runtime import (
     AsyncServerInterceptor,
     AsyncStreamFunc,
@@ -67,6 +66,7 @@ from protoc_gen_connect_python.runtime import (
     SyncStreamFunc,
     SyncUnaryFunc,
 )
+from protoc_gen_connect_python.runtime.iterators import aclose_iterator, close_iterator
 
 __all__ = [
     "OTelClientInterceptor",
@@ -444,7 +444,7 @@ class OTelServerInterceptor(_ServerOptions, AsyncServerInterceptor):
                     t.message(call, m, request=False)
                     yield m
             finally:
-                await aclose(responses)
+                await aclose_iterator(responses)
 
         return stream
 
@@ -499,7 +499,7 @@ class OTelServerInterceptorSync(_ServerOptions, SyncServerInterceptor):
                     t.message(call, m, request=False)
                     yield m
             finally:
-                close(responses)
+                close_iterator(responses)
 
         return stream
 

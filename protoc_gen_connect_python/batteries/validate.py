@@ -29,7 +29,6 @@ from typing import Any
 import protovalidate
 from google.protobuf.message import Message
 
-from protoc_gen_connect_python.batteries._streams import aclose, close
 from protoc_gen_connect_python.runtime import (
     AsyncServerInterceptor,
     AsyncStreamFunc,
@@ -44,6 +43,7 @@ from protoc_gen_connect_python.runtime import (
     SyncStreamFunc,
     SyncUnaryFunc,
 )
+from protoc_gen_connect_python.runtime.iterators import aclose_iterator, close_iterator
 
 __all__ = [
     "VIOLATIONS_TYPE",
@@ -160,7 +160,7 @@ class ValidateInterceptor(_Options, AsyncServerInterceptor):
                 async for m in out:
                     yield v.response(m) if responses else m
             finally:
-                await aclose(out)
+                await aclose_iterator(out)
 
         return stream
 
@@ -190,7 +190,7 @@ class ValidateInterceptorSync(_Options, SyncServerInterceptor):
                 for m in out:
                     yield v.response(m) if responses else m
             finally:
-                close(out)
+                close_iterator(out)
 
         return stream
 

@@ -48,6 +48,10 @@ from protoc_gen_connect_python.runtime.interceptors import (
     overrides_on_end,
     overrides_on_request,
 )
+from protoc_gen_connect_python.runtime.iterators import (
+    aclose_iterator as aclose_iterator,
+)
+from protoc_gen_connect_python.runtime.iterators import close_iterator as close_iterator
 from protoc_gen_connect_python.runtime.method import StreamType
 from protoc_gen_connect_python.runtime.server import connect
 
@@ -217,20 +221,6 @@ def _sync_single(requests: Iterator[Message]) -> Message:
     if first is None:
         raise _missing()
     return first
-
-
-async def aclose_iterator(it: object) -> None:
-    """Close an async generator (or anything with ``aclose``); others are left be."""
-    aclose = getattr(it, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-def close_iterator(it: object) -> None:
-    """Close a generator (or anything with ``close``)."""
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
 
 
 def _async_server_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
